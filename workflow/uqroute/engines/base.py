@@ -1,0 +1,80 @@
+"""The one small interface every engine implements.
+
+A *conversation* is a list of chat messages ``{"role": ..., "content": ...}``
+(roles ``system``, ``user``, ``assistant``). Engines render it themselves: a
+chat template where the model has one, the model registry's plain completion
+format where it has none, or the API's native message list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated reply.
+
+    ``token_logprobs[i]`` is log p(token i | prompt, tokens < i) under the
+    model's own distribution (temperature 1, no top-p), whatever temperature was
+    used to pick the token; ``tokens[i]`` is that token decoded on its own, so
+    ``"".join(tokens)`` reproduces ``text`` up to tokenizer whitespace handling.
+    """
+
+    text: str
+    tokens: list[str] = field(default_factory=list)
+    token_logprobs: list[float] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What a pass needs from a model, whoever serves it."""
+
+    model_name: str
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        """``n`` completions per conversation (outer list aligned with the input).
+
+        Temperature 0 means greedy decoding; with temperature > 0 the same
+        ``seed`` gives the same samples.
+        """
+        ...
+
+    def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:
+        """Probability of each candidate as the assistant's next token.
+
+        Returns shape ``(len(conversations), len(candidates))``: softmax over the
+        full vocabulary of the first token of each candidate (not renormalised).
+        """
+        ...
+
+    def hidden_states(self, conversations: Sequence[Conversation], layer: int) -> np.ndarray:
+        """Hidden state of ``layer`` (negative counts from the last) at the last token.
+
+        The conversation ends with the assistant's reply; only a prefill is run.
+        Returns float32 of shape ``(len(conversations), hidden_size)``.
+        """
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+class EngineError(RuntimeError):
+    """A model could not answer; the message names the model and, for APIs, the endpoint."""
