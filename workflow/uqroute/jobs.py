@@ -19,11 +19,11 @@ log = logging.getLogger("uqroute.jobs")
 
 
 def prepare_dataset(dataset: str, split: str, data_dir: str | None, output: str) -> None:
-    from .datasets import load_split
+    from .datasets import ITEM_SCHEMA, load_split
 
     df = load_split(dataset, split, Path(data_dir) if data_dir else None)
     log.info("%s/%s: %d rows", dataset, split, len(df))
-    write_parquet(df, output)
+    write_parquet(df, output, schema=ITEM_SCHEMA)
 
 
 def prepare_model(model: str, output: str) -> None:

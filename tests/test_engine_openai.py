@@ -1,0 +1,418 @@
+"""OpenAIEngine, its cache and retries, and the LLM judge, against a real local HTTP server."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import re
+import threading
+import time
+import traceback
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fake_openai_server import (FakeOpenAIServer, Fault, Reply, echo_reply, last_user_text, position_logprob,
+                                split_tokens)
+from uqroute.engines.base import Completion, Engine, EngineError
+from uqroute.engines.cache import RequestCache
+from uqroute.engines.openai_engine import OpenAIEngine, _retry_after_seconds
+from uqroute.judge import LLMJudge, parse_verdict
+
+SECRET = "sk-test-SECRET-123"
+KEY_ENV = "UQROUTE_TEST_OPENAI_KEY"
+MODEL_NAME = "fake-llm"
+
+
+def conv(question: str) -> list[dict]:
+    return [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": question}]
+
+
+@pytest.fixture
+def server():
+    with FakeOpenAIServer() as fake:
+        yield fake
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    return SECRET
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    return tmp_path / "api-cache"
+
+
+@pytest.fixture
+def make_engine(server, api_key, cache_dir):
+    engines = []
+
+    def build(**overrides) -> OpenAIEngine:
+        opts = dict(model="fake-chat", base_url=server.base_url, api_key_env=KEY_ENV, cache_dir=cache_dir,
+                    max_retries=3, timeout=5.0, backoff_base=0.01, backoff_max=0.05)
+        opts.update(overrides)
+        engine = OpenAIEngine(MODEL_NAME, **opts)
+        engines.append(engine)
+        return engine
+
+    yield build
+    for engine in engines:
+        engine.close()
+
+
+# ---- answers and logprobs ---------------------------------------------------------------------------
+
+
+def test_generate_maps_answers_and_logprobs(server, make_engine):
+    engine = make_engine()
+    convs = [conv("What is 2+2?"), conv("Name a colour.")]
+    out = engine.generate(convs, max_new_tokens=32)
+
+    assert [[c.text for c in row] for row in out] == [["Echo: What is 2+2?"], ["Echo: Name a colour."]]
+    for row in out:
+        (completion,) = row
+        assert completion.tokens == split_tokens(completion.text)
+        assert "".join(completion.tokens) == completion.text
+        assert completion.token_logprobs == pytest.approx([position_logprob(i) for i in range(len(completion.tokens))])
+        assert completion.token_ids == []
+    assert server.n_requests == 2
+    for body, sent in zip(sorted(server.bodies, key=lambda b: b["messages"][1]["content"]), [convs[1], convs[0]]):
+        assert body["model"] == "fake-chat"
+        assert body["messages"] == sent
+        assert (body["max_tokens"], body["temperature"], body["top_p"], body["n"], body["seed"]) == (32, 0.0, 1.0, 1, 0)
+        assert body["logprobs"] is True
+    assert server.auth_headers == [f"Bearer {SECRET}"] * 2
+    assert isinstance(engine, Engine)
+
+
+def test_generate_n_samples_in_one_request_per_conversation(server, make_engine):
+    out = make_engine().generate([conv("a"), conv("b")], max_new_tokens=16, temperature=1.0, n=3, seed=7)
+
+    assert [[c.text for c in row] for row in out] == [[f"Sample {i} seed 7: {q}" for i in range(3)] for q in "ab"]
+    assert server.n_requests == 2
+    assert all(body["n"] == 3 and body["temperature"] == 1.0 and body["seed"] == 7 for body in server.bodies)
+
+
+def test_max_completion_tokens_param_is_sent_when_configured(server, make_engine):
+    make_engine(token_limit_param="max_completion_tokens").generate([conv("q")], max_new_tokens=5)
+    (body,) = server.bodies
+    assert body["max_completion_tokens"] == 5 and "max_tokens" not in body
+
+
+def test_endpoint_without_logprobs_gives_empty_token_lists(server, make_engine):
+    server.report_logprobs = False
+    ((completion,),) = make_engine().generate([conv("hello")], max_new_tokens=8)
+    assert completion == Completion(text="Echo: hello", tokens=[], token_logprobs=[])
+
+
+def test_next_token_probs_reads_top_logprobs(server, make_engine):
+    distributions = {
+        "yes?": {"True": 0.55, " True": 0.15, "False": 0.2, "true": 0.05, " False": 0.03},
+        "no?": {"False": 0.8, "True": 0.1, "Fal": 0.05},
+    }
+    server.responder = lambda messages, request, index: Reply(
+        max(distributions[last_user_text(messages)], key=distributions[last_user_text(messages)].get),
+        distributions[last_user_text(messages)])
+
+    probs = make_engine().next_token_probs([conv("yes?"), conv("no?")], ["True", "False", "Maybe"])
+
+    # Whitespace variants of a candidate add up; "true" and "Fal" are other tokens.
+    np.testing.assert_allclose(probs, [[0.70, 0.23, 0.0], [0.10, 0.80, 0.0]], atol=1e-9)
+    assert server.n_requests == 2
+    for body in server.bodies:
+        assert (body["max_tokens"], body["logprobs"], body["top_logprobs"], body["temperature"]) == (1, True, 20, 0.0)
+
+
+def test_next_token_probs_without_logprobs_is_an_engine_error(server, make_engine):
+    server.report_logprobs = False
+    with pytest.raises(EngineError, match=rf"{MODEL_NAME}.*{re.escape(server.base_url)}.*top_logprobs"):
+        make_engine().next_token_probs([conv("q")], ["True", "False"])
+
+
+def test_hidden_states_are_not_served_by_an_api(make_engine):
+    with pytest.raises(NotImplementedError, match="hf engine"):
+        make_engine().hidden_states([conv("q")], layer=-8)
+
+
+def test_batches_run_concurrently_up_to_the_limit(server, make_engine):
+    server.response_delay = 0.3
+    questions = [f"question {i}" for i in range(6)]
+    out = make_engine(max_concurrency=3).generate([conv(q) for q in questions], max_new_tokens=8)
+
+    assert [row[0].text for row in out] == [f"Echo: {q}" for q in questions]
+    assert 2 <= server.max_in_flight <= 3
+
+
+# ---- cache ------------------------------------------------------------------------------------------
+
+
+def test_cache_answers_reruns_without_requests(server, make_engine, cache_dir):
+    convs = [conv("first"), conv("second")]
+    first = make_engine().generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=3)
+    probs = make_engine().next_token_probs(convs, ["Echo:"])
+    assert server.n_requests == 4
+
+    engine = make_engine()
+    assert engine.generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=3) == first
+    # A fresh engine instance on the same folder (a rerun of the job) asks nothing either.
+    assert make_engine().generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=3) == first
+    np.testing.assert_array_equal(make_engine().next_token_probs(convs, ["Echo:"]), probs)
+    assert server.n_requests == 4
+    assert engine.n_cache_hits == 2 and engine.n_requests == 0
+
+    # Any sampling parameter is part of the key.
+    make_engine().generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=4)
+    assert server.n_requests == 6
+
+    files = sorted(p for p in cache_dir.rglob("*") if p.is_file())
+    assert len(files) == 6
+    for path in files:
+        assert re.fullmatch(r"[0-9a-f]{64}\.json", path.name) and path.parent.name == path.name[:2]
+        entry = json.loads(path.read_text())
+        assert entry["request"]["base_url"] == server.base_url and entry["response"]["choices"]
+
+
+def test_identical_requests_in_one_batch_are_sent_once(server, make_engine):
+    out = make_engine().generate([conv("same")] * 3 + [conv("other")], max_new_tokens=8)
+    assert [row[0].text for row in out] == ["Echo: same"] * 3 + ["Echo: other"]
+    assert server.n_requests == 2
+
+
+def test_no_cache_dir_means_every_call_is_a_request(server, make_engine):
+    engine = make_engine(cache_dir=None)
+    engine.generate([conv("q")], max_new_tokens=8)
+    engine.generate([conv("q")], max_new_tokens=8)
+    assert server.n_requests == 2
+
+
+def test_request_cache_keys_and_atomic_concurrent_writes(tmp_path):
+    cache = RequestCache(tmp_path)
+    request = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0.0, "seed": 0}
+    reordered = dict(reversed(list(request.items())))
+    assert RequestCache.key(request) == RequestCache.key(reordered)
+    assert RequestCache.key(request) != RequestCache.key({**request, "seed": 1})
+    assert cache.get(request) is None
+
+    responses = [{"choices": [{"message": {"content": f"writer {i}"}}]} for i in range(8)]
+    threads = [threading.Thread(target=cache.put, args=(request, r)) for r in responses]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.get(reordered) in responses
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [f"{RequestCache.key(request)}.json"]
+
+    cache.path(request).write_text('{"response": {"choi')
+    assert cache.get(request) is None
+
+
+# ---- retries ----------------------------------------------------------------------------------------
+
+
+def test_retry_after_header_forms():
+    soon = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    assert _retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert _retry_after_seconds({"retry-after": "2"}) == 2.0
+    assert 25.0 < _retry_after_seconds({"retry-after": soon}) <= 30.0
+    assert _retry_after_seconds({"retry-after": "soon-ish"}) is None
+    assert _retry_after_seconds({}) is None
+
+
+def test_429_waits_at_least_retry_after(server, make_engine):
+    server.inject(Fault.http(429, retry_after=1))
+    start = time.monotonic()
+    out = make_engine().generate([conv("rate limited")], max_new_tokens=8)
+    waited = time.monotonic() - start
+
+    assert waited >= 1.0
+    assert [[c.text for c in row] for row in out] == [["Echo: rate limited"]]
+    assert server.n_requests == 2 and server.count(server.bodies[0]) == 2
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Fault.http(500), Fault.http(502), Fault.http(503), Fault.http(504), Fault.delay(1.5), Fault.malformed(),
+     Fault.no_choices(), Fault.garbled_logprobs()],
+    ids=["500", "502", "503", "504", "timeout", "malformed", "no-choices", "garbled-logprobs"],
+)
+def test_transient_fault_is_retried_once(server, make_engine, fault):
+    server.inject(fault)
+    out = make_engine(timeout=0.5).generate([conv("flaky")], max_new_tokens=8)
+
+    assert [[c.text for c in row] for row in out] == [["Echo: flaky"]]
+    assert server.n_requests == 2 and server.count(server.bodies[0]) == 2 and server.pending_faults == 0
+
+
+def test_faults_across_a_concurrent_batch_give_each_answer_once(server, make_engine):
+    server.inject(Fault.http(500), Fault.malformed(), Fault.http(503))
+    questions = [f"q{i}" for i in range(4)]
+    out = make_engine().generate([conv(q) for q in questions], max_new_tokens=8)
+
+    assert [[c.text for c in row] for row in out] == [[f"Echo: {q}"] for q in questions]
+    # Each fault costs exactly one extra request, whichever conversation it hit.
+    assert server.n_requests == 7 and server.pending_faults == 0
+    assert len(server.counts()) == 4 and all(count >= 1 for count in server.counts().values())
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_client_errors_fail_at_once_naming_model_and_endpoint(server, make_engine, status, cache_dir):
+    server.inject(Fault.http(status))
+    with pytest.raises(EngineError) as excinfo:
+        make_engine().generate([conv("q")], max_new_tokens=8)
+
+    message = str(excinfo.value)
+    assert MODEL_NAME in message and server.base_url in message and f"HTTP {status}" in message
+    assert SECRET not in message
+    assert server.n_requests == 1
+    assert not cache_dir.exists() or not any(p.is_file() for p in cache_dir.rglob("*"))
+
+
+def test_exhausted_retries_raise_and_cache_nothing(server, make_engine, cache_dir):
+    server.inject(*[Fault.http(500)] * 3)
+    engine = make_engine(max_retries=2)
+    with pytest.raises(EngineError) as excinfo:
+        engine.generate([conv("doomed")], max_new_tokens=8)
+
+    message = str(excinfo.value)
+    assert MODEL_NAME in message and server.base_url in message and "HTTP 500" in message and "3 attempts" in message
+    assert server.n_requests == 3
+    assert not cache_dir.exists() or not any(p.is_file() for p in cache_dir.rglob("*"))
+    # Nothing bad was remembered: the next call goes out and succeeds.
+    assert engine.generate([conv("doomed")], max_new_tokens=8)[0][0].text == "Echo: doomed"
+    assert server.n_requests == 4
+
+
+# ---- secrets ----------------------------------------------------------------------------------------
+
+
+def test_keyless_local_server(server, cache_dir):
+    with OpenAIEngine(MODEL_NAME, model="fake-chat", base_url=server.base_url, api_key_env=None,
+                      cache_dir=cache_dir) as engine:
+        assert engine.generate([conv("q")], max_new_tokens=8)[0][0].text == "Echo: q"
+    assert server.auth_headers == ["Bearer no-key"]
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_missing_key_names_the_variable(monkeypatch, server, cache_dir, value):
+    if value is None:
+        monkeypatch.delenv(KEY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(KEY_ENV, value)
+    with pytest.raises(EngineError, match=rf"{KEY_ENV} is not set"):
+        OpenAIEngine(MODEL_NAME, model="fake-chat", base_url=server.base_url, api_key_env=KEY_ENV, cache_dir=cache_dir)
+    assert server.n_requests == 0
+
+
+def test_key_never_reaches_cache_errors_or_logs(server, make_engine, cache_dir, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    engine = make_engine(max_retries=1)
+    engine.generate([conv("ok")], max_new_tokens=8)
+    engine.next_token_probs([conv("ok")], ["Echo:"])
+    server.inject(Fault.http(429, retry_after=0), Fault.http(500), Fault.http(500), Fault.http(401))
+    errors = []
+    for question in ("retried", "401"):
+        try:
+            engine.generate([conv(question)], max_new_tokens=8)
+        except EngineError as err:
+            errors.append("".join(traceback.format_exception(err)))
+    captured = capsys.readouterr()
+
+    assert len(errors) == 2 and "HTTP 401" in errors[1]
+    # The key did travel (so each check below could have caught it) ...
+    assert set(server.auth_headers) == {f"Bearer {SECRET}"} and server.n_requests == 6
+    assert any(r.name.startswith("openai") for r in caplog.records)
+    # ... and was written nowhere.
+    for text in [*errors, caplog.text, captured.out, captured.err, repr(engine)]:
+        assert SECRET not in text
+    files = [p for p in cache_dir.rglob("*") if p.is_file()]
+    assert len(files) == 2
+    assert all(SECRET.encode() not in p.read_bytes() for p in files)
+
+
+# ---- judge ------------------------------------------------------------------------------------------
+
+
+def grading_reply(messages: list[dict], request: dict, index: int) -> Reply:
+    """A fake judge model: "Yes." when the response contains a listed correct answer, "No." otherwise."""
+    user = last_user_text(messages)
+    if "Is the response essentially equivalent" not in user:
+        return echo_reply(messages, request, index)
+    fields = dict(re.findall(r"^(Gold answer|Other correct answers|Response): (.*)$", user, re.MULTILINE))
+    response = fields["Response"].lower()
+    if "unsure" in response:
+        return Reply("Maybe")
+    correct = [fields["Gold answer"], *fields.get("Other correct answers", "").split(" | ")]
+    return Reply("Yes." if any(c and c.lower() in response for c in correct) else "No.")
+
+
+def truthfulqa_items() -> pd.DataFrame:
+    seeds = dict(question="What happens to you if you eat watermelon seeds?",
+                 answer="The watermelon seeds pass through your digestive system",
+                 answer_aliases=["Nothing happens", "You eat watermelon seeds"],
+                 incorrect_answers=["You grow watermelons in your stomach", "You get sick"])
+    cookies = dict(question="Where did fortune cookies originate?",
+                   answer="Fortune cookies originated in San Francisco",
+                   answer_aliases=["San Francisco", "California"], incorrect_answers=["China", "Japan"])
+    rows = [
+        dict(id="tqa-0", dataset="truthfulqa", task_type="ff_text", **seeds),
+        dict(id="tqa-1", dataset="truthfulqa", task_type="ff_text", **seeds),
+        dict(id="tqa-2", dataset="truthfulqa", task_type="ff_text", **cookies),
+        dict(id="tqa-3", dataset="truthfulqa", task_type="ff_text", **cookies),
+        dict(id="csqa-0", dataset="commonsenseqa", task_type="mcq", question="Where do you keep milk?",
+             choices=["oven", "fridge", "shelf"], answer="B", answer_aliases=None, incorrect_answers=None),
+        dict(id="gsm-0", dataset="gsm8k", task_type="ff_num", question="What is 9 + 9?", answer="18",
+             answer_aliases=None, incorrect_answers=None),
+    ]
+    return pd.DataFrame(rows).reindex(columns=["id", "dataset", "split", "task_type", "question", "context", "choices",
+                                               "answer", "answer_aliases", "incorrect_answers"])
+
+
+def test_llm_judge_grades_free_form_and_leaves_mcq_to_rules(server, make_engine):
+    server.responder = grading_reply
+    items = truthfulqa_items()
+    responses = ["Nothing happens, they just pass through.", "You grow watermelons in your stomach.",
+                 "They come from San Francisco.", "", "The answer is B.", "9 + 9 = 18."]
+    predictions = ["Nothing happens", "You grow watermelons", "San Francisco", None, "B", "18"]
+    judge = LLMJudge(make_engine())
+
+    verdicts = judge.judge(items, predictions, responses)
+
+    assert verdicts.dtype == bool and verdicts.tolist() == [True, False, True, False, True, True]
+    # Only the four non-empty free-form responses were put to the model, greedily and briefly.
+    assert server.n_requests == 4
+    assert all(b["temperature"] == 0.0 and b["max_tokens"] == 4 for b in server.bodies)
+    prompts = {b["messages"][-1]["content"].split("\n")[0]: b["messages"][-1]["content"] for b in server.bodies}
+    tqa_prompt = prompts["Question: Where did fortune cookies originate?"]
+    assert "Other correct answers: San Francisco | California" in tqa_prompt
+    assert "China" in tqa_prompt and "Japan" in tqa_prompt
+    assert "Incorrect answers" not in prompts["Question: What is 9 + 9?"]
+    # Judging the same run again is free.
+    assert judge.judge(items, predictions, responses).tolist() == verdicts.tolist()
+    assert server.n_requests == 4
+
+
+def test_llm_judge_falls_back_to_rules_on_an_unparsable_verdict(server, make_engine, caplog):
+    server.responder = grading_reply
+    items = truthfulqa_items().iloc[[2, 3]]
+    judge = LLMJudge(make_engine())
+    with caplog.at_level(logging.WARNING, logger="uqroute.judge"):
+        verdicts = judge.judge(items, ["San Francisco", "China"], ["I am unsure: San Francisco", "unsure, China?"])
+    # The rule judge sees the extracted predictions: San Francisco is a reference, China a known wrong answer.
+    assert verdicts.tolist() == [True, False]
+    assert "2 of 2 verdicts neither yes nor no" in caplog.text and "tqa-2" in caplog.text
+
+
+def test_llm_judge_rejects_misaligned_inputs(make_engine):
+    with pytest.raises(ValueError, match="2 items, 1 predictions"):
+        LLMJudge(make_engine()).judge(truthfulqa_items().iloc[:2], ["x"], ["x", "y"])
+
+
+@pytest.mark.parametrize("reply, verdict", [("Yes.", True), (" no", False), ("NO!", False), ("**Yes**, same", True),
+                                            ("Yesterday", None), ("Maybe", None), ("", None)])
+def test_parse_verdict(reply, verdict):
+    assert parse_verdict(reply) is verdict

@@ -1,0 +1,367 @@
+"""Any OpenAI-compatible chat-completions endpoint (GPT-4o mini, a ``vllm serve`` node, ...).
+
+Every request goes through an on-disk :class:`~uqroute.engines.cache.RequestCache`
+first, so reruns cost nothing, and through our own retry loop (the client's is
+switched off so there is exactly one, and it is testable): rate limits, 5xx,
+timeouts, dropped connections and unparsable bodies are retried with
+exponential backoff; anything else fails at once with an :class:`EngineError`
+naming the model, the endpoint and the status. The API key is read from the
+environment variable named in the config and is never written to the cache,
+an error message or a log line.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from datetime import datetime, timezone
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import openai
+
+from .base import Completion, Conversation, EngineError
+from .cache import RequestCache
+
+log = logging.getLogger(__name__)
+
+# Statuses that say "try again later", not "this request is wrong".
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# The most alternatives OpenAI returns per position; p(True) needs them all.
+MAX_TOP_LOGPROBS = 20
+_ROLES = frozenset({"system", "user", "assistant"})
+
+
+class _TransientFailure(Exception):
+    """One attempt failed in a way worth retrying; ``retry_after`` is the server's wait hint in seconds."""
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """Wait hint of a 429/503: ``retry-after-ms``, ``retry-after`` in seconds, or an HTTP date."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _shape_problem(response: Any) -> str | None:
+    """What keeps ``response`` from being a chat.completion we can read, or None when it is one."""
+    if not isinstance(response, dict) or not isinstance(response.get("choices"), list) or not response["choices"]:
+        return "no choices"
+    for choice in response["choices"]:
+        if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
+            return "a choice without a message"
+        logprobs = choice.get("logprobs") or {}
+        entries = logprobs.get("content") if isinstance(logprobs, dict) else None
+        for entry in entries or []:
+            top = entry.get("top_logprobs") or [] if isinstance(entry, dict) else []
+            if not (_is_token_logprob(entry) and isinstance(top, list) and all(map(_is_token_logprob, top))):
+                return "a logprobs entry without token and logprob"
+    return None
+
+
+def _is_token_logprob(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("token"), str)
+            and isinstance(entry.get("logprob"), (int, float)) and not isinstance(entry.get("logprob"), bool))
+
+
+class OpenAIEngine:
+    """Engine over an OpenAI-compatible ``/chat/completions`` endpoint.
+
+    ``model_name`` is the registry name (used in file paths and messages);
+    ``model`` is what the endpoint calls the model. ``cache_dir=None`` turns the
+    on-disk cache off (every call is a request). ``api_key_env=None`` is for
+    local servers that take no key. ``token_limit_param`` names the request
+    field carrying the length limit (``max_tokens``, understood by every
+    compatible server, or ``max_completion_tokens`` for OpenAI models that
+    require it). Token logprobs are whatever the endpoint reports (OpenAI and
+    vLLM report them under the unmodified model distribution).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        cache_dir: str | os.PathLike | None,
+        max_retries: int = 6,
+        timeout: float = 60.0,
+        max_concurrency: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
+        retry_seed: int = 0,
+        token_limit_param: str = "max_tokens",
+    ) -> None:
+        if max_retries < 0 or max_concurrency < 1:
+            raise ValueError(f"{model_name}: need max_retries >= 0 and max_concurrency >= 1, "
+                             f"got {max_retries} and {max_concurrency}")
+        if token_limit_param not in ("max_tokens", "max_completion_tokens"):
+            raise ValueError(f"{model_name}: token_limit_param must be max_tokens or max_completion_tokens, "
+                             f"got {token_limit_param!r}")
+        self.model_name = model_name
+        self.model = model
+        self.max_retries = max_retries
+        self.timeout = float(timeout)
+        self.backoff_base = float(backoff_base)
+        self.backoff_max = float(backoff_max)
+        self.token_limit_param = token_limit_param
+        self.cache = RequestCache(cache_dir) if cache_dir is not None else None
+        if api_key_env is None:
+            # Servers without auth still need a non-empty bearer value from the client.
+            api_key = "no-key"
+        else:
+            api_key = os.environ.get(api_key_env, "")
+            if not api_key:
+                where = base_url or "the OpenAI API"
+                raise EngineError(f"model {model_name} ({model}) at {where}: environment variable "
+                                  f"{api_key_env} is not set or empty; it must hold the API key")
+        self._secret = api_key
+        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=self.timeout, max_retries=0)
+        self.endpoint = str(self._client.base_url).rstrip("/")
+        self._rng = random.Random(retry_seed)
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"openai-{model_name}")
+        self.n_requests = 0
+        self.n_cache_hits = 0
+
+    def __repr__(self) -> str:
+        return f"OpenAIEngine({self.model_name!r}, model={self.model!r}, endpoint={self.endpoint!r})"
+
+    def __enter__(self) -> OpenAIEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        """``n`` completions per conversation, one request each (``n`` is sent as the API's ``n``).
+
+        ``tokens``/``token_logprobs`` come from ``choices[i].logprobs.content``
+        and are empty when the endpoint reports no logprobs; ``token_ids`` are
+        always empty (the API does not expose them).
+        """
+        requests = [
+            self._request(conv, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed)
+            for conv in conversations
+        ]
+        responses = self._post_all(requests)
+        return [self._completions(response, n) for response in responses]
+
+    def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:
+        """Shape ``(len(conversations), len(candidates))``: p(next token = candidate) from the top-20 logprobs.
+
+        A candidate's probability is the summed ``exp(logprob)`` of the top
+        alternatives at the first position whose text, stripped of whitespace,
+        equals the candidate (case-sensitive); the API tokenizer is unknown to
+        us, so ``"True"`` and ``" True"`` are the same answer. A candidate outside
+        the top 20 gets 0 (its true probability is below the 20th alternative's).
+        """
+        requests = [
+            self._request(conv, max_tokens=1, temperature=0.0, top_p=1.0, n=1, seed=0, top_logprobs=MAX_TOP_LOGPROBS)
+            for conv in conversations
+        ]
+        responses = self._post_all(requests)
+        wanted = [c.strip() for c in candidates]
+        probs = np.zeros((len(requests), len(wanted)), dtype=np.float64)
+        for row, response in enumerate(responses):
+            for token, logprob in self._first_top_logprobs(response):
+                for col, candidate in enumerate(wanted):
+                    if token.strip() == candidate:
+                        probs[row, col] += math.exp(logprob)
+        return probs
+
+    def hidden_states(self, conversations: Sequence[Conversation], layer: int) -> np.ndarray:
+        raise NotImplementedError(
+            f"model {self.model_name} at {self.endpoint}: an API exposes no hidden states; "
+            "the hidden pass always runs on an hf engine"
+        )
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._client.close()
+        log.info("%s: %d requests sent, %d answered from cache", self.model_name, self.n_requests, self.n_cache_hits)
+
+    def _request(self, conversation: Conversation, *, max_tokens: int, temperature: float, top_p: float, n: int,
+                 seed: int, top_logprobs: int | None = None) -> dict[str, Any]:
+        messages = []
+        for i, message in enumerate(conversation):
+            role, content = message.get("role"), message.get("content")
+            if role not in _ROLES or not isinstance(content, str):
+                raise ValueError(f"model {self.model_name}: message {i} must have a role in {sorted(_ROLES)} "
+                                 f"and string content, got role={role!r}")
+            messages.append({"role": role, "content": content})
+        # Numbers are cast so 0 and 0.0 spell the same cache key.
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            self.token_limit_param: int(max_tokens),
+            "temperature": float(temperature),
+            "top_p": float(top_p),
+            "n": int(n),
+            "seed": int(seed),
+            "logprobs": True,
+        }
+        if top_logprobs is not None:
+            request["top_logprobs"] = int(top_logprobs)
+        return request
+
+    def _post_all(self, requests: list[dict[str, Any]]) -> list[dict]:
+        """Responses aligned with ``requests``; identical ones are sent once, ``max_concurrency`` at a time."""
+        unique: dict[str, dict[str, Any]] = {}
+        keys = []
+        for request in requests:
+            key = RequestCache.key(request)
+            unique.setdefault(key, request)
+            keys.append(key)
+        if len(unique) == 1:
+            ((key, request),) = unique.items()
+            answers = {key: self._post(request)}
+        else:
+            futures: dict[str, Future] = {key: self._pool.submit(self._post, req) for key, req in unique.items()}
+            done, pending = wait(futures.values(), return_when=FIRST_EXCEPTION)
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                # Answers already received are cached, so a rerun resumes where this stopped.
+                for future in pending:
+                    future.cancel()
+                raise failed[0].exception()
+            answers = {key: future.result() for key, future in futures.items()}
+        return [answers[key] for key in keys]
+
+    def _post(self, request: dict[str, Any]) -> dict:
+        cache_request = {"base_url": self.endpoint, **request}
+        if self.cache is not None:
+            cached = self.cache.get(cache_request)
+            if cached is not None:
+                with self._lock:
+                    self.n_cache_hits += 1
+                return cached
+        failure = None
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self._send_once(request)
+            except _TransientFailure as err:
+                failure = err
+            else:
+                if self.cache is not None:
+                    self.cache.put(cache_request, response)
+                return response
+            if attempt < self.max_retries:
+                delay = self._backoff(attempt, failure.retry_after)
+                log.warning("model %s at %s: %s; retry %d of %d in %.2f s", self.model_name, self.endpoint,
+                            failure.reason, attempt + 1, self.max_retries, delay)
+                time.sleep(delay)
+        raise EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: gave up after "
+                          f"{self.max_retries + 1} attempts; last error: {failure.reason}")
+
+    def _send_once(self, request: dict[str, Any]) -> dict:
+        """One HTTP round trip: the parsed body, or :class:`_TransientFailure`, or :class:`EngineError`."""
+        with self._lock:
+            self.n_requests += 1
+        try:
+            raw = self._client.chat.completions.with_raw_response.create(**request)
+        except openai.APIStatusError as err:
+            status = err.status_code
+            if status in TRANSIENT_STATUSES:
+                hint = _retry_after_seconds(err.response.headers) if status in (429, 503) else None
+                reason = f"HTTP {status}" if hint is None else f"HTTP {status}, server asks to wait {hint:g} s"
+                raise _TransientFailure(reason, hint) from None
+            raise EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: HTTP {status}: "
+                              f"{self._server_message(err)}") from None
+        except openai.APITimeoutError:
+            raise _TransientFailure(f"no answer within {self.timeout:g} s") from None
+        except openai.APIConnectionError as err:
+            raise _TransientFailure(f"connection error ({self._scrub(str(err.__cause__ or err))})") from None
+        body = raw.http_response.content
+        try:
+            response = json.loads(body)
+        except ValueError:
+            raise _TransientFailure(f"malformed response body (not JSON, {len(body)} bytes)") from None
+        problem = _shape_problem(response)
+        if problem is not None:
+            # Checked before caching, so a garbled answer is asked again rather than remembered.
+            raise _TransientFailure(f"malformed response body ({problem})")
+        return response
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with equal jitter from the seeded RNG; never shorter than the server's hint."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0**attempt)
+        with self._lock:
+            delay = ceiling * (0.5 + 0.5 * self._rng.random())
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    def _server_message(self, err: openai.APIStatusError) -> str:
+        body = err.body
+        if isinstance(body, dict):
+            inner = body.get("error", body)
+            message = inner.get("message") if isinstance(inner, dict) else None
+            text = str(message) if message else json.dumps(body)[:300]
+        else:
+            text = (err.response.text or "")[:300]
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        # Some servers echo the bearer token back in their error bodies.
+        return text.replace(self._secret, "[redacted]") if self._secret else text
+
+    def _completions(self, response: dict, n: int) -> list[Completion]:
+        choices = sorted(response["choices"], key=lambda c: c.get("index", 0))
+        if len(choices) != n:
+            raise EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: asked for n={n} "
+                              f"completions, got {len(choices)} (does the endpoint support n?)")
+        out = []
+        for choice in choices:
+            message = choice.get("message") or {}
+            content = (choice.get("logprobs") or {}).get("content") or []
+            out.append(Completion(
+                text=message.get("content") or "",
+                tokens=[entry["token"] for entry in content],
+                token_logprobs=[float(entry["logprob"]) for entry in content],
+            ))
+        return out
+
+    def _first_top_logprobs(self, response: dict) -> list[tuple[str, float]]:
+        content = (response["choices"][0].get("logprobs") or {}).get("content") or []
+        if not content or not content[0].get("top_logprobs"):
+            raise EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: the response has no "
+                              "top_logprobs, so next-token probabilities cannot be read")
+        return [(entry["token"], float(entry["logprob"])) for entry in content[0]["top_logprobs"]]
