@@ -16,4 +16,5 @@ with log_to(snakemake.log[0]):
         max_questions=params.max_questions,
         subset_seed=params.subset_seed,
         output=snakemake.output[0],
+        threads=snakemake.threads,
     )

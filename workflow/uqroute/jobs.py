@@ -141,6 +141,7 @@ def uq_score(
     hidden: str | None = None,
     train: Sequence[str] = (),
     ood_train: Sequence[str] = (),
+    threads: int = 1,
 ) -> None:
     """Score one method; ``train``/``ood_train`` are flat [hidden, greedy, hidden, greedy, ...] path lists."""
     from .uq import score_method
@@ -148,25 +149,30 @@ def uq_score(
 
     items = load_questions(questions, max_questions, subset_seed)
     tables = {name: read_parquet(path) for name, path in passes.items()}
+    crossfit_folds = probe.get("crossfit_folds", 5)
     if method not in PROBE_METHODS:
         write_parquet(score_method(method, tables, items), output)
         return
 
+    import torch
+
     from .uq import probes
 
+    torch.set_num_threads(threads)
     test_hidden = read_parquet(hidden, ["id", "layer", "vector"])
     test_greedy = tables["greedy"]
     pairs = [_hidden_and_greedy(h, g) for h, g in zip(ood_train[::2] or train[::2], ood_train[1::2] or train[1::2])]
+    common = {"dataset": dataset, "questions": items}
     if method == "trained_probe":
         settings = probes.ProbeSettings.from_config(probe, ood=False)
         if pairs:
-            scores = probes.trained_probe(test_hidden, test_greedy, *pairs[0], settings)
+            scores = probes.trained_probe(test_hidden, test_greedy, *pairs[0], settings, **common)
         else:
             log.info("%s: train split missing or unlike test; cross-fitting over the test split", dataset)
-            scores = probes.crossfit_probe(test_hidden, test_greedy, settings, folds=probe["crossfit_folds"])
+            scores = probes.crossfit_probe(test_hidden, test_greedy, settings, folds=crossfit_folds, **common)
     else:
         settings = probes.ProbeSettings.from_config(probe, ood=True)
-        scores = probes.ood_probe(test_hidden, test_greedy, pairs, settings)
+        scores = probes.ood_probe(test_hidden, test_greedy, pairs, settings, **common)
     write_parquet(scores, output)
 
 
