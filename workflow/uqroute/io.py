@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pyarrow as pa
@@ -12,23 +14,39 @@ import pyarrow.parquet as pq
 import yaml
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> Path:
-    """Write ``df`` to ``path`` atomically: a temp file in the same folder, then rename.
+def _default_file_mode() -> int:
+    # Reading the umask means setting it, so set it straight back.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
-    A killed job leaves either the old file or the new one, never half of one.
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it is renamed onto ``path``, on failure removed.
+
+    A killed job leaves either the old file or the new one, never half of one. The temp file gets
+    the usual file mode (mkstemp's 0600 would otherwise survive the rename).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pandas(df.reset_index(drop=True), schema=schema, preserve_index=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        pq.write_table(table, tmp)
+        yield Path(tmp)
+        os.chmod(tmp, _default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> Path:
+    """Write ``df`` to ``path`` atomically (see :func:`atomic_path`)."""
+    table = pa.Table.from_pandas(df.reset_index(drop=True), schema=schema, preserve_index=False)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
 
 
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pd.DataFrame:
@@ -46,13 +64,9 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
 
 def write_text(text: str, path: str | os.PathLike) -> Path:
     """Atomic text write (same temp-then-rename rule as the tables)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def load_yaml(path: str | os.PathLike) -> dict:

@@ -273,7 +273,7 @@ def generalization(*, calibration: str, uq: str, llm: str, step: float, output: 
 
 def findings(*, alignment: str, routing: str, relative: str, generalization: Sequence[str],
              generalization_cells, uq: Sequence[str], uq_cells, output: str, html: str) -> None:
-    from .analysis.findings import findings_table
+    from .analysis.findings import distribution_distances, findings_table
     from .io import write_text
 
     pooled = pd.concat([
@@ -284,7 +284,8 @@ def findings(*, alignment: str, routing: str, relative: str, generalization: Seq
         read_parquet(path).assign(slm=slm, llm=llm, dataset=dataset, method=method)
         for path, (slm, llm, method, dataset) in zip(generalization, generalization_cells)
     ], ignore_index=True)
-    table = findings_table(read_parquet(alignment), read_parquet(routing), read_parquet(relative), gen, pooled)
+    table = findings_table(read_parquet(alignment), read_parquet(routing), read_parquet(relative), gen,
+                           distances=distribution_distances(pooled))
     write_parquet(table, output)
     write_text(table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a"), html)
 

@@ -1,0 +1,167 @@
+"""Uncertainty-based routing: send the least confident queries from the SLM to the LLM.
+
+Order of routing (shared by every function here): rows without a confidence (``valid`` false
+or a non-finite confidence) go first, in their input order, since nothing vouches for the SLM's
+answer there; then valid rows by ascending confidence, ties in input order (a stable sort on
+(confidence, position)), so the same table always gives the same curve. Sending ``k`` queries
+at ratio ``r`` means k = round-half-up(r * n) over all n rows.
+
+Inputs are aligned arrays of length n (position i is the same question in each): the SLM's
+confidence, whether the SLM's answer is right, whether the LLM's answer is right.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
+
+CURVE_COLUMNS = ("ratio", "accuracy", "random_accuracy", "oracle_accuracy")
+SUMMARY_KEYS = ("area", "apgr", "cpt20", "cpt50", "cpt80")
+RELATIVE_COLUMNS = ("excluded_pct", "n_kept", "slm_accuracy", "llm_accuracy", "relative_accuracy")
+# Default grid: every percent from 0 % to 100 % routed (read-only, shared as a default argument).
+ROUTING_RATIOS = np.linspace(0, 1, 101)
+ROUTING_RATIOS.flags.writeable = False
+# Guards round-half-up against r * n landing a hair below .5 (0.29 * 50 = 14.499999999999998).
+_ROUND_SLACK = 1e-9
+
+
+def round_half_up(x) -> np.ndarray:
+    """Nearest integer, halves rounded up (2.5 -> 3, unlike NumPy's round-half-even)."""
+    return np.floor(np.asarray(x, dtype=float) + 0.5 + _ROUND_SLACK).astype(np.int64)
+
+
+def _routing_inputs(confidence, slm_correct, llm_correct, valid):
+    conf = as_float_array(confidence)
+    slm = as_bool_array(slm_correct, what="slm_correct")
+    llm = as_bool_array(llm_correct, what="llm_correct")
+    if not (len(conf) == len(slm) == len(llm)):
+        raise ValueError(
+            f"confidence, slm_correct and llm_correct must align; got lengths {len(conf)}, {len(slm)}, {len(llm)}"
+        )
+    if len(conf) == 0:
+        raise ValueError("routing needs at least one question; got empty arrays")
+    return conf, slm, llm, valid_mask(conf, valid, what="confidence")
+
+
+def routing_order(confidence: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Permutation (n,) that lists rows in routing order: invalid first, then ascending confidence."""
+    filled = np.where(valid, confidence, 0.0)
+    return np.lexsort((filled, valid))
+
+
+def check_ratios(ratios, *, what: str = "routing ratios") -> np.ndarray:
+    """Ratios as a 1-D float array in [0, 1]; float dust past a bound (np.arange grids) is clipped."""
+    ratios = np.asarray(ratios, dtype=float)
+    if ratios.ndim != 1 or not np.all(np.isfinite(ratios)) or np.any((ratios < -1e-9) | (ratios > 1 + 1e-9)):
+        raise ValueError(f"{what} must be a 1-D array in [0, 1]; got {ratios!r}")
+    return np.clip(ratios, 0.0, 1.0)
+
+
+def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTING_RATIOS) -> pd.DataFrame:
+    """Overall accuracy vs routing ratio (``routing/{slm}/{llm}/{dataset}/{method}.parquet``).
+
+    For each ratio r in ``ratios`` (fractions in [0, 1]) the first k = round-half-up(r * n) rows
+    in routing order go to the LLM. Columns:
+    ``ratio``; ``accuracy`` = (SLM right on kept + LLM right on routed) / n;
+    ``random_accuracy`` = (1 - k/n) * acc_SLM + (k/n) * acc_LLM, the expected accuracy of routing
+    a uniformly random k-subset; ``oracle_accuracy`` = the best achievable with k routed: route
+    first where the SLM is wrong and the LLM right, then where the two agree, last where the SLM
+    is right and the LLM wrong.
+    """
+    conf, slm, llm, valid = _routing_inputs(confidence, slm_correct, llm_correct, valid)
+    ratios = check_ratios(ratios)
+    n = len(conf)
+    order = routing_order(conf, valid)
+    cum_slm = np.concatenate([[0], np.cumsum(slm[order])])
+    cum_llm = np.concatenate([[0], np.cumsum(llm[order])])
+    k = round_half_up(ratios * n)
+    accuracy = (cum_slm[n] - cum_slm[k] + cum_llm[k]) / n
+    acc_slm, acc_llm = cum_slm[n] / n, cum_llm[n] / n
+    frac = k / n
+    gain = llm.astype(np.int64) - slm.astype(np.int64)
+    best_first = np.concatenate([[0], np.cumsum(np.sort(gain)[::-1])])
+    return pd.DataFrame({
+        "ratio": ratios,
+        "accuracy": accuracy,
+        "random_accuracy": (1 - frac) * acc_slm + frac * acc_llm,
+        "oracle_accuracy": acc_slm + best_first[k] / n,
+    })
+
+
+def routing_summary(curve: pd.DataFrame, slm_accuracy: float, llm_accuracy: float) -> dict:
+    """Scalar summaries of one routing curve (``metrics/routing.parquet``), after RouteLLM.
+
+    ``curve``: :func:`routing_curve` output with ratios ascending from 0 to 1.
+    ``area`` = trapezoid area under accuracy vs ratio, in accuracy units.
+    Performance gap recovered PGR(r) = (acc(r) - acc_SLM) / (acc_LLM - acc_SLM); its area over
+    r in [0, 1] is ``apgr`` = (area - acc_SLM) / (acc_LLM - acc_SLM); NaN when the two accuracies
+    are equal. ``cptX`` (call-performance threshold) = the smallest ratio on the grid whose
+    accuracy reaches acc_SLM + X% * (acc_LLM - acc_SLM), i.e. the fraction of calls to the LLM
+    needed to recover X% of the gap; NaN when the LLM is not more accurate than the SLM (there
+    is no gap to recover) or the curve never gets there.
+    """
+    ratio = curve["ratio"].to_numpy(dtype=float)
+    accuracy = curve["accuracy"].to_numpy(dtype=float)
+    if len(ratio) < 2 or abs(ratio[0]) > 1e-9 or abs(ratio[-1] - 1) > 1e-9 or np.any(np.diff(ratio) <= 0):
+        raise ValueError(f"routing curve ratios must increase from 0 to 1; got {ratio[:3]}...{ratio[-3:]}")
+    area = float(np.trapezoid(accuracy, ratio))
+    gap = llm_accuracy - slm_accuracy
+    summary = {"area": area, "apgr": (area - slm_accuracy) / gap if gap != 0 else float("nan")}
+    for pct in (20, 50, 80):
+        cpt = float("nan")
+        if gap > 0:
+            reached = np.flatnonzero(accuracy >= slm_accuracy + pct / 100 * gap - 1e-12)
+            if len(reached):
+                cpt = float(ratio[reached[0]])
+        summary[f"cpt{pct}"] = cpt
+    return summary
+
+
+def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded=range(0, 91, 10)) -> pd.DataFrame:
+    """SLM vs LLM accuracy on the most confident queries (paper Fig. 3).
+
+    For each percentage p in ``excluded`` the first round-half-up(p/100 * n) rows in routing order
+    (the least confident, invalid ones first) are dropped. Columns: ``excluded_pct``, ``n_kept``,
+    ``slm_accuracy`` and ``llm_accuracy`` on the kept rows, ``relative_accuracy`` = their ratio
+    (NaN when the LLM gets none of the kept rows right or nothing is kept).
+    """
+    conf, slm, llm, valid = _routing_inputs(confidence, slm_correct, llm_correct, valid)
+    pct = np.asarray(list(excluded), dtype=float)
+    if np.any((pct < 0) | (pct > 100)):
+        raise ValueError(f"excluded percentages must be in [0, 100]; got {pct!r}")
+    n = len(conf)
+    order = routing_order(conf, valid)
+    cum_slm = np.concatenate([[0], np.cumsum(slm[order])])
+    cum_llm = np.concatenate([[0], np.cumsum(llm[order])])
+    k = round_half_up(pct / 100 * n)
+    n_kept = n - k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slm_acc = np.where(n_kept > 0, (cum_slm[n] - cum_slm[k]) / np.maximum(n_kept, 1), np.nan)
+        llm_acc = np.where(n_kept > 0, (cum_llm[n] - cum_llm[k]) / np.maximum(n_kept, 1), np.nan)
+        rel = np.where(llm_acc > 0, slm_acc / np.where(llm_acc > 0, llm_acc, 1.0), np.nan)
+    return pd.DataFrame({
+        "excluded_pct": pct,
+        "n_kept": n_kept,
+        "slm_accuracy": slm_acc,
+        "llm_accuracy": llm_acc,
+        "relative_accuracy": rel,
+    })
+
+
+def align_llm_correct(uq: pd.DataFrame, llm_greedy: pd.DataFrame, *, label: str = "llm greedy") -> np.ndarray:
+    """The LLM's ``correct`` for each row of ``uq``, matched by ``id``; shape (len(uq),).
+
+    Raises naming the first id of ``uq`` that the LLM table lacks (routing needs every answer)
+    or an id the LLM table holds twice.
+    """
+    twice = llm_greedy["id"].duplicated()
+    if twice.any():
+        raise ValueError(f"{label}: id {llm_greedy['id'][twice].iloc[0]!r} appears more than once")
+    llm = llm_greedy.set_index("id")["correct"]
+    matched = llm.reindex(uq["id"])
+    if matched.isna().any():
+        missing = matched.index[matched.isna().to_numpy()]
+        raise ValueError(f"{label}: no LLM answer for {len(missing)} id(s), first {missing[0]!r}")
+    return matched.to_numpy(dtype=bool)
