@@ -185,3 +185,9 @@ rule findings:
         "../../envs/analysis.yaml"
     script:
         "../scripts/findings.py"
+
+
+rule tables:
+    """Every table, no figures."""
+    input:
+        all_tables(),

@@ -94,7 +94,7 @@ def engine_kind(model):
 def model_inputs(model, kind=None):
     """A GGUF model is converted once to an fp32 folder that every job of that model loads."""
     kind = kind or engine_kind(model)
-    if kind == "hf" and model_spec(model).needs_conversion:
+    if kind == "hf" and model_spec(model).is_gguf:
         return {"model_dir": f"{RESULTS}/models/{model}"}
     return {}
 
@@ -104,7 +104,7 @@ def gpus(model, kind=None):
     if kind == "openai" or engine_options(model).get("device", "cuda").startswith("cpu"):
         return 0
     if kind == "vllm":
-        return engine_options(model).get("tensor_parallel_size", model_spec(model).tensor_parallel)
+        return engine_options(model).get("tensor_parallel_size", model_spec(model).tensor_parallel_size)
     return 1
 
 

@@ -12,6 +12,8 @@ rule uq:
         subset_seed=config["subset"]["seed"],
     log:
         f"{LOGS}/uq/{{slm}}/{{dataset}}/{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/uq/{{slm}}/{{dataset}}/{{method}}.tsv"
     threads: config["resources"]["probe_threads"]
     resources:
         mem_mb=4000,
