@@ -43,6 +43,8 @@ def gemma3_dir() -> Path:
 def smollm2_engine(smollm2_dir):
     from uqroute.models import make_engine, model_spec
 
-    engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir)
+    # One thread: the test machine has two cores shared with other work, and oversubscribed
+    # threads slow a small model's prefill by an order of magnitude.
+    engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, threads=1)
     yield engine
     engine.close()

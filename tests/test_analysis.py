@@ -251,10 +251,17 @@ def test_calibration_is_seeded_and_drawn_from_the_pool():
     assert len(ids[0]) == pytest.approx(120, abs=15)  # 10 % of 1200, give or take the per-bin rounding
 
 
-def test_calibration_rejects_pools_it_cannot_sample():
+def test_calibration_of_a_pool_too_small_to_sample_is_empty_not_an_error(caplog):
     tiny = pd.DataFrame({"source_dataset": "a", "id": ["q0", "q1", "q2"], "confidence": [0.1, 0.5, 0.9]})
-    with pytest.raises(ValueError, match="empty sample"):
-        build_calibration_set(tiny)
+    assert build_calibration_set(tiny).empty
+    assert "empty sample" in caplog.text
+    no_scores = tiny.assign(confidence=np.nan)
+    assert build_calibration_set(no_scores).empty
+    target = pd.DataFrame({"id": ["t0", "t1"], "confidence": [0.2, 0.8], "correct": [True, False], "valid": True})
+    assert generalization(build_calibration_set(tiny), target, [True, True]).empty
+
+
+def test_calibration_rejects_duplicate_questions():
     twice = pd.concat([bin_test_pool(), bin_test_pool().iloc[:1]])
     with pytest.raises(ValueError, match="more than once"):
         build_calibration_set(twice, n_bins=4)

@@ -1,3 +1,15 @@
+localrules:
+    alignment,
+    routing_curve,
+    routing_metrics,
+    relative_accuracy,
+    calibration_set,
+    generalization,
+    release_calibration,
+    findings,
+    tables,
+
+
 rule alignment:
     """ROC AUC, PRR, AURC, ECE and Brier of every (SLM, dataset, method)."""
     input:

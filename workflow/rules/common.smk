@@ -27,8 +27,11 @@ def _preflight():
     for name in MODELS:
         model_spec(name)
     for name in config["engines"]:
-        if name not in MODELS:
-            raise ValueError(f"config key engines.{name}: model {name!r} is not in slms or llms")
+        # Any registry model may carry settings (config files merge), but a typo fails here.
+        try:
+            model_spec(name)
+        except KeyError as error:
+            raise ValueError(f"config key engines.{name}: {error}") from None
     unknown = sorted(set(CALIBRATION_METHODS) - set(METHODS))
     if unknown:
         raise ValueError(f"config key calibration.methods: {unknown} not in methods {METHODS}")

@@ -1,6 +1,16 @@
 # One rule per figure family; each reads finished tables only, so `snakemake figures` never calls a model.
 
 
+localrules:
+    figures,
+    figure_auroc_heatmaps,
+    figure_routing_curves,
+    figure_relative_accuracy,
+    figure_confidence_distributions,
+    figure_generalization,
+    figure_ratio_fidelity,
+
+
 rule figure_auroc_heatmaps:
     input:
         f"{RESULTS}/metrics/alignment.parquet",

@@ -39,13 +39,27 @@ def load_questions(path: str, max_questions: int | None, seed: int) -> pd.DataFr
     return take_subset(read_parquet(path), max_questions, seed)
 
 
-def build_engine(model: str, options: Mapping[str, Any], model_dir: str | None = None, api_cache: str | None = None):
+def build_engine(model: str, options: Mapping[str, Any], model_dir: str | None = None, api_cache: str | None = None,
+                 threads: int | None = None):
+    """The model's engine; ``threads`` (the job's CPU share) applies to engines running weights here."""
     from .models import make_engine, model_spec
 
+    spec = model_spec(model)
     options = dict(options)
-    kind = options.pop("kind", None)
-    return make_engine(model_spec(model), kind=kind, model_dir=Path(model_dir) if model_dir else None,
+    kind = options.pop("kind", None) or spec.engine
+    if threads is not None and kind == "hf":
+        options.setdefault("threads", threads)
+    return make_engine(spec, kind=kind, model_dir=Path(model_dir) if model_dir else None,
                        cache_dir=Path(api_cache) if api_cache else None, **options)
+
+
+def _write_pass_table(table: pd.DataFrame, output: str, checkpoint_dir: str | None) -> None:
+    """The table first, then the finished-batch parts it was assembled from."""
+    from .checkpoint import BatchCheckpoint
+
+    write_parquet(table, output)
+    if checkpoint_dir:
+        BatchCheckpoint(Path(checkpoint_dir)).finish()
 
 
 def build_judge(judge: Mapping[str, Any], api_cache: str | None = None):
@@ -74,13 +88,14 @@ def generate(
     greedy: str | None = None,
     model_dir: str | None = None,
     api_cache: str | None = None,
+    threads: int | None = None,
 ) -> None:
     from .passes import run_pass
     from .prompts import PromptSet
 
     items = load_questions(questions, max_questions, subset_seed)
     greedy_table = read_parquet(greedy) if greedy else None
-    engine = build_engine(model, engine_options, model_dir, api_cache)
+    engine = build_engine(model, engine_options, model_dir, api_cache, threads)
     try:
         table = run_pass(
             pass_name,
@@ -94,7 +109,7 @@ def generate(
         )
     finally:
         engine.close()
-    write_parquet(table, output)
+    _write_pass_table(table, output, checkpoint_dir)
 
 
 def hidden_states(
@@ -110,18 +125,19 @@ def hidden_states(
     subset_seed: int,
     checkpoint_dir: str | None = None,
     model_dir: str | None = None,
+    threads: int | None = None,
 ) -> None:
     from .passes import run_hidden
     from .prompts import PromptSet
 
     items = load_questions(questions, max_questions, subset_seed)
-    engine = build_engine(model, engine_options, model_dir)
+    engine = build_engine(model, engine_options, model_dir, threads=threads)
     try:
         table = run_hidden(engine, items, read_parquet(greedy), PromptSet.load(), layer, batch_size,
                            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
     finally:
         engine.close()
-    write_parquet(table, output)
+    _write_pass_table(table, output, checkpoint_dir)
 
 
 def _hidden_and_greedy(hidden_path: str, greedy_path: str) -> tuple[pd.DataFrame, pd.DataFrame]:

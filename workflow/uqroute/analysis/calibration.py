@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+import logging
+
 import numpy as np
 import pandas as pd
 
@@ -21,6 +23,8 @@ from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
 from uqroute.analysis.routing import check_ratios, round_half_up
 
 POOL_COLUMNS = ("source_dataset", "id", "confidence")
+log = logging.getLogger(__name__)
+
 CALIBRATION_COLUMNS = ("run", "source_dataset", "id", "confidence", "bin")
 GENERALIZATION_COLUMNS = (
     "run", "target_ratio", "threshold", "achieved_ratio", "accuracy", "oracle_threshold_accuracy",
@@ -101,17 +105,20 @@ def _stratified_sample(confidence: np.ndarray, n_bins: int, fraction: float, see
     seeds = list(seeds)
     if not seeds:
         raise ValueError("a calibration set needs at least one seed")
+    nothing = [(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)) for _ in seeds]
     if len(confidence) == 0:
-        raise ValueError(f"{label} has no finite confidence")
+        # A method that never gave a score here (e.g. no verbalized confidence) has nothing to sample:
+        # an empty set, counted downstream, rather than a failed job.
+        log.warning("%s has no finite confidence: empty calibration set", label)
+        return nothing
     bins = confidence_bins(confidence, n_bins)
     counts = np.bincount(bins, minlength=n_bins)
     quota = bin_quota(counts, fraction)
     bin_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
     if quota.sum() == 0:
-        raise ValueError(
-            f"{label} of {len(confidence)} items gives an empty sample: no bin of {n_bins} holds "
-            f"{0.5 / fraction:g} items for fraction {fraction}"
-        )
+        log.warning("%s of %d items gives an empty sample: no bin of %d holds %g items for fraction %g",
+                    label, len(confidence), n_bins, 0.5 / fraction, fraction)
+        return nothing
     # int16 bins let the stable sort below run as a radix sort.
     bins_small = bins.astype(np.int16 if n_bins <= np.iinfo(np.int16).max else np.int64)
     samples = []
@@ -244,5 +251,6 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
             "accuracy": accuracy, "oracle_threshold_accuracy": oracle,
         }))
     if not frames:
-        raise ValueError("calibration table has no run")
+        log.warning("empty calibration set: no thresholds, no generalization rows")
+        return pd.DataFrame({column: pd.Series(dtype=float) for column in GENERALIZATION_COLUMNS})
     return pd.concat(frames, ignore_index=True)[list(GENERALIZATION_COLUMNS)]

@@ -196,12 +196,17 @@ def trained_probe(test_hidden: pd.DataFrame, test_greedy: pd.DataFrame, train_hi
 def crossfit_assignment(correct: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Fold index (0..k-1) of each item: stratified by ``correct``, shuffled with ``seed``; int (n,).
 
-    k = min(folds, n) so that a tiny test split still gets every item a fold.
+    k = min(folds, n) so that a tiny test split still gets every item a fold. Stratifying needs k
+    members of each class; where the rarer class has fewer (a small slice the SLM almost always
+    gets wrong), the folds are plain shuffled ones instead.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold
 
     correct = np.asarray(correct, dtype=bool)
-    splitter = StratifiedKFold(n_splits=min(folds, len(correct)), shuffle=True, random_state=seed)
+    k = min(folds, len(correct))
+    rarer_class = min(int(correct.sum()), int((~correct).sum()))
+    splitter_type = StratifiedKFold if rarer_class >= k else KFold
+    splitter = splitter_type(n_splits=k, shuffle=True, random_state=seed)
     assignment = np.empty(len(correct), dtype=np.int64)
     for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(correct)), correct)):
         assignment[held_out] = fold

@@ -1,0 +1,157 @@
+"""Throughput of HFEngine on the embedded SLM (SmolLM2-135M fp32, CPU), next to the memory-bandwidth bound.
+
+Each decode step reads every weight once, so at small batch sizes a step cannot
+be faster than ``weight bytes / memory bandwidth``; the bound printed for batch
+size B is ``B / that time`` tokens/s (it ignores the KV cache and compute, so
+large batches may legitimately approach it only until compute dominates).
+Bandwidth is measured by timing a large tensor copy (read + write traffic).
+
+The table splits each run's time into the prefill (timed separately as the
+single forward pass of ``next_token_probs`` over the same prompts and batch
+size) and the decode steps; the bound applies to the decode part.
+
+Also compared: bf16 vs fp32 weights, and prompt-length bucketing (the engine
+sorts prompts by length before batching) vs batches taken in input order.
+
+    .venv/bin/python bench/engine_throughput.py [--threads 1] [--max-new-tokens 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from uqroute import REPO_ROOT
+from uqroute.datasets import load_split, take_subset
+from uqroute.models import make_engine, materialize, model_spec
+from uqroute.prompts import PromptSet
+
+
+def copy_bandwidth(n_bytes: int = 512 * 2**20, repeats: int = 5) -> float:
+    """Bytes/s of read + write traffic of a large float32 tensor copy (best of ``repeats``)."""
+    src = torch.ones(n_bytes // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(_timed(lambda: dst.copy_(src)) for _ in range(repeats))
+    return 2 * n_bytes / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def weight_bytes(model) -> int:
+    """Bytes read per decode step: every parameter once (a tied embedding counts once, as the LM head)."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def questions(data_dir: Path, n: int) -> pd.DataFrame:
+    """A mix of short (gsm8k, commonsenseqa) and long (boolq: passage) prompts."""
+    per = max(1, n // 3)
+    frames = [take_subset(load_split(d, "test", data_dir), per, 50) for d in ("gsm8k", "commonsenseqa", "boolq")]
+    return pd.concat(frames, ignore_index=True).head(n)
+
+
+def prefill_seconds(engine, conversations, prompts_per_batch: int) -> float:
+    saved = engine.batch_size
+    engine.batch_size = prompts_per_batch
+    try:
+        return _timed(lambda: engine.next_token_probs(conversations, ["A"]))
+    finally:
+        engine.batch_size = saved
+
+
+def run(engine, conversations, *, max_new_tokens, temperature=0.0, n=1, in_order_batches=None) -> tuple[float, int]:
+    """(seconds, generated tokens). ``in_order_batches``: call the engine per chunk of that size in
+    input order, so no length bucketing happens across chunks."""
+    chunks = [conversations] if in_order_batches is None else [
+        conversations[k : k + in_order_batches] for k in range(0, len(conversations), in_order_batches)
+    ]
+    start = time.perf_counter()
+    tokens = 0
+    for chunk in chunks:
+        out = engine.generate(chunk, max_new_tokens=max_new_tokens, temperature=temperature, n=n, seed=50)
+        tokens += sum(len(c.token_ids) for completions in out for c in completions)
+    return time.perf_counter() - start, tokens
+
+
+def _prompt_lengths(spec, model_dir, conversations):
+    from transformers import AutoTokenizer
+
+    from uqroute.engines.rendering import encode_prompt, render_prompt
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return [encode_prompt(tokenizer, render_prompt(tokenizer, c, spec), spec) for c in conversations]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "results" / "models" / "smollm2-135m")
+    parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--n-prompts", type=int, default=16)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
+    parser.add_argument("--n-samples", type=int, default=5)
+    parser.add_argument("--sample-batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8],
+                        help="prompts per batch when sampling (each decodes its n samples in the same batch)")
+    args = parser.parse_args()
+
+    spec = model_spec("smollm2-135m")
+    materialize(spec, args.model_dir)
+    torch.set_num_threads(args.threads)
+    convs = [PromptSet.load().answer(r) for r in questions(args.data_dir, args.n_prompts).to_dict("records")]
+    bandwidth = copy_bandwidth()
+    lengths = [len(ids) for ids in _prompt_lengths(spec, args.model_dir, convs)]
+    print(f"prompt tokens: mean {sum(lengths) / len(lengths):.0f}, min {min(lengths)}, max {max(lengths)}")
+    print(f"CPU threads {args.threads}, load average {os.getloadavg()[0]:.1f} (2 cores shared), "
+          f"copy bandwidth {bandwidth / 1e9:.1f} GB/s, {len(convs)} prompts, max_new_tokens {args.max_new_tokens}")
+
+    rows = []
+
+    def record(label, dtype, bs, seconds, tokens, step_bound, prefill):
+        decode = max(seconds - prefill, 1e-9)
+        rows.append({"run": label, "dtype": dtype, "batch rows": bs, "new tokens": tokens, "seconds": round(seconds, 1),
+                     "prefill s": round(prefill, 1), "tok/s": round(tokens / seconds, 1),
+                     "decode tok/s": round(tokens / decode, 1), "bound tok/s": round(bs / step_bound, 1)})
+        print(rows[-1], flush=True)
+
+    for dtype in ("float32", "bfloat16"):
+        engine = make_engine(spec, kind="hf", model_dir=args.model_dir, dtype=dtype, batch_size=1,
+                             threads=args.threads, progress=False)
+        step_bound = weight_bytes(engine.model) / bandwidth
+        sizes = args.batch_sizes if dtype == "float32" else [8]
+        for bs in sizes:
+            engine.batch_size = bs
+            record("greedy", dtype, bs, *run(engine, convs, max_new_tokens=args.max_new_tokens), step_bound,
+                   prefill_seconds(engine, convs, bs))
+        if dtype == "float32":
+            engine.batch_size = 8
+            in_order = _timed(
+                lambda: [engine.next_token_probs(convs[k : k + 8], ["A"]) for k in range(0, len(convs), 8)]
+            )
+            record("greedy, in-order batches (no bucketing)", dtype, 8,
+                   *run(engine, convs, max_new_tokens=args.max_new_tokens, in_order_batches=8), step_bound, in_order)
+            for bs in args.sample_batch_sizes:
+                engine.batch_size = bs
+                subset = convs[: max(4, len(convs) // 2)]
+                record(f"sample n={args.n_samples}", dtype, bs * args.n_samples,
+                       *run(engine, subset, max_new_tokens=args.max_new_tokens, temperature=1.0, n=args.n_samples),
+                       step_bound, prefill_seconds(engine, subset, bs))
+        engine.close()
+
+    print()
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

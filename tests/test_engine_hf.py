@@ -1,0 +1,319 @@
+"""Model registry, prompt rendering, HFEngine on the real SmolLM2-135M, and the vLLM output mapping.
+
+Model tests run the fp32 copy of SmolLM2 on three real questions (gsm8k, commonsenseqa,
+boolq) with short token budgets.
+"""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from uqroute.engines.base import Completion
+from uqroute.engines.rendering import (
+    build_completion,
+    candidate_text,
+    candidate_token_ids,
+    encode_prompt,
+    render_prompt,
+    token_pieces,
+)
+from uqroute.engines.vllm_engine import (
+    completions_from_outputs,
+    generation_params,
+    next_token_prompts,
+    probs_from_prompt_logprobs,
+)
+from uqroute.models import is_materialized, load_model_registry, make_engine, materialize, model_spec
+
+PAPER_HUB_IDS = {
+    "meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "microsoft/Phi-3.5-mini-instruct",
+    "h2oai/h2o-danube3.1-4b-chat", "mistralai/Mistral-7B-Instruct-v0.3", "Qwen/Qwen2.5-7B-Instruct",
+    "meta-llama/Llama-3.1-8B-Instruct", "ibm-granite/granite-3.1-8b-instruct", "meta-llama/Llama-3.1-70B-Instruct",
+}
+
+
+@pytest.fixture(scope="module")
+def items(data_dir) -> pd.DataFrame:
+    from uqroute.datasets import load_split, take_subset
+
+    frames = [take_subset(load_split(name, "test", data_dir), 1, 7) for name in ("gsm8k", "commonsenseqa", "boolq")]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def conversations(items):
+    from uqroute.prompts import PromptSet
+
+    prompts = PromptSet.load()
+    return [prompts.answer(row) for row in items.to_dict("records")]
+
+
+@pytest.fixture()
+def batch_size(smollm2_engine):
+    """Set the shared engine's batch size for one test, restoring it afterwards."""
+    saved = smollm2_engine.batch_size
+
+    def set_to(value: int):
+        smollm2_engine.batch_size = value
+
+    yield set_to
+    smollm2_engine.batch_size = saved
+
+
+def _forward_logprobs(engine, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        logits = engine.model(input_ids=torch.tensor([ids])).logits[0].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_holds_embedded_and_paper_models():
+    registry = load_model_registry()
+    assert {s.hub_id for s in registry.values()} >= PAPER_HUB_IDS
+    smol, gemma = registry["smollm2-135m"], registry["gemma3-270m"]
+    assert (smol.source, smol.engine, smol.chat_template) == ("gguf_wheel", "hf", True)
+    assert (gemma.source, gemma.chat_template) == ("gguf_assemble", False)
+    assert gemma.completion_format is not None and gemma.stop
+    big = next(s for s in registry.values() if s.hub_id == "meta-llama/Llama-3.1-70B-Instruct")
+    assert (big.engine, big.tensor_parallel_size) == ("vllm", 4)
+    api = registry["gpt-4o-mini"]
+    assert (api.engine, api.source, api.api_key_env, api.base_url) == ("openai", "api", "OPENAI_API_KEY", None)
+    for spec in registry.values():
+        assert spec.params_b is None or spec.params_b > 0, spec.name
+
+
+def test_unknown_model_names_it_and_the_known_ones():
+    with pytest.raises(KeyError, match="no-such-model.*smollm2-135m"):
+        model_spec("no-such-model")
+
+
+def test_registry_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text("models:\n  m: {source: hub, hub_id: a/b, engine: hf, chat_template: true, params_bn: 1}\n")
+    with pytest.raises(ValueError, match=r"models\.m.*params_bn"):
+        load_model_registry(path)
+
+
+def test_hub_models_need_no_copy_and_gguf_engines_need_one(tmp_path):
+    assert materialize(model_spec("qwen2.5-7b"), tmp_path / "qwen") is None
+    assert not (tmp_path / "qwen").exists()
+    with pytest.raises(ValueError, match="smollm2-135m.*model_dir"):
+        make_engine(model_spec("smollm2-135m"), kind="hf")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def test_plain_completion_format_for_a_base_model():
+    spec = model_spec("gemma3-270m")
+    conv = [{"role": "user", "content": "Is water wet?"}]
+    prompt = render_prompt(None, conv, spec)
+    assert prompt == "Question: Is water wet?\nAnswer:"
+    answered = conv + [{"role": "assistant", "content": " Yes."}]
+    assert render_prompt(None, answered, spec) == prompt + " Yes."
+    follow_up = answered + [{"role": "user", "content": "True or False?"}]
+    expected = "Question: Is water wet?\nAnswer: Yes.\n\nQuestion: True or False?\nAnswer:"
+    assert render_prompt(None, follow_up, spec) == expected
+    assert candidate_text(prompt, "True") == " True"
+    assert candidate_text("assistant\n", "True") == "True"
+
+
+@pytest.mark.slow
+def test_chat_template_rendering(smollm2_engine):
+    spec, tok = smollm2_engine.spec, smollm2_engine.tokenizer
+    conv = [{"role": "user", "content": "Name a colour."}]
+    prompt = render_prompt(tok, conv, spec)
+    assert prompt.endswith("<|im_start|>assistant\n") and "Name a colour." in prompt
+    # An open assistant reply continues the generation prompt verbatim.
+    assert render_prompt(tok, conv + [{"role": "assistant", "content": "Blue"}], spec) == prompt + "Blue"
+    ids = encode_prompt(tok, prompt, spec)
+    assert tok.convert_ids_to_tokens(ids[:1]) == ["<|im_start|>"]  # the template's own special token, not doubled
+    true_id, false_id = candidate_token_ids(tok, prompt, ["True", "False"])
+    assert tok.decode([true_id]) == "True" and tok.decode([false_id]) == "False"
+
+
+@pytest.mark.slow
+def test_build_completion_cuts_at_eos_and_stop_strings(smollm2_engine):
+    tok = smollm2_engine.tokenizer
+    ids = tok("The answer is 4.\nQuestion: next", add_special_tokens=False)["input_ids"]
+    logprobs = [-0.1 * (i + 1) for i in range(len(ids))]
+    eos = sorted(smollm2_engine.eos_ids)[0]
+    done = build_completion(tok, ids + [eos, ids[0]], logprobs + [-0.5, -0.6], eos_ids={eos})
+    assert done.text == "The answer is 4.\nQuestion: next" and done.token_ids == ids
+    assert "".join(done.tokens) == done.text and done.token_logprobs == pytest.approx(logprobs)
+    cut = build_completion(tok, ids, logprobs, stop=["\nQuestion:"])
+    assert cut.text == "The answer is 4."
+    assert "".join(cut.tokens).startswith(cut.text) and len(cut.tokens) == len(cut.token_logprobs) < len(ids)
+    assert "".join(token_pieces(tok, ids)) == tok.decode(ids)
+
+
+# ---------------------------------------------------------------- HFEngine
+
+
+@pytest.mark.slow
+def test_greedy_is_deterministic_and_independent_of_batch_size(smollm2_engine, conversations, batch_size):
+    convs = conversations + [[{"role": "user", "content": "What is the capital of France?"}]]
+    batch_size(1)
+    alone = smollm2_engine.generate(convs, max_new_tokens=16)
+    batch_size(4)
+    together = smollm2_engine.generate(convs, max_new_tokens=16)
+    again = smollm2_engine.generate(convs, max_new_tokens=16)
+    assert [c[0].token_ids for c in alone] == [c[0].token_ids for c in together] == [c[0].token_ids for c in again]
+    for (c,) in together:
+        assert isinstance(c, Completion) and c.token_ids and "".join(c.tokens) == c.text
+        assert len(c.tokens) == len(c.token_logprobs) == len(c.token_ids)
+        assert all(lp <= 0 for lp in c.token_logprobs)
+    # The hand-written decoding loop agrees with transformers' own greedy search.
+    ids = smollm2_engine.encode(convs[:1])[1][0]
+    with torch.inference_mode():
+        reference = smollm2_engine.model.generate(torch.tensor([ids]), max_new_tokens=16, do_sample=False)[0, len(ids):]
+    assert reference.tolist()[: len(together[0][0].token_ids)] == together[0][0].token_ids
+
+
+@pytest.mark.slow
+def test_token_logprobs_match_a_plain_forward_pass(smollm2_engine, conversations, batch_size):
+    batch_size(3)
+    outputs = smollm2_engine.generate(conversations, max_new_tokens=12)
+    for conv, (completion,) in zip(conversations, outputs):
+        prompt_ids = smollm2_engine.encode([conv])[1][0]
+        logprobs = _forward_logprobs(smollm2_engine, prompt_ids + completion.token_ids)
+        expected = [logprobs[len(prompt_ids) - 1 + i, tok].item() for i, tok in enumerate(completion.token_ids)]
+        assert np.max(np.abs(np.array(expected) - np.array(completion.token_logprobs))) < 1e-4
+
+
+@pytest.mark.slow
+def test_samples_vary_and_the_seed_reproduces_them(smollm2_engine, conversations, batch_size):
+    batch_size(3)
+    first = smollm2_engine.generate(conversations, max_new_tokens=12, temperature=1.0, n=5, seed=50)
+    assert [len(c) for c in first] == [5, 5, 5]
+    distinct = [len({c.text for c in completions}) for completions in first]
+    assert sum(d >= 3 for d in distinct) >= 2, distinct
+    again = smollm2_engine.generate(conversations, max_new_tokens=12, temperature=1.0, n=5, seed=50)
+    assert [[c.token_ids for c in cs] for cs in first] == [[c.token_ids for c in cs] for cs in again]
+    # A sample depends on seed, prompt and sample index only, not on its batch.
+    batch_size(1)
+    alone = smollm2_engine.generate(conversations[1:2], max_new_tokens=12, temperature=1.0, n=5, seed=50)
+    assert [c.token_ids for c in alone[0]] == [c.token_ids for c in first[1]]
+    other = smollm2_engine.generate(conversations[1:2], max_new_tokens=12, temperature=1.0, n=5, seed=51)
+    assert [c.token_ids for c in other[0]] != [c.token_ids for c in first[1]]
+    for c in first[0]:
+        prompt_ids = smollm2_engine.encode(conversations[:1])[1][0]
+        logprobs = _forward_logprobs(smollm2_engine, prompt_ids + c.token_ids)
+        expected = [logprobs[len(prompt_ids) - 1 + i, t].item() for i, t in enumerate(c.token_ids)]
+        assert np.allclose(expected, c.token_logprobs, atol=1e-4)  # temperature-1 logprobs of sampled tokens
+
+
+@pytest.mark.slow
+def test_next_token_probs(smollm2_engine, conversations, batch_size):
+    batch_size(2)
+    probs = smollm2_engine.next_token_probs(conversations, ["True", "False"])
+    assert probs.shape == (3, 2) and np.all((probs >= 0) & (probs <= 1)) and np.all(probs.sum(axis=1) <= 1 + 1e-6)
+    prompt = smollm2_engine.render(conversations[2])
+    ids = encode_prompt(smollm2_engine.tokenizer, prompt, smollm2_engine.spec)
+    full = _forward_logprobs(smollm2_engine, ids)[-1].exp()
+    cand = candidate_token_ids(smollm2_engine.tokenizer, prompt, ["True", "False"])
+    assert np.allclose(probs[2], full[cand].numpy(), rtol=1e-3, atol=1e-7)
+
+
+@pytest.mark.slow
+def test_hidden_state_is_layer_minus_8_at_the_last_token(smollm2_engine, conversations, batch_size):
+    batch_size(3)
+    answered = [c + [{"role": "assistant", "content": reply}] for c, reply in zip(conversations, ["12", "B", "no"])]
+    vectors = smollm2_engine.hidden_states(answered, -8)
+    hidden = smollm2_engine.model.config.hidden_size
+    assert vectors.shape == (3, hidden) and vectors.dtype == np.float32
+    for conv, vector in zip(answered, vectors):
+        ids = smollm2_engine.encode([conv])[1][0]
+        with torch.inference_mode():
+            out = smollm2_engine.model(input_ids=torch.tensor([ids]), output_hidden_states=True)
+        assert len(out.hidden_states) == smollm2_engine.num_layers + 1
+        assert np.allclose(vector, out.hidden_states[-8][0, -1].numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="layer 31 out of range"):
+        smollm2_engine.hidden_states(answered[:1], 31)
+
+
+@pytest.mark.slow
+def test_materialize_is_idempotent_and_keeps_the_gguf_logits(smollm2_dir, smollm2_engine):
+    from uqroute.models import load_gguf
+
+    assert is_materialized(smollm2_dir)
+    weights = smollm2_dir / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    assert materialize(model_spec("smollm2-135m"), smollm2_dir) == smollm2_dir
+    assert weights.stat().st_mtime_ns == before
+    assert not [p for p in smollm2_dir.parent.iterdir() if p.name.startswith(f".{smollm2_dir.name}.")]
+    gguf_model, _ = load_gguf(model_spec("smollm2-135m"))
+    ids = torch.tensor([smollm2_engine.tokenizer("Water boils at 100 degrees.")["input_ids"]])
+    with torch.inference_mode():
+        expected = gguf_model(input_ids=ids).logits
+        got = smollm2_engine.model(input_ids=ids).logits
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- vLLM mapping (no vLLM needed)
+
+
+def _logprob(value: float) -> SimpleNamespace:
+    return SimpleNamespace(logprob=value, rank=1, decoded_token=None)
+
+
+@pytest.mark.slow
+def test_vllm_outputs_map_to_completions(smollm2_engine):
+    tok = smollm2_engine.tokenizer
+    eos = sorted(smollm2_engine.eos_ids)[0]
+    answer = tok("B. apple", add_special_tokens=False)["input_ids"]
+    other = tok("A", add_special_tokens=False)["input_ids"]
+    ids = answer + [eos]
+    lps = [-0.25 * (i + 1) for i in range(len(ids))]
+    # Shaped like vllm.RequestOutput / CompletionOutput: per token a dict token_id -> Logprob
+    # holding the chosen token and the top alternatives; samples listed out of index order.
+    sample = lambda index, toks, values: SimpleNamespace(
+        index=index, text=tok.decode(toks, skip_special_tokens=True), token_ids=toks,
+        logprobs=[{t: _logprob(v), t + 1: _logprob(v - 1.0)} for t, v in zip(toks, values)],
+    )
+    outputs = [SimpleNamespace(outputs=[sample(1, other, [-2.0]), sample(0, ids, lps)])]
+    (completions,) = completions_from_outputs(tok, outputs, eos_ids={eos}, stop=())
+    assert completions[0].text == "B. apple" and completions[0].token_ids == answer
+    assert completions[0].token_logprobs == pytest.approx(lps[:-1]) and completions[1].token_logprobs == [-2.0]
+    bad = [SimpleNamespace(outputs=[SimpleNamespace(index=0, token_ids=[5], logprobs=[{6: _logprob(-1.0)}])])]
+    with pytest.raises(Exception, match="chosen token 5 missing"):
+        completions_from_outputs(tok, bad, eos_ids=set(), stop=())
+
+
+def test_vllm_requests_and_next_token_probs():
+    params = generation_params([[1, 2, 3], [4, 5]], max_new_tokens=8, temperature=1.0, top_p=0.9, n=5, seed=50,
+                               stop=["\nQuestion:"])
+    assert params[0]["n"] == 5 and params[0]["logprobs"] == 1 and params[0]["stop"] == ["\nQuestion:"]
+    assert params[0]["seed"] != params[1]["seed"]  # per prompt, as in the HF engine
+    assert params == generation_params([[1, 2, 3], [4, 5]], max_new_tokens=8, temperature=1.0, top_p=0.9, n=5,
+                                       seed=50, stop=["\nQuestion:"])
+    greedy = generation_params([[1]], max_new_tokens=4, temperature=0.0, top_p=0.5, n=1, seed=1, stop=())
+    assert greedy[0]["temperature"] == 0.0 and "seed" not in greedy[0] and "stop" not in greedy[0]
+
+    cands = [[10, 11], [10, 11]]
+    prompts = next_token_prompts([[1, 2], [3]], cands)
+    assert prompts == [[1, 2, 10], [1, 2, 11], [3, 10], [3, 11]]
+    # prompt_logprobs: None for the first prompt token, then token_id -> Logprob per position.
+    outs = [SimpleNamespace(prompt_logprobs=[None] * (len(p) - 1) + [{p[-1]: _logprob(math.log(v))}])
+            for p, v in zip(prompts, [0.6, 0.2, 0.01, 0.5])]
+    assert np.allclose(probs_from_prompt_logprobs(outs, cands), [[0.6, 0.2], [0.01, 0.5]])
+
+
+def test_vllm_engine_reports_a_missing_vllm():
+    pytest.importorskip("transformers")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed here; this test covers machines without it")
+    except ImportError:
+        pass
+    with pytest.raises(ImportError, match="llama-3.1-70b.*vllm"):
+        make_engine(model_spec("llama-3.1-70b"))

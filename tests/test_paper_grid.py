@@ -1,0 +1,245 @@
+"""The paper's grid (config/paper.yaml) planned on the SLURM profile, checked by dry runs.
+
+No SLURM, GPU or hub is needed: a dry run plans every job and prints its resources without
+submitting anything. The expected job counts are derived from the config, the method -> pass
+table and the dataset registry, so they follow the grid when the config changes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from uqroute import REPO_ROOT
+from uqroute.datasets import dataset_info
+from uqroute.models import model_spec
+from uqroute.uq.requirements import METHOD_PASSES, PROBE_METHODS
+
+pytestmark = pytest.mark.slow
+
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+PAPER = REPO_ROOT / "config" / "paper.yaml"
+PROFILE = REPO_ROOT / "profiles" / "slurm"
+GPU_RULES = frozenset({"generate", "hidden_states"})
+# Rules that load a model or download data: the reviewer's figure path must schedule none of them.
+MODEL_RULES = frozenset({"dataset", "prepare_model", "generate", "hidden_states"})
+CPU_PARTITION = "<your-cpu-partition>"
+GPU_PARTITION = "<your-gpu-partition>"
+OLD_MTIME = 1_600_000_000  # 2020: older than any checkout, like Parquet files copied in after a fresh clone
+
+
+def paper_config() -> dict:
+    return yaml.safe_load(PAPER.read_text())
+
+
+def deployment_override() -> list[str]:
+    """The profile deploys conda envs, and even a dry run asks `conda info`; this CPU test machine has no
+    conda, so the dry run swaps in a deployment method no rule uses. With conda installed, none is swapped."""
+    return [] if shutil.which("conda") else ["--software-deployment-method", "env-modules"]
+
+
+def snakemake(args: list[str], workdir: Path, *, profile: bool = False) -> subprocess.CompletedProcess:
+    """Targets must come first in `args`: options such as --quiet and --rerun-triggers take several values."""
+    command = [str(SNAKEMAKE), *args, "-n", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
+               "--configfile", str(PAPER), "--replace-workflow-config"]
+    if profile:
+        command += ["--profile", str(PROFILE), *deployment_override()]
+    else:
+        command += ["--cores", "1"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    """The first 'Job stats' table of a dry run: rule -> number of jobs."""
+    if "Job stats:" not in stdout:
+        return {}
+    lines = stdout.split("Job stats:", 1)[1].strip().splitlines()[2:]
+    counts = {}
+    for line in lines:
+        name, count = line.split()
+        if name == "total":
+            break
+        counts[name] = int(count)
+    return counts
+
+
+def planned_jobs(stdout: str) -> list[dict]:
+    """Every job block of a verbose dry run: rule, output, wildcards and resources (values as printed)."""
+    jobs, job = [], None
+    for line in stdout.splitlines():
+        header = re.match(r"^(?:local)?rule (\w+):$", line)
+        if header:
+            job = {"rule": header.group(1), "output": [], "wildcards": {}, "resources": {}}
+            jobs.append(job)
+            continue
+        if job is None or not line.startswith("    "):
+            continue
+        key, _, value = line.strip().partition(": ")
+        if key == "output":
+            job["output"] = value.split(", ")
+        elif key in ("wildcards", "resources"):
+            job[key] = dict(item.split("=", 1) for item in value.split(", "))
+    return jobs
+
+
+def expected_counts(config: dict) -> dict[str, int]:
+    """Jobs per rule for the whole grid, from the paper's design."""
+    slms, llms, datasets, methods = config["slms"], config["llms"], config["datasets"], config["methods"]
+    calibration = config["calibration"]["methods"] or methods
+    assert not set(slms) & set(llms), "an LLM that is also an SLM would share its greedy pass"
+    test_passes = set().union(*(METHOD_PASSES[method] for method in methods))
+    # A train split is read by the in-domain trained probe of its dataset and by every other dataset's OOD probe.
+    train = [
+        dataset for dataset in datasets
+        if ("trained_probe" in methods and dataset_info(dataset)["probe_training"] == "in_domain")
+        or ("ood_probe" in methods and len(datasets) > 1)
+    ]
+    probes_read_test = bool(PROBE_METHODS & set(methods))
+    # Hidden states always run transformers, which needs a converted copy of a GGUF model.
+    gguf_slms = [slm for slm in slms if model_spec(slm).source.startswith("gguf")]
+    n_slm, n_llm, n_data, n_method, n_calib = len(slms), len(llms), len(datasets), len(methods), len(calibration)
+    counts = {
+        "dataset": n_data + len(train),
+        "prepare_model": len(gguf_slms),
+        # each SLM: every test pass its methods read + greedy on each train split; each LLM: greedy on test
+        "generate": n_slm * (n_data * len(test_passes) + len(train)) + n_llm * n_data,
+        "hidden_states": n_slm * (n_data * probes_read_test + len(train)),
+        "uq": n_slm * n_data * n_method,
+        "routing_curve": n_slm * n_llm * n_data * n_method,
+        "alignment": 1,
+        "routing_metrics": 1,
+        "relative_accuracy": 1,
+        "findings": 1,
+        "calibration_set": n_slm * n_calib * n_data,  # leave-one-dataset-out, per SLM and method
+        "generalization": n_slm * n_llm * n_calib * n_data,
+        "release_calibration": n_slm * n_calib,
+        "figure_auroc_heatmaps": 1,
+        "figure_ratio_fidelity": 1,
+        "figure_routing_curves": n_llm * n_data,
+        "figure_relative_accuracy": n_llm * n_data,
+        "figure_generalization": n_llm * n_data,
+        "figure_confidence_distributions": n_slm,
+        "all": 1,
+    }
+    return {rule: n for rule, n in counts.items() if n}
+
+
+@pytest.fixture(scope="module")
+def paper_dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, float]:
+    """`snakemake -n --profile profiles/slurm --configfile config/paper.yaml` in an empty results folder."""
+    started = time.perf_counter()
+    result = snakemake([], tmp_path_factory.mktemp("paper"), profile=True)
+    return result, time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def passes_present(paper_dry_run, tmp_path_factory) -> Path:
+    """A results folder holding every model output of the grid (data, passes, hidden states) and nothing else,
+    all older than the checkout: the state after copying the Parquet files into a fresh clone."""
+    workdir = tmp_path_factory.mktemp("reviewer")
+    for job in planned_jobs(paper_dry_run[0].stdout):
+        if job["rule"] in MODEL_RULES:
+            for output in job["output"]:
+                path = workdir / output
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+                os.utime(path, (OLD_MTIME, OLD_MTIME))
+    return workdir
+
+
+def test_paper_config_is_the_papers_grid():
+    config = paper_config()
+    assert len(config["slms"]) == 8 and len(config["llms"]) == 2
+    assert len(config["datasets"]) == 14 and len(config["methods"]) == 8
+    assert config["data_dir"] is None and config["subset"]["max_test"] is None and config["subset"]["max_train"] is None
+    generation = config["generation"]
+    assert (generation["seed"], generation["top_p"], generation["n_samples"], generation["sample_temperature"]) == (
+        50, 1.0, 5, 1.0)
+    assert (config["calibration"]["n_bins"], config["calibration"]["fraction"]) == (30, 0.1)
+    assert config["calibration"]["seeds"] == [50, 51, 52]
+    assert config["judge"] == {"engine": "openai", "model": "gpt-4o-mini"}
+    for name in config["slms"] + config["llms"]:
+        model_spec(name)  # KeyError naming the model if the registry lacks it
+
+
+def test_dry_run_plans_the_whole_grid(paper_dry_run):
+    result, seconds = paper_dry_run
+    print(f"paper dry run: {seconds:.1f} s wall")
+    assert job_counts(result.stdout) == expected_counts(paper_config())
+
+
+def test_model_jobs_request_their_gpus_and_nothing_else_does(paper_dry_run):
+    config = paper_config()
+    jobs = planned_jobs(paper_dry_run[0].stdout)
+    assert len(jobs) == sum(expected_counts(config).values())
+    for job in jobs:
+        resources, where = job["resources"], f"{job['rule']} {job['wildcards']}"
+        gpus = int(resources.get("gpu", 0))
+        if job["rule"] in GPU_RULES:
+            model = job["wildcards"]["model"]
+            engine = config["engines"][model]
+            if job["rule"] == "hidden_states":
+                expected = 1  # transformers on one GPU, whatever the generation engine
+            elif engine["kind"] == "openai":
+                expected = 0
+            else:
+                expected = engine.get("tensor_parallel_size", model_spec(model).tensor_parallel_size)
+            assert gpus == expected, where
+            if job["rule"] == "generate":
+                assert int(resources["openai_requests"]) == (engine["kind"] == "openai"), where
+            assert resources["slurm_partition"] == (GPU_PARTITION if gpus else CPU_PARTITION), where
+            assert resources["nodes"] == "1", where  # tensor-parallel GPUs must share a node
+        else:
+            assert gpus == 0, where
+            assert resources["slurm_partition"] == CPU_PARTITION, where
+    tensor_parallel = {int(job["resources"]["gpu"]) for job in jobs
+                       if job["rule"] == "generate" and job["wildcards"]["model"] == "llama-3.1-70b"}
+    assert tensor_parallel == {4}
+
+
+def test_lint_is_clean():
+    command = [str(SNAKEMAKE), "--lint", "--configfile", "config/paper.yaml"]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_one_cell_builds_only_what_it_needs(tmp_path):
+    config = paper_config()
+    slm, dataset = config["slms"][0], config["datasets"][0]
+    result = snakemake([f"results/uq/{slm}/{dataset}/perplexity.parquet", "--quiet", "rules"], tmp_path)
+    assert job_counts(result.stdout) == {"dataset": 1, "generate": len(METHOD_PASSES["perplexity"]), "uq": 1}
+
+
+def test_reviewer_rebuilds_figures_without_a_model(passes_present):
+    config = paper_config()
+    n_slm, n_llm, n_data = len(config["slms"]), len(config["llms"]), len(config["datasets"])
+    # The scripts of a fresh clone are newer than the copied Parquet files, and Snakemake's code trigger
+    # compares them: with the default triggers every model job is planned again.
+    default = job_counts(snakemake(["figures", "--quiet", "rules"], passes_present).stdout)
+    assert default.get("generate") and default.get("dataset")
+    planned = job_counts(snakemake(["figures", "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
+    assert not MODEL_RULES & set(planned), planned
+    assert planned["figure_routing_curves"] == n_llm * n_data
+    assert planned["figure_confidence_distributions"] == n_slm
+    assert planned["figures"] == 1
+
+
+def test_forcerun_on_a_pass_reruns_it_and_what_reads_it(passes_present):
+    config = paper_config()
+    slm, dataset = config["slms"][0], config["datasets"][0]
+    target = f"results/uq/{slm}/{dataset}/p_true.parquet"
+    unforced = job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
+    assert unforced == {"uq": 1}
+    forced = job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime", "--forcerun", "generate"],
+                                  passes_present).stdout)
+    assert forced == {"generate": len(METHOD_PASSES["p_true"]), "uq": 1}

@@ -1,0 +1,187 @@
+"""Generation passes and their checkpoints, on the real SmolLM2-135M and real questions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from uqroute.checkpoint import BatchCheckpoint
+from uqroute.io import write_parquet
+from uqroute.passes import COLUMNS, run_hidden, run_pass
+
+SETTINGS = {
+    "max_new_tokens": {"mcq": 8, "tf": 6, "ff_num": 24, "ff_text": 12},
+    "verbal_max_new_tokens": 12,
+    "batch_size": 2,
+    "seed": 50,
+    "top_p": 1.0,
+    "n_samples": 5,
+    "sample_temperature": 1.0,
+}
+
+
+class CountingEngine:
+    """The real engine, counting the model calls a pass makes."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.model_name = engine.model_name
+        self.calls = 0
+
+    def render(self, conversation):
+        return self.engine.render(conversation)
+
+    def generate(self, conversations, **kwargs):
+        self.calls += 1
+        return self.engine.generate(conversations, **kwargs)
+
+    def next_token_probs(self, conversations, candidates):
+        self.calls += 1
+        return self.engine.next_token_probs(conversations, candidates)
+
+    def hidden_states(self, conversations, layer):
+        self.calls += 1
+        return self.engine.hidden_states(conversations, layer)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def questions(data_dir) -> pd.DataFrame:
+    from uqroute.datasets import load_split, take_subset
+
+    frames = [take_subset(load_split(name, "test", data_dir), 1, 11) for name in ("gsm8k", "commonsenseqa", "boolq")]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def prompts():
+    from uqroute.prompts import PromptSet
+
+    return PromptSet.load()
+
+
+@pytest.fixture(scope="module")
+def greedy(smollm2_engine, questions, prompts) -> pd.DataFrame:
+    return run_pass("greedy", smollm2_engine, questions, prompts, SETTINGS)
+
+
+@pytest.mark.slow
+def test_greedy_pass_table(greedy, questions, smollm2_engine, tmp_path):
+    from uqroute.grading import RuleJudge, extract_item_prediction
+
+    assert list(greedy.columns) == COLUMNS["greedy"]
+    assert greedy["id"].tolist() == questions["id"].tolist()
+    assert greedy["correct"].dtype == bool
+    for row, item in zip(greedy.to_dict("records"), questions.to_dict("records")):
+        assert "".join(row["tokens"]) == row["response"]
+        assert len(row["tokens"]) == len(row["token_logprobs"]) > 0
+        assert row["prediction"] == extract_item_prediction(row["response"], item)
+        assert row["prompt"].endswith("<|im_start|>assistant\n")  # the rendered prompt the model saw
+    expected = RuleJudge().judge(questions, greedy["prediction"].tolist(), greedy["response"].tolist())
+    assert greedy["correct"].tolist() == expected.tolist()
+    # The token budget follows the task type: the gsm8k (ff_num) reply may run longer than the others.
+    budgets = {t: SETTINGS["max_new_tokens"][t] for t in questions["task_type"]}
+    for row, task_type in zip(greedy.to_dict("records"), questions["task_type"]):
+        assert len(row["tokens"]) <= budgets[task_type]
+    schema = pq.read_schema(write_parquet(greedy, tmp_path / "greedy.parquet"))
+    assert str(schema.field("tokens").type) == "list<element: string>"
+    assert str(schema.field("token_logprobs").type) == "list<element: double>"
+
+
+@pytest.mark.slow
+def test_sample_pass_table(smollm2_engine, questions, prompts):
+    table = run_pass("sample", smollm2_engine, questions, prompts, SETTINGS)
+    assert list(table.columns) == COLUMNS["sample"]
+    assert len(table) == 5 * len(questions)
+    assert table["id"].tolist() == [i for i in questions["id"] for _ in range(5)]
+    assert table["sample_idx"].tolist() == list(range(5)) * len(questions)
+    again = run_pass("sample", smollm2_engine, questions, prompts, SETTINGS)
+    assert table["response"].tolist() == again["response"].tolist()
+
+
+@pytest.mark.slow
+def test_verbal_and_ptrue_pass_tables(smollm2_engine, questions, prompts, greedy):
+    verbal1s = run_pass("verbal1s", smollm2_engine, questions, prompts, SETTINGS)
+    assert list(verbal1s.columns) == COLUMNS["verbal1s"] and verbal1s["correct"].dtype == bool
+    verbal2s = run_pass("verbal2s", smollm2_engine, questions, prompts, SETTINGS, greedy=greedy)
+    assert list(verbal2s.columns) == COLUMNS["verbal2s"]
+    for table in (verbal1s, verbal2s):
+        assert table["id"].tolist() == questions["id"].tolist()
+        conf = table["verbal_confidence"].to_numpy(dtype=float)
+        assert np.all(np.isnan(conf) | ((conf >= 0) & (conf <= 1)))
+    ptrue = run_pass("ptrue", smollm2_engine, questions, prompts, SETTINGS, greedy=greedy)
+    assert list(ptrue.columns) == COLUMNS["ptrue"]
+    assert np.all((ptrue["p_true"] >= 0) & (ptrue["p_true"] <= 1))
+    # p_true normalises the two candidates' probabilities from the ptrue conversation.
+    first = questions.to_dict("records")[0]
+    probs = smollm2_engine.next_token_probs([prompts.ptrue(first, greedy["response"].iloc[0])], ["True", "False"])[0]
+    assert ptrue["p_true"].iloc[0] == pytest.approx(probs[0] / probs.sum(), rel=1e-6)
+
+
+@pytest.mark.slow
+def test_hidden_pass_table(smollm2_engine, questions, prompts, greedy, tmp_path):
+    table = run_hidden(smollm2_engine, questions, greedy, prompts, -8, 2)
+    assert list(table.columns) == COLUMNS["hidden"] and table["id"].tolist() == questions["id"].tolist()
+    assert set(table["layer"]) == {-8}
+    assert all(v.dtype == np.float32 and v.shape == (576,) for v in table["vector"])
+    schema = pq.read_schema(write_parquet(table, tmp_path / "hidden.parquet"))
+    assert str(schema.field("vector").type) == "list<element: float>"  # float32
+
+
+@pytest.mark.slow
+def test_restarted_pass_skips_finished_batches(smollm2_engine, questions, prompts, greedy, tmp_path):
+    folder = tmp_path / "parts"
+    settings = dict(SETTINGS, batch_size=1)
+    counting = CountingEngine(smollm2_engine)
+    first = run_pass("greedy", counting, questions, prompts, settings, checkpoint_dir=folder)
+    assert counting.calls == 3
+    parts = sorted(folder.glob("*.parquet"))
+    assert len(parts) == 3
+    parts[0].unlink()  # the job died before this batch finished
+    counting.calls = 0
+    resumed = run_pass("greedy", counting, questions, prompts, settings, checkpoint_dir=folder)
+    assert counting.calls == 1
+    pd.testing.assert_frame_equal(resumed, first)
+    assert first["response"].tolist() == greedy["response"].tolist()  # batch size does not change greedy replies
+    # Other inputs (a different token budget) never reuse those parts.
+    counting.calls = 0
+    shorter_tf = dict(settings, max_new_tokens={**settings["max_new_tokens"], "tf": 3})
+    run_pass("greedy", counting, questions, prompts, shorter_tf, checkpoint_dir=folder)
+    assert counting.calls == 1  # only the tf batch changed
+    counting.calls = 0
+    hidden = run_hidden(counting, questions, greedy, prompts, -8, 3, checkpoint_dir=tmp_path / "hidden-parts")
+    assert counting.calls == 3  # one batch per task type
+    again = run_hidden(counting, questions, greedy, prompts, -8, 3, checkpoint_dir=tmp_path / "hidden-parts")
+    assert counting.calls == 3
+    assert all(np.array_equal(a, b) and b.dtype == np.float32 for a, b in zip(hidden["vector"], again["vector"]))
+    BatchCheckpoint(folder).finish()
+    assert not folder.exists()
+
+
+def test_checkpoint_ignores_parts_written_for_other_ids(tmp_path):
+    checkpoint = BatchCheckpoint(tmp_path / "parts")
+    checkpoint.save("greedy-mcq-00000", pd.DataFrame({"id": ["a", "b"], "x": [1, 2]}))
+    assert checkpoint.load("greedy-mcq-00000", ["a", "b"])["x"].tolist() == [1, 2]
+    assert checkpoint.load("greedy-mcq-00000", ["a", "c"]) is None
+    computed = checkpoint.run("greedy-mcq-00000", ["a", "c"], lambda: pd.DataFrame({"id": ["a", "c"], "x": [3, 4]}))
+    assert computed["x"].tolist() == [3, 4]
+    assert checkpoint.keys() == ["greedy-mcq-00000"]
+    assert not list((tmp_path / "parts").glob("*.tmp"))
+    with pytest.raises(ValueError, match="checkpoint key"):
+        checkpoint.path("../escape")
+
+
+def test_pass_arguments_are_checked(questions, prompts):
+    with pytest.raises(ValueError, match="unknown pass 'hidden'"):
+        run_pass("hidden", None, questions, prompts, SETTINGS)
+    with pytest.raises(KeyError, match="n_samples"):
+        run_pass("sample", None, questions, prompts, {k: v for k, v in SETTINGS.items() if k != "n_samples"})
+    with pytest.raises(ValueError, match="verbal2s needs the greedy table"):
+        run_pass("verbal2s", None, questions, prompts, SETTINGS)
+    partial = pd.DataFrame({"id": questions["id"].iloc[:1], "response": ["x"]})
+    with pytest.raises(KeyError, match=f"ptrue: greedy table has no row for id.*{questions['id'].iloc[1]}"):
+        run_pass("ptrue", None, questions, prompts, SETTINGS, greedy=partial)

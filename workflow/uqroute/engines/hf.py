@@ -1,0 +1,288 @@
+"""Transformers engine (CPU or GPU): generation, next-token probabilities, hidden states.
+
+Decoding is a hand-written loop over the model's forward pass rather than
+``model.generate``: it prefills a prompt once and shares that KV cache among the
+``n`` samples, drops finished rows from the batch, records the temperature-1
+logprob of every chosen token on the way, and draws every sample from its own
+random stream, so a sample depends on (seed, prompt, sample index) only and not
+on which other prompts share its batch.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..models import ModelSpec
+from .base import Completion, Conversation
+from .rendering import (
+    build_completion,
+    candidate_token_ids,
+    encode_prompt,
+    eos_token_ids,
+    has_stop,
+    render_prompt,
+    sample_seed,
+)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (longest first), to cut padding.
+
+    Callers put results back by index, so the output order matches the input.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[k : k + batch_size] for k in range(0, len(order), batch_size)]
+
+
+class HFEngine:
+    """Engine on a transformers causal LM.
+
+    Parameters
+    ----------
+    spec : registry entry (rendering: chat template or plain completion format, stop strings).
+    model_path : HF folder (a materialized GGUF copy) or hub id.
+    device : ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+    dtype : ``float32 | bfloat16 | float16 | auto`` (auto: the checkpoint's own dtype).
+    batch_size : prompts per batch; sampling decodes their ``n`` samples together
+        (``batch_size * n`` rows sharing each prompt's prefill).
+    threads : ``torch.set_num_threads`` (CPU); None leaves torch's default.
+    progress : show a tqdm bar over batches.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        model_path: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        threads: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype != "auto" and dtype not in _DTYPES:
+            raise ValueError(f"model {spec.name}: dtype {dtype!r} not one of {sorted(_DTYPES) + ['auto']}")
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self.spec = spec
+        self.model_name = spec.name
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.progress = progress
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        self.model = AutoModelForCausalLM.from_pretrained(
+            str(model_path), dtype="auto" if dtype == "auto" else _DTYPES[dtype]
+        ).to(self.device)
+        self.model.eval()
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model.config, getattr(self.model, "generation_config", None))
+        if not self.eos_ids:
+            raise ValueError(f"model {spec.name}: tokenizer and config define no EOS token")
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad) if pad is not None else min(self.eos_ids)
+        # The cache keyword was renamed in transformers 5; accept either spelling.
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.num_layers = int(self.model.config.get_text_config().num_hidden_layers)
+        self.hidden_size = int(self.model.config.get_text_config().hidden_size)
+
+    # ------------------------------------------------------------------ helpers
+
+    def render(self, conversation: Conversation) -> str:
+        return render_prompt(self.tokenizer, conversation, self.spec)
+
+    def encode(self, conversations: Sequence[Conversation]) -> tuple[list[str], list[list[int]]]:
+        prompts = [self.render(c) for c in conversations]
+        return prompts, [encode_prompt(self.tokenizer, p, self.spec) for p in prompts]
+
+    def _left_pad(self, batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask, position_ids)``, each ``(B, L)``, padded on the left.
+
+        Position ids count real tokens only, so a padded prompt sees the same
+        positions as it would alone in a batch of one.
+        """
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            if not ids:
+                raise ValueError(f"model {self.model_name}: empty prompt")
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            mask[row, width - len(ids) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        return input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _forward(self, input_ids, mask, positions, cache=None, **kwargs):
+        extra = {self._cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
+        return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, **extra, **kwargs)
+
+    def _bar(self, batches: list, desc: str):
+        # A pass already shows one bar over its batches; a single engine batch adds nothing to it.
+        return tqdm(batches, desc=f"{self.model_name} {desc}", unit="batch",
+                    disable=not self.progress or len(batches) <= 1, leave=False)
+
+    # ------------------------------------------------------------------ Engine
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        conversations: Sequence[Conversation],
+        *,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        n: int = 1,
+        seed: int = 0,
+    ) -> list[list[Completion]]:
+        """``n`` completions per conversation (see :meth:`uqroute.engines.base.Engine.generate`).
+
+        ``token_logprobs`` come from ``log_softmax`` of the raw logits (the
+        temperature-1 distribution, before top-p) at each chosen token.
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"model {self.model_name}: max_new_tokens must be >= 1")
+        if n < 1:
+            raise ValueError(f"model {self.model_name}: n must be >= 1")
+        if temperature <= 0 and n > 1:
+            raise ValueError(
+                f"model {self.model_name}: n={n} greedy completions would all be identical; use temperature > 0"
+            )
+        _, prompt_ids = self.encode(conversations)
+        results: list[list[Completion]] = [[] for _ in conversations]
+        for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "generate"):
+            batch = [prompt_ids[i] for i in chunk]
+            for i, completions in zip(chunk, self._generate_batch(batch, max_new_tokens, temperature, top_p, n, seed)):
+                results[i] = completions
+        return results
+
+    def _generate_batch(
+        self, batch: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, n: int, seed: int
+    ) -> list[list[Completion]]:
+        from transformers import DynamicCache
+
+        input_ids, mask, positions = self._left_pad(batch)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1).logits[:, -1, :].float()
+        if n > 1:
+            # One prefill per prompt, shared by its n samples.
+            logits = logits.repeat_interleave(n, dim=0)
+            mask = mask.repeat_interleave(n, dim=0)
+            cache.batch_repeat_interleave(n)
+        rows = len(batch) * n
+        generators = None
+        if temperature > 0:
+            generators = [
+                torch.Generator().manual_seed(sample_seed(seed, batch[r // n], r % n)) for r in range(rows)
+            ]
+        active = torch.arange(rows)
+        next_pos = mask.sum(-1)
+        out_ids: list[list[int]] = [[] for _ in range(rows)]
+        out_lps: list[list[float]] = [[] for _ in range(rows)]
+        stop = self.spec.stop
+        stop_window = max((len(s) for s in stop), default=0) + 2
+        eos = torch.tensor(sorted(self.eos_ids), device=logits.device)
+        for step in range(max_new_tokens):
+            logprobs = torch.log_softmax(logits, dim=-1)
+            if generators is None:
+                chosen = logits.argmax(dim=-1)
+            else:
+                chosen = self._sample(logits, temperature, top_p, [generators[int(r)] for r in active])
+            chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
+            finished = torch.isin(chosen, eos)
+            for a, (r, tok, lp) in enumerate(zip(active.tolist(), chosen.tolist(), chosen_lp.tolist())):
+                out_ids[r].append(tok)
+                out_lps[r].append(lp)
+                if stop and not finished[a] and has_stop(self.tokenizer, out_ids[r], stop, stop_window):
+                    finished[a] = True
+            if step == max_new_tokens - 1:
+                break
+            keep = (~finished).nonzero()[:, 0]
+            if len(keep) == 0:
+                break
+            if len(keep) < len(active):
+                cache.batch_select_indices(keep)
+                active, mask, chosen, next_pos = active[keep.cpu()], mask[keep], chosen[keep], next_pos[keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            logits = self._forward(chosen[:, None], mask, next_pos[:, None], cache).logits[:, -1, :].float()
+            next_pos = next_pos + 1
+        completions = [
+            build_completion(self.tokenizer, out_ids[r], out_lps[r], eos_ids=self.eos_ids, stop=stop)
+            for r in range(rows)
+        ]
+        return [completions[b * n : (b + 1) * n] for b in range(len(batch))]
+
+    @staticmethod
+    def _sample(
+        logits: torch.Tensor, temperature: float, top_p: float, generators: list[torch.Generator]
+    ) -> torch.Tensor:
+        """One token per row by inverse-CDF sampling with each row's own uniform draw."""
+        probs = torch.softmax(logits / temperature, dim=-1)
+        order = None
+        if top_p < 1.0:
+            probs, order = probs.sort(dim=-1, descending=True)
+            # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
+            outside = probs.cumsum(-1) - probs > top_p
+            probs = probs.masked_fill(outside, 0.0)
+        cdf = probs.cumsum(-1)
+        u = torch.cat([torch.rand(1, generator=g, dtype=torch.float64) for g in generators]).to(cdf.device)
+        picks = torch.searchsorted(cdf, (u * cdf[:, -1].double()).to(cdf.dtype)[:, None], right=True)[:, 0]
+        picks = picks.clamp(max=cdf.shape[-1] - 1)
+        return order.gather(1, picks[:, None])[:, 0] if order is not None else picks
+
+    @torch.inference_mode()
+    def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:
+        """Shape ``(len(conversations), len(candidates))``: full-vocabulary softmax
+        at the assistant's first position, read at each candidate's first token."""
+        prompts, prompt_ids = self.encode(conversations)
+        cand_ids = [candidate_token_ids(self.tokenizer, p, candidates, self.model_name) for p in prompts]
+        out = np.zeros((len(conversations), len(candidates)), dtype=np.float64)
+        for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "next-token"):
+            input_ids, mask, positions = self._left_pad([prompt_ids[i] for i in chunk])
+            logits = self._forward(input_ids, mask, positions, logits_to_keep=1).logits[:, -1, :].float()
+            probs = torch.softmax(logits, dim=-1)
+            index = torch.tensor([cand_ids[i] for i in chunk], device=probs.device)
+            out[chunk] = probs.gather(1, index).double().cpu().numpy()
+        return out
+
+    @torch.inference_mode()
+    def hidden_states(self, conversations: Sequence[Conversation], layer: int) -> np.ndarray:
+        """Residual-stream state at the conversation's last token, float32 ``(n, hidden_size)``.
+
+        ``layer`` indexes transformers' ``hidden_states`` tuple, which has
+        ``num_layers + 1`` entries: 0 is the embedding output and ``i`` the
+        output of decoder layer ``i`` (1-based; the last entry with the final
+        norm applied). So ``-8`` is the output of the eighth-to-last decoder
+        layer (layer ``num_layers - 7``; 23 of 30 for SmolLM2-135M). Prefill
+        only; padding is on the left, so the last position is every row's last
+        real token.
+        """
+        if not -(self.num_layers + 1) <= layer <= self.num_layers:
+            raise ValueError(
+                f"model {self.model_name}: layer {layer} out of range for {self.num_layers} layers "
+                f"(hidden_states has {self.num_layers + 1} entries)"
+            )
+        _, prompt_ids = self.encode(conversations)
+        out = np.zeros((len(conversations), self.hidden_size), dtype=np.float32)
+        for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "hidden"):
+            input_ids, mask, positions = self._left_pad([prompt_ids[i] for i in chunk])
+            result = self._forward(input_ids, mask, positions, output_hidden_states=True, logits_to_keep=1)
+            out[chunk] = result.hidden_states[layer][:, -1, :].float().cpu().numpy()
+        return out
+
+    def close(self) -> None:
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

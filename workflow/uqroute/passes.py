@@ -1,0 +1,316 @@
+"""Model passes: one table of model outputs per (model, dataset, split, pass).
+
+Every UQ method reads these tables; no method calls a model itself. A pass
+groups its questions by task type (each type has its own token budget), sorts
+each group by prompt length so a batch holds prompts of similar length (less
+padding), and runs the batches through the engine, keeping each finished
+batch in a :class:`~uqroute.checkpoint.BatchCheckpoint` when a folder is
+given. Rows come back in the order of ``questions``.
+
+Output columns (the Parquet contract):
+
+========  ===================================================================
+greedy    id, prompt, response, tokens, token_logprobs, prediction, correct
+sample    id, sample_idx, response, prediction
+verbal1s  id, response, prediction, correct, verbal_confidence
+verbal2s  id, response, verbal_confidence
+ptrue     id, p_true
+hidden    id, layer, vector
+========  ===================================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .checkpoint import open_checkpoint
+from .engines.base import Conversation, Engine
+
+PASS_NAMES = ("greedy", "sample", "verbal1s", "verbal2s", "ptrue")
+COLUMNS: dict[str, list[str]] = {
+    "greedy": ["id", "prompt", "response", "tokens", "token_logprobs", "prediction", "correct"],
+    "sample": ["id", "sample_idx", "response", "prediction"],
+    "verbal1s": ["id", "response", "prediction", "correct", "verbal_confidence"],
+    "verbal2s": ["id", "response", "verbal_confidence"],
+    "ptrue": ["id", "p_true"],
+    "hidden": ["id", "layer", "vector"],
+}
+SETTINGS_KEYS = (
+    "max_new_tokens", "verbal_max_new_tokens", "batch_size", "seed", "top_p", "n_samples", "sample_temperature",
+)
+_NEEDS_GREEDY = ("verbal2s", "ptrue")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_settings(settings: Mapping[str, Any], task_types: Sequence[str]) -> None:
+    missing = [k for k in SETTINGS_KEYS if k not in settings]
+    if missing:
+        raise KeyError(f"pass settings: missing key(s) {missing}; expected {list(SETTINGS_KEYS)}")
+    budgets = settings["max_new_tokens"]
+    lacking = sorted({t for t in task_types if t not in budgets})
+    if lacking:
+        raise KeyError(f"pass settings: max_new_tokens has no entry for task type(s) {lacking}")
+
+
+def _check_questions(questions: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in ("id", "task_type", "question") if c not in questions.columns]
+    if missing:
+        raise ValueError(f"questions table: missing column(s) {missing}")
+    duplicated = questions["id"][questions["id"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"questions table: duplicated id(s) {duplicated[:5]}")
+    return questions.reset_index(drop=True)
+
+
+def _greedy_responses(greedy: pd.DataFrame | None, ids: Sequence[str], pass_name: str) -> list[str]:
+    if greedy is None:
+        raise ValueError(f"pass {pass_name} needs the greedy table (greedy=...)")
+    if "id" not in greedy.columns or "response" not in greedy.columns:
+        raise ValueError(f"pass {pass_name}: greedy table lacks id/response columns; has {list(greedy.columns)}")
+    by_id = dict(zip(greedy["id"], greedy["response"]))
+    absent = [i for i in ids if i not in by_id]
+    if absent:
+        raise KeyError(f"pass {pass_name}: greedy table has no row for id(s) {absent[:5]}")
+    return ["" if _missing(by_id[i]) else str(by_id[i]) for i in ids]
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _prompt_text(engine: Engine, conversation: Conversation) -> str:
+    """What the model was given: the rendered prompt where the engine renders one, else the messages as JSON."""
+    render = getattr(engine, "render", None)
+    return render(conversation) if callable(render) else json.dumps(conversation, ensure_ascii=False)
+
+
+def _batches(
+    task_types: Sequence[str], conversations: Sequence[Conversation], batch_size: int
+) -> list[tuple[str, list[int]]]:
+    """``(task_type, positions)`` batches: per task type, longest prompts first, ``batch_size`` each."""
+    if batch_size < 1:
+        raise ValueError(f"pass settings: batch_size must be >= 1, got {batch_size}")
+    sizes = [sum(len(m["content"]) for m in c) for c in conversations]
+    batches = []
+    for task_type in sorted(set(task_types)):
+        members = sorted((i for i, t in enumerate(task_types) if t == task_type), key=lambda i: (-sizes[i], i))
+        batches += [(task_type, members[k : k + batch_size]) for k in range(0, len(members), batch_size)]
+    return batches
+
+
+def _batch_key(pass_name: str, task_type: str, index: int, engine: Engine, conversations, params: Mapping) -> str:
+    """Part name; its digest covers the model, the exact conversations and the decoding
+    parameters, so a part written for other inputs is never reused."""
+    payload = json.dumps(
+        [engine.model_name, conversations, dict(params)], sort_keys=True, ensure_ascii=False, default=str
+    )
+    digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return f"{pass_name}-{task_type}-{index:05d}-{digest}"
+
+
+def _run_batches(
+    pass_name: str,
+    engine: Engine,
+    ids: Sequence[str],
+    task_types: Sequence[str],
+    conversations: Sequence[Conversation],
+    batch_size: int,
+    params_for: Callable[[str], Mapping[str, Any]],
+    compute: Callable[[str, list[int]], pd.DataFrame],
+    checkpoint_dir,
+) -> pd.DataFrame:
+    checkpoint = open_checkpoint(checkpoint_dir)
+    batches = _batches(task_types, conversations, batch_size)
+    parts = []
+    seen: dict[str, int] = {}
+    for task_type, positions in tqdm(batches, desc=f"{engine.model_name} {pass_name}", unit="batch"):
+        index = seen[task_type] = seen.get(task_type, -1) + 1
+        batch = [conversations[i] for i in positions]
+        key = _batch_key(pass_name, task_type, index, engine, batch, params_for(task_type))
+        parts.append(checkpoint.run(key, [ids[i] for i in positions], lambda: compute(task_type, positions)))
+    if not parts:
+        return pd.DataFrame(columns=COLUMNS[pass_name] if pass_name in COLUMNS else None)
+    table = pd.concat(parts, ignore_index=True)
+    order = {id_: k for k, id_ in enumerate(ids)}
+    sort_keys = [table["id"].map(order)] + ([table["sample_idx"]] if "sample_idx" in table.columns else [])
+    rank = np.lexsort([k.to_numpy() for k in reversed(sort_keys)])
+    return table.iloc[rank].reset_index(drop=True)
+
+
+def _as_list(values, cast) -> list:
+    return [] if values is None else [cast(v) for v in values]
+
+
+def _p_true(probs: np.ndarray) -> np.ndarray:
+    """P(True) / (P(True) + P(False)) per row; NaN where both are 0 or not finite."""
+    total = probs[:, 0] + probs[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = probs[:, 0] / total
+    return np.where(np.isfinite(ratio) & (total > 0), ratio, np.nan)
+
+
+# --------------------------------------------------------------------------- passes
+
+
+def run_pass(
+    pass_name: str,
+    engine: Engine,
+    questions: pd.DataFrame,
+    prompts,
+    settings: Mapping[str, Any],
+    *,
+    judge=None,
+    greedy: pd.DataFrame | None = None,
+    checkpoint_dir=None,
+) -> pd.DataFrame:
+    """Run one generation pass over ``questions`` (data-contract rows).
+
+    ``prompts`` is a :class:`uqroute.prompts.PromptSet`. ``settings``:
+    ``max_new_tokens`` (per task type), ``verbal_max_new_tokens`` (token budget
+    of both verbalization passes), ``batch_size`` (questions per batch and per
+    checkpoint part), ``seed``, ``top_p``, ``n_samples``, ``sample_temperature``.
+    ``judge`` grades greedy/verbal1s predictions (default ``RuleJudge``);
+    ``greedy`` is the greedy table, needed by verbal2s and ptrue.
+
+    Greedy decoding is temperature 0. The caller writes the returned table,
+    then calls ``BatchCheckpoint(checkpoint_dir).finish()``.
+    """
+    from .grading import RuleJudge, extract_item_prediction, parse_verbal_confidence
+
+    if pass_name not in PASS_NAMES:
+        raise ValueError(f"unknown pass {pass_name!r}; passes: {', '.join(PASS_NAMES)} (hidden: run_hidden)")
+    questions = _check_questions(questions)
+    records = questions.to_dict("records")
+    ids = [str(r["id"]) for r in records]
+    task_types = [str(r["task_type"]) for r in records]
+    _check_settings(settings, task_types)
+    budgets = settings["max_new_tokens"]
+    verbal_budget = int(settings["verbal_max_new_tokens"])
+    seed = int(settings["seed"])
+
+    if pass_name in _NEEDS_GREEDY:
+        responses = _greedy_responses(greedy, ids, pass_name)
+        build = prompts.verbal2s if pass_name == "verbal2s" else prompts.ptrue
+        conversations = [build(r, resp) for r, resp in zip(records, responses)]
+    elif pass_name == "verbal1s":
+        conversations = [prompts.verbal1s(r) for r in records]
+    else:
+        conversations = [prompts.answer(r) for r in records]
+
+    def params_for(task_type: str) -> dict[str, Any]:
+        if pass_name == "greedy":
+            return {"max_new_tokens": int(budgets[task_type]), "temperature": 0.0, "n": 1}
+        if pass_name == "sample":
+            return {
+                "max_new_tokens": int(budgets[task_type]),
+                "temperature": float(settings["sample_temperature"]),
+                "top_p": float(settings["top_p"]),
+                "n": int(settings["n_samples"]),
+                "seed": seed,
+            }
+        if pass_name == "verbal1s":
+            # One reply carries the answer (with its reasoning) and then the confidence.
+            return {"max_new_tokens": int(budgets[task_type]) + verbal_budget, "temperature": 0.0, "n": 1}
+        if pass_name == "verbal2s":
+            return {"max_new_tokens": verbal_budget, "temperature": 0.0, "n": 1}
+        return {"candidates": list(prompts.ptrue_candidates)}
+
+    def compute(task_type: str, positions: list[int]) -> pd.DataFrame:
+        convs = [conversations[i] for i in positions]
+        params = params_for(task_type)
+        if pass_name == "ptrue":
+            probs = np.asarray(engine.next_token_probs(convs, params["candidates"]), dtype=np.float64)
+            return pd.DataFrame({"id": [ids[i] for i in positions], "p_true": _p_true(probs)})
+        outputs = engine.generate(
+            convs,
+            max_new_tokens=params["max_new_tokens"],
+            temperature=params["temperature"],
+            top_p=params.get("top_p", 1.0),
+            n=params["n"],
+            seed=params.get("seed", seed),
+        )
+        rows = []
+        for i, completions in zip(positions, outputs):
+            for sample_idx, c in enumerate(completions):
+                row: dict[str, Any] = {"id": ids[i], "response": c.text}
+                if pass_name == "greedy":
+                    row.update(prompt=_prompt_text(engine, conversations[i]), tokens=list(c.tokens),
+                               token_logprobs=[float(x) for x in c.token_logprobs])
+                if pass_name == "sample":
+                    row["sample_idx"] = sample_idx
+                if pass_name in ("greedy", "sample", "verbal1s"):
+                    row["prediction"] = extract_item_prediction(c.text, records[i])
+                if pass_name in ("verbal1s", "verbal2s"):
+                    # A one-step reply also holds the answer, which may be a bare number.
+                    confidence = parse_verbal_confidence(c.text, require_cue=pass_name == "verbal1s")
+                    row["verbal_confidence"] = np.nan if confidence is None else float(confidence)
+                rows.append(row)
+        return pd.DataFrame(rows)
+
+    table = _run_batches(
+        pass_name, engine, ids, task_types, conversations, int(settings["batch_size"]), params_for, compute,
+        checkpoint_dir,
+    )
+    if pass_name == "greedy":
+        # Parts reloaded from disk hold numpy arrays; keep one cell type per column.
+        table["tokens"] = [_as_list(v, str) for v in table["tokens"]]
+        table["token_logprobs"] = [_as_list(v, float) for v in table["token_logprobs"]]
+    if "verbal_confidence" in table.columns:
+        table["verbal_confidence"] = table["verbal_confidence"].astype("float64")
+    if pass_name in ("greedy", "verbal1s") and len(table):
+        judge = judge if judge is not None else RuleJudge()
+        predictions = [None if _missing(p) else p for p in table["prediction"]]
+        table["correct"] = np.asarray(judge.judge(questions, predictions, list(table["response"])), dtype=bool)
+    if pass_name == "sample" and len(table):
+        table["sample_idx"] = table["sample_idx"].astype("int64")
+    for column in COLUMNS[pass_name]:
+        if column not in table.columns:
+            table[column] = pd.Series(dtype=object)
+    return table[COLUMNS[pass_name]]
+
+
+def run_hidden(
+    engine: Engine,
+    questions: pd.DataFrame,
+    greedy: pd.DataFrame,
+    prompts,
+    layer: int,
+    batch_size: int,
+    checkpoint_dir=None,
+) -> pd.DataFrame:
+    """Hidden state at the last token of (answer prompt + greedy reply), one row per question.
+
+    ``vector`` is float32 of the model's hidden size; see
+    :meth:`uqroute.engines.hf.HFEngine.hidden_states` for what ``layer`` indexes
+    (-8: output of the eighth-to-last decoder layer). The caller writes the
+    returned table, then calls ``BatchCheckpoint(checkpoint_dir).finish()``.
+    """
+    questions = _check_questions(questions)
+    records = questions.to_dict("records")
+    ids = [str(r["id"]) for r in records]
+    task_types = [str(r["task_type"]) for r in records]
+    responses = _greedy_responses(greedy, ids, "hidden")
+    conversations = [prompts.hidden(r, resp) for r, resp in zip(records, responses)]
+
+    def compute(task_type: str, positions: list[int]) -> pd.DataFrame:
+        vectors = np.asarray(engine.hidden_states([conversations[i] for i in positions], int(layer)), dtype=np.float32)
+        return pd.DataFrame({"id": [ids[i] for i in positions], "layer": int(layer), "vector": list(vectors)})
+
+    table = _run_batches(
+        "hidden", engine, ids, task_types, conversations, int(batch_size), lambda _t: {"layer": int(layer)}, compute,
+        checkpoint_dir,
+    )
+    if len(table):
+        table["vector"] = [np.asarray(v, dtype=np.float32) for v in table["vector"]]
+        table["layer"] = table["layer"].astype("int64")
+    return table[COLUMNS["hidden"]] if len(table) else pd.DataFrame(columns=COLUMNS["hidden"])
