@@ -53,4 +53,5 @@ def test_missing_data_file_fails_naming_it(tmp_path):
     (data / "boolq").mkdir(parents=True)
     result = dry_run(tmp_path, {"data_dir": str(data), "datasets": ["boolq"]})
     assert result.returncode != 0
-    assert "boolq" in result.stderr and str(data) in result.stderr
+    output = result.stderr + result.stdout
+    assert "boolq" in output and str(data / "boolq" / "validation.jsonl") in output

@@ -8,6 +8,7 @@ table is safely written.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import pandas as pd
 from .io import read_parquet, write_parquet
 
 _KEY = re.compile(r"^[A-Za-z0-9_.-]+$")
+log = logging.getLogger(__name__)
 
 
 class BatchCheckpoint:
@@ -63,6 +65,8 @@ class BatchCheckpoint:
         if part is None:
             part = compute()
             self.save(key, part)
+        else:
+            log.info("resumed batch %s (%d rows) from %s", key, len(part), self.directory)
         return part
 
     def finish(self) -> None:
