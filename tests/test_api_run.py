@@ -103,9 +103,10 @@ def test_key_appears_in_no_output(api_run):
 def test_permanent_error_names_model_and_endpoint_not_key(tmp_path, data_dir, smollm2_dir):
     with FakeOpenAIServer() as server:
         _configure(tmp_path, data_dir, smollm2_dir, server.base_url)
+        endpoint = server.base_url
         server.inject(*[Fault.http(401)] * 8)
         result = _snakemake(tmp_path, f"results/gen/{LLM}/boolq/test/greedy.parquet")
     assert result.returncode != 0
     log = (tmp_path / "logs" / "generate" / LLM / "boolq" / "test" / "greedy.log").read_text()
-    assert LLM in log and server.base_url in log and "401" in log
+    assert LLM in log and endpoint in log and "401" in log
     assert SECRET not in log + result.stdout + result.stderr
