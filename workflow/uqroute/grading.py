@@ -321,6 +321,8 @@ _NUMBER_TEXT = r"(\d+(?:\.\d+)?|\.\d+)"
 _AFTER_KEYWORD = re.compile(rf"{_CONFIDENCE_KEYWORD}{_CONFIDENCE_GAP}{_NUMBER_TEXT}\s*(%|percent\b)?", re.IGNORECASE)
 _PERCENT = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}\s*(%|percent\b)", re.IGNORECASE)
 _ANY_NUMBER = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}(?!\w|\.\d)")
+# "1. " / "2) " opening a line numbers a list item; it is no confidence.
+_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
 
 
 def _as_confidence(number: str, percent: bool) -> float | None:
@@ -346,7 +348,7 @@ def parse_verbal_confidence(text: str | None, *, require_cue: bool = False) -> f
     if match is None:
         if require_cue:
             return None
-        match = _ANY_NUMBER.search(text)
+        match = _ANY_NUMBER.search(_LIST_MARKER.sub(lambda m: " " * len(m.group()), text))
         if match is None:
             return None
     return _as_confidence(match.group(1), percent=match.re.groups > 1 and match.group(2) is not None)
