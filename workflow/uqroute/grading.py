@@ -219,12 +219,17 @@ def parse_number(text: Any) -> float | None:
 
 # ---- free-form text --------------------------------------------------------------------------------
 
-_ANSWER_PREFIX = re.compile(r"^[\s*_\"'`>#]*(?:(?:final\s+)?answer\s*[:\-]|a\s*:)[\s*]*", re.IGNORECASE)
+# "Answer:", "A:", "The answer is", "The answer to this question is:" label the answer, they are not part of it.
+_ANSWER_PREFIX = re.compile(
+    r"^[\s*_\"'`>#]*(?:(?:the\s+)?(?:final\s+|correct\s+)?answer(?:\s+to\s+(?:this|the)\s+question)?"
+    r"(?:\s*[:\-]|\s+is\b\s*:?)|a\s*:)[\s*]*",
+    re.IGNORECASE,
+)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
 def _extract_text(response: str) -> _Found | None:
-    """First sentence of the first non-empty line, after an "Answer:" label."""
+    """First sentence of the first non-empty line, after an answer label, without enclosing quotes."""
     cut = _INVENTED_TURN.search(response)
     limit = len(response) if cut is None or cut.start() == 0 else cut.start()
     prefix = _ANSWER_PREFIX.match(response, 0, limit)
@@ -318,7 +323,14 @@ def extract_item_prediction(response: str | None, item: Mapping[str, Any]) -> st
 # ---- verbal confidence -----------------------------------------------------------------------------
 
 _NUMBER_TEXT = r"(\d+(?:\.\d+)?|\.\d+)"
-_AFTER_KEYWORD = re.compile(rf"{_CONFIDENCE_KEYWORD}{_CONFIDENCE_GAP}{_NUMBER_TEXT}\s*(%|percent\b)?", re.IGNORECASE)
+# "0-100" / "0 to 100" is the scale echoed back from the prompt, not a confidence.
+_SCALE = re.compile(r"(?<![\w.])0\s*(?:-|\u2013|to\b)\s*(?:100(?![\w.])|$)", re.IGNORECASE)
+_AFTER_KEYWORD = re.compile(
+    rf"{_CONFIDENCE_KEYWORD}{_CONFIDENCE_GAP}{_NUMBER_TEXT}\s*(%|percent\b)?", re.IGNORECASE
+)
+_PERCENT_SURE = re.compile(
+    rf"(?<![\w.]){_NUMBER_TEXT}\s*(%|percent\b)\s*(?:confident|sure|certain)\b", re.IGNORECASE
+)
 _PERCENT = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}\s*(%|percent\b)", re.IGNORECASE)
 _ANY_NUMBER = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}(?!\w|\.\d)")
 # "1. " / "2) " opening a line numbers a list item; it is no confidence.
@@ -335,23 +347,24 @@ def _as_confidence(number: str, percent: bool) -> float | None:
 def parse_verbal_confidence(text: str | None, *, require_cue: bool = False) -> float | None:
     """A stated confidence as a probability in [0, 1]; None when there is none or it is above 100.
 
-    Preference: the number after the word "confidence"/"confident"; then a percentage; then
-    (unless ``require_cue``) the first number. "85%" and "85" are read on the 0-100 scale;
+    Preference: the number after the word "confidence"/"confident" ("Confidence: 85%"), then
+    "N% sure/confident/certain"; unless ``require_cue``, then any percentage, then the first
+    number that is not the echoed "0-100" scale. "85%" and "85" are read on the 0-100 scale;
     a decimal up to 1 without "%" ("0.7") is already a probability. Use ``require_cue=True``
-    for replies that also hold an answer (one-step verbalisation), where a bare number may be
-    the answer rather than the confidence.
+    for replies that also hold an answer (one-step verbalisation), where a bare number or a
+    percentage may be the answer rather than the confidence.
     """
     if text is None:
         return None
-    text = str(text)
-    match = _AFTER_KEYWORD.search(text) or _PERCENT.search(text)
-    if match is None:
-        if require_cue:
-            return None
-        match = _ANY_NUMBER.search(_LIST_MARKER.sub(lambda m: " " * len(m.group()), text))
-        if match is None:
-            return None
-    return _as_confidence(match.group(1), percent=match.re.groups > 1 and match.group(2) is not None)
+    text = _SCALE.sub(lambda m: " " * len(m.group(0)), str(text))
+    patterns = (_AFTER_KEYWORD, _PERCENT_SURE) if require_cue else (_AFTER_KEYWORD, _PERCENT_SURE, _PERCENT, _ANY_NUMBER)
+    for pattern in patterns:
+        if pattern is _ANY_NUMBER:
+            text = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)
+        match = pattern.search(text)
+        if match:
+            return _as_confidence(match.group(1), percent=pattern.groups > 1 and match.group(2) is not None)
+    return None
 
 
 # ---- judging ---------------------------------------------------------------------------------------
