@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from uqroute import figures
 from uqroute.analysis import (
@@ -96,7 +97,9 @@ def test_confidence_distributions(tables, tmp_path):
 def test_generalization(tables, tmp_path):
     gen = tables["generalization"]
     gen = gen[gen["method"].isin(["perplexity", "ood_probe"]) & gen["dataset"].isin(["gsm8k", "boolq"])]
-    assert_written(figures.plot_generalization(gen, tables["curves"], tmp_path / "generalization"), tmp_path)
+    curves = tables["curves"]
+    curves = curves[curves["method"].isin(["perplexity", "ood_probe"]) & curves["dataset"].isin(["gsm8k", "boolq"])]
+    assert_written(figures.plot_generalization(gen, curves, tmp_path / "generalization"), tmp_path)
     # without routing curves the ground truth comes from the table's own column
     assert_written(figures.plot_generalization(gen, None, tmp_path / "generalization_own"), tmp_path)
 
@@ -109,3 +112,87 @@ def test_empty_table_is_an_error_naming_the_figure(tmp_path):
     with pytest.raises(ValueError, match="AUROC heatmaps"):
         figures.plot_auroc_heatmaps(pd.DataFrame(columns=["slm", "dataset", "method", "auroc"]), tmp_path / "x")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Keeps every figure passed to ``_save``, to inspect what the panels say."""
+    kept = []
+    save = figures._save
+
+    def keep(fig, out_stem):
+        kept.append(fig)
+        return save(fig, out_stem)
+
+    monkeypatch.setattr(figures, "_save", keep)
+    return kept
+
+
+def panel_texts(fig) -> dict[str, str]:
+    """Visible panel title -> all free text drawn in that panel."""
+    return {ax.get_title(): " ".join(t.get_text() for t in ax.texts) for ax in fig.axes if ax.get_visible()}
+
+
+def test_single_panel_figure_is_readable(tables, tmp_path, drawn):
+    # one SLM, one (LLM, dataset): the panel must keep its size beside the legend and the title fit
+    curves = tables["curves"]
+    one = curves[(curves["slm"] == SLMS[0]) & (curves["dataset"] == "boolq")]
+    figures.plot_routing_curves(one, tmp_path / "one")
+    fig = drawn[-1]
+    [ax] = [a for a in fig.axes if a.get_visible()]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    box = ax.get_window_extent(renderer)
+    assert box.width / fig.dpi >= 2.4 and box.height / fig.dpi >= 1.8, (box.width / fig.dpi, box.height / fig.dpi)
+    title = fig.get_suptitle()
+    assert fig._suptitle.get_window_extent(renderer).width <= fig.bbox.width
+    assert "BoolQ" in title and "gemma3-270m" in title
+    # random routing drawn above every method line
+    random = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(random) == 1
+    assert random[0].get_zorder() > max(l.get_zorder() for l in ax.get_lines() if l.get_linestyle() == "-")
+
+
+def test_many_panels_wrap_into_rows(tables, tmp_path, drawn):
+    # a single row of eight method panels wraps into two rows of four
+    pooled = tables["pooled"]
+    one = pooled[pooled["slm"] == SLMS[0]]
+    many = pd.concat([one.assign(method=m) for m in figures.METHOD_LABELS], ignore_index=True)
+    figures.plot_confidence_distributions(many, tmp_path / "wrapped")
+    visible = [a for a in drawn[-1].axes if a.get_visible()]
+    assert len(visible) == 8
+    assert len({round(a.get_position().y0, 3) for a in visible}) == 2
+
+
+def test_method_without_valid_confidence_gets_a_note(tables, tmp_path, drawn):
+    # verbal_1s with no valid confidence at all: an empty calibration set, so no generalization
+    # rows, but its routing curve and its uq rows exist (as in a real run of the tiny models)
+    pooled = tables["pooled"]
+    slm = pooled[pooled["slm"] == SLMS[0]]
+    dead = slm[slm["method"] == "perplexity"].assign(method="verbal_1s", confidence=np.nan, valid=False)
+    assert_written(figures.plot_confidence_distributions(pd.concat([slm, dead]), tmp_path / "dist"), tmp_path)
+    texts = panel_texts(drawn[-1])
+    assert "No valid confidence" in texts["Verbalization-1s"] and "0 of 450" in texts["Verbalization-1s"]
+    assert "No valid confidence" not in texts["Perplexity"]
+
+    gen, curves = tables["generalization"], tables["curves"]
+    cell = (gen["slm"] == SLMS[0]) & (gen["dataset"] == "boolq") & (gen["method"] == "perplexity")
+    gen = gen[cell]
+    curves = curves[(curves["slm"] == SLMS[0]) & (curves["dataset"] == "boolq") & (curves["method"] == "perplexity")]
+    curves = pd.concat([curves, curves.assign(method="verbal_1s")], ignore_index=True)
+    assert_written(figures.plot_generalization(gen, curves, tmp_path / "gen"), tmp_path)
+    texts = panel_texts(drawn[-1])
+    assert "No calibration thresholds" in texts[f"{SLMS[0]} · Verbalization-1s"]
+    assert "No calibration thresholds" not in texts[f"{SLMS[0]} · Perplexity"]
+    # every method empty: still a figure, from the routing curves alone
+    assert_written(figures.plot_generalization(gen.iloc[:0], curves, tmp_path / "gen_empty"), tmp_path)
+    assert all("No calibration thresholds" in t for t in panel_texts(drawn[-1]).values())
+
+    assert_written(figures.plot_ratio_fidelity(gen, tmp_path / "fidelity", methods=["perplexity", "verbal_1s"]),
+                   tmp_path)
+    assert "No calibration thresholds" in panel_texts(drawn[-1])["Verbalization-1s"]
+
+    alignment = tables["alignment"]
+    alignment = pd.concat([alignment.assign(n_valid=150), alignment.iloc[:1].assign(
+        method="verbal_1s", auroc=np.nan, n_valid=0)], ignore_index=True)
+    assert_written(figures.plot_auroc_heatmaps(alignment, tmp_path / "auroc"), tmp_path)
+    assert any("no valid" in t.get_text() for ax in drawn[-1].axes for t in ax.texts)

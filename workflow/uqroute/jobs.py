@@ -314,6 +314,11 @@ def _tagged(paths: Sequence[str], cells, names: Sequence[str]) -> pd.DataFrame:
     )
 
 
+def _methods(cells) -> list[str]:
+    """Every method a figure should show, also those whose tables are empty (shown with a note)."""
+    return list(dict.fromkeys(cell[-1] for cell in cells))
+
+
 def figure(*, family: str, inputs: Mapping[str, Sequence[str]] | Sequence[str], output_png: str,
            params: Mapping[str, Any]) -> None:
     """Draw one figure family to ``output_png`` and the PDF beside it."""
@@ -332,8 +337,10 @@ def figure(*, family: str, inputs: Mapping[str, Sequence[str]] | Sequence[str], 
     elif family == "generalization":
         names = ("slm", "llm", "dataset", "method")
         figures.plot_generalization(_tagged(inputs["generalization"], params["cells"], names),
-                                    _tagged(inputs["routing"], params["cells"], names), stem)
+                                    _tagged(inputs["routing"], params["cells"], names), stem,
+                                    methods=_methods(params["cells"]))
     elif family == "ratio_fidelity":
-        figures.plot_ratio_fidelity(_tagged(inputs, params["cells"], ("slm", "llm", "dataset", "method")), stem)
+        figures.plot_ratio_fidelity(_tagged(inputs, params["cells"], ("slm", "llm", "dataset", "method")), stem,
+                                    methods=_methods(params["cells"]))
     else:
         raise ValueError(f"unknown figure family {family!r}")
