@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     load_after = os.getloadavg()[0]
 
     budgets = ", ".join(f"{t} {settings['max_new_tokens'][t]}" for t in sorted(set(task_types)))
-    print(f"{len(questions)} questions ({', '.join(args.datasets)}; {args.per_dataset} each), {SLM} fp32, "
+    print(f"{len(questions)} questions ({', '.join(args.datasets)}; {args.per_dataset} each), {SLM} {args.dtype} (lm-polygraph fp32), "
           f"{args.threads} torch threads, max_new_tokens: {budgets}; verbal {settings['verbal_max_new_tokens']}; "
           f"m={settings['n_samples']} samples at T={settings['sample_temperature']}")
     print(f"lm-polygraph: batch size {batch_size}, "
