@@ -21,7 +21,7 @@ from uqroute.analysis import (
     thresholds_for_ratios,
 )
 from uqroute.analysis.alignment import ALIGNMENT_COLUMNS
-from uqroute.analysis.calibration import CALIBRATION_COLUMNS, GENERALIZATION_COLUMNS
+from uqroute.analysis.calibration import CALIBRATION_COLUMNS, GENERALIZATION_COLUMNS, confidence_bins
 from uqroute.analysis.findings import FINDING_COLUMNS
 from uqroute.analysis.routing import round_half_up
 
@@ -337,26 +337,33 @@ def test_distribution_distances_separate_datasets_from_methods():
 
 def test_findings_table_by_hand():
     alignment = pd.DataFrame({
-        "slm": ["s"] * 4, "dataset": ["d1", "d1", "d2", "d2"], "method": ["a", "b", "a", "b"],
-        "auroc": [0.8, 0.6, 0.55, 0.7],
+        "slm": ["s"] * 6, "dataset": ["d1", "d1", "d2", "d2", "d1", "d2"], "method": ["a", "b", "a", "b", "v", "v"],
+        "n_valid": [10, 10, 10, 10, 0, 0], "auroc": [0.8, 0.6, 0.55, 0.7, np.nan, np.nan],
     })
-    routing = pd.DataFrame({"slm": "s", "llm": "L", "dataset": ["d1", "d1"], "method": ["a", "b"], "apgr": [0.7, 0.6]})
-    relative = pd.DataFrame({"slm": "s", "llm": "L", "dataset": ["d1", "d2", "d1"], "method": "a",
-                             "excluded_pct": [80, 80, 0], "relative_accuracy": [0.9, 1.0, 0.5]})
-    gen = pd.DataFrame({"slm": "s", "llm": "L", "dataset": "d1", "method": "a", "run": [0, 1],
-                        "target_ratio": [0.5, 0.5], "achieved_ratio": [0.45, 0.6],
-                        "accuracy": [0.7, 0.72], "oracle_threshold_accuracy": [0.71, 0.71]})
+    # On d2 the "LLM" is weaker than the SLM: APGR would invert there, the area does not.
+    routing = pd.DataFrame({"slm": "s", "llm": "L", "dataset": ["d1", "d1", "d1", "d2", "d2", "d2"],
+                            "method": ["a", "b", "v", "a", "b", "v"],
+                            "area": [0.7, 0.6, 0.9, 0.55, 0.5, 0.9], "apgr": [0.7, 0.6, 0.9, -0.2, 0.3, 0.9]})
+    relative = pd.DataFrame({"slm": "s", "llm": "L", "dataset": ["d1", "d2", "d1", "d1"], "method": ["a", "a", "a", "v"],
+                             "excluded_pct": [80, 80, 0, 80], "relative_accuracy": [0.9, 1.0, 0.5, 3.0]})
+    gen = pd.DataFrame({"slm": "s", "llm": "L", "dataset": "d1", "method": "a", "run": [0, 1, 0],
+                        "target_ratio": [0.5, 0.5, 1.0], "achieved_ratio": [0.45, 0.6, 1.0],
+                        "accuracy": [0.7, 0.72, 0.8], "oracle_threshold_accuracy": [0.71, 0.71, 0.8]})
     distances = distribution_distances(pooled_uq(np.random.default_rng(8)))
     table = findings_table(alignment, routing, relative, gen, distances=distances)
     assert list(table.columns) == list(FINDING_COLUMNS)
     value = table.set_index(["finding", "method"])["value"]
     assert value[("mean_auroc", "a")] == pytest.approx(0.675)
     assert value[("mean_auroc_rank", "a")] == pytest.approx(1.5)
-    assert value[("mean_apgr_rank", "a")] == 1.0
+    assert value[("mean_routing_rank", "a")] == 1.0 and value[("mean_routing_rank", "b")] == 2.0
     assert value[("relative_accuracy_at_80", "a")] == pytest.approx(0.95)
+    # Target ratio 1.0 is met by construction and stays out of the mean; its accuracy gap is 0.
     assert value[("ratio_fidelity_error", "a")] == pytest.approx(0.075)
-    assert value[("calibration_accuracy_gap", "a")] == pytest.approx(0.01)
-    assert value[("distance_ratio", "all")] < 0.2
+    assert value[("calibration_accuracy_gap", "a")] == pytest.approx(0.02 / 3)
+    # A method with no valid confidence anywhere is in no finding.
+    assert "v" not in set(table["method"])
+    between = (value[("distance_between_datasets", "all")], value[("distance_between_methods", "all")])
+    assert value[("distance_ratio", "all")] == pytest.approx(between[0] / between[1]) and between[0] < 0.2 * between[1]
     assert findings_table(None, None, None, None).empty
 
 
@@ -394,3 +401,17 @@ def test_arange_grids_with_float_dust_are_accepted():
     routing_summary(curve, 2 / 3, 2 / 3)
     with pytest.raises(ValueError, match="routing ratios"):
         routing_curve([0.2], [1], [1], ratios=[0.5, 1.2])
+
+
+def test_calibration_at_the_papers_settings_takes_ten_percent_of_each_of_30_bins():
+    rng = np.random.default_rng(12)
+    conf = np.concatenate([rng.beta(8, 2, 2500), rng.beta(2, 6, 500)])  # skewed, as real confidences are
+    pool = pd.DataFrame({"source_dataset": np.repeat(["a", "b"], 1500), "id": [f"q{i}" for i in range(3000)],
+                         "confidence": conf})
+    counts = np.bincount(confidence_bins(conf, 30), minlength=30)
+    expected = np.floor(0.1 * counts + 0.5).astype(int)  # round half up, per bin
+    cal = build_calibration_set(pool, n_bins=30, fraction=0.1, seeds=(50, 51, 52))
+    for _, run in cal.groupby("run"):
+        assert run["bin"].value_counts().reindex(range(30), fill_value=0).tolist() == expected.tolist()
+        positions = run["id"].str[1:].astype(int).to_numpy()  # each item's bin is its bin in the whole pool
+        assert np.array_equal(confidence_bins(conf, 30)[positions], run["bin"].to_numpy())

@@ -196,3 +196,20 @@ def test_method_without_valid_confidence_gets_a_note(tables, tmp_path, drawn):
         method="verbal_1s", auroc=np.nan, n_valid=0)], ignore_index=True)
     assert_written(figures.plot_auroc_heatmaps(alignment, tmp_path / "auroc"), tmp_path)
     assert any("no valid" in t.get_text() for ax in drawn[-1].axes for t in ax.texts)
+
+
+def test_methods_without_any_valid_confidence_are_named_not_drawn(tables, tmp_path, drawn):
+    curves = tables["curves"]
+    one = curves[(curves["slm"] == SLMS[0]) & (curves["dataset"] == "boolq")]
+    lines_of = {}
+    for name, plot, table in (("routing", figures.plot_routing_curves, one),
+                              ("relative", figures.plot_relative_accuracy,
+                               tables["relative"][(tables["relative"]["slm"] == SLMS[0])
+                                                  & (tables["relative"]["dataset"] == "boolq")])):
+        for skipped in (frozenset(), {(SLMS[0], "boolq", "verbal_2s")}):
+            plot(table, tmp_path / f"{name}-{len(skipped)}", no_confidence=skipped)
+            [ax] = [a for a in drawn[-1].axes if a.get_visible()]
+            lines_of[name, len(skipped)] = len(ax.get_lines())
+            texts = " ".join(t.get_text() for t in ax.texts)
+            assert ("no valid confidence: Verbalization-2s" in texts) == bool(skipped)
+        assert lines_of[name, 1] == lines_of[name, 0] - 1

@@ -72,3 +72,47 @@ def test_killed_pass_resumes_from_its_checkpoint(tmp_path, data_dir, smollm2_dir
     assert not parts_dir.exists(), "parts are removed once the table is written"
     leftovers = [p for p in output.parent.iterdir() if p.name != output.name]
     assert not leftovers, f"no temp files left beside the table: {leftovers}"
+
+
+WRITER_KILLED_MID_WRITE = """
+import sys, time
+from pathlib import Path
+import pandas as pd
+import pyarrow.parquet as pq
+from uqroute import io
+
+target, ready = Path(sys.argv[1]), Path(sys.argv[2])
+real_write = pq.write_table
+
+def half_then_hang(table, where, **kwargs):
+    real_write(table, where, **kwargs)
+    size = Path(where).stat().st_size
+    with open(where, "r+b") as handle:
+        handle.truncate(size // 2)  # the bytes a writer has on disk when it dies mid-write
+    ready.touch()
+    time.sleep(600)
+
+io.pq.write_table = half_then_hang
+io.write_parquet(pd.DataFrame({"x": range(100_000)}), target)
+"""
+
+
+def test_writer_killed_mid_write_leaves_the_previous_table_whole(tmp_path):
+    from uqroute.io import write_parquet
+
+    target, ready = tmp_path / "table.parquet", tmp_path / "ready"
+    write_parquet(pd.DataFrame({"x": [1, 2, 3]}), target)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER_KILLED_MID_WRITE, str(target), str(ready)])
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():
+            assert writer.poll() is None and time.monotonic() < deadline, "writer died before writing"
+            time.sleep(0.1)
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert pd.read_parquet(target)["x"].tolist() == [1, 2, 3]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("table.parquet", "ready")]
+    assert all(name.startswith(".table.parquet.") and name.endswith(".tmp") for name in leftovers), leftovers

@@ -242,3 +242,13 @@ def test_methods_read_and_write_parquet_tables(tmp_path):
     for method in NAMES[:6]:
         out = read_parquet(write_parquet(score_method(method, passes, items), tmp_path / f"{method}.parquet"))
         assert tuple(out.columns) == OUTPUT_COLUMNS and out["id"].tolist() == ids and out["valid"].all()
+
+
+def test_p_true_normalizes_the_two_candidate_probabilities():
+    from uqroute.passes import p_true_from_probs
+
+    # columns: P(next token = "True"), P(next token = "False"), from the next-token distribution
+    probs = np.array([[0.6, 0.2], [0.01, 0.03], [0.3, 0.0], [0.0, 0.0], [np.nan, 0.1]])
+    got = p_true_from_probs(probs)
+    assert got[:3] == pytest.approx([0.75, 0.25, 1.0])
+    assert np.isnan(got[3]) and np.isnan(got[4]), "no mass on either answer: no confidence, not 0.5"

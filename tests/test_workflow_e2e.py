@@ -109,6 +109,7 @@ def test_every_contract_table_exists(finished_run):
     for method in METHODS:
         release = pd.read_parquet(results / "release" / SLM / f"{method}.parquet")
         assert set(release["source_dataset"]) <= set(DATASETS)
+        assert set(zip(release["run"], release["seed"])) <= {(0, 50), (1, 51), (2, 52)}
 
 
 def test_every_figure_family_is_drawn(finished_run):
@@ -132,6 +133,10 @@ def test_no_model_pass_runs_twice(finished_run):
     assert generate_jobs == len(pass_files), (generate_jobs, len(pass_files))
     benchmarks = list((workdir / "benchmarks" / "generate").rglob("*.tsv"))
     assert len(benchmarks) == len(pass_files)
+    # Hidden states are a model call too: one job per (model, dataset, split) file.
+    hidden_files = sorted((workdir / "results" / "hidden").rglob("*.parquet"))
+    hidden_jobs = log.count("rule hidden_states:")
+    assert hidden_jobs == len(hidden_files) == len(list((workdir / "benchmarks" / "hidden_states").rglob("*.tsv")))
 
 
 def test_rerun_builds_nothing(finished_run, data_dir, model_dirs):
@@ -147,6 +152,11 @@ def test_report_gathers_every_figure(finished_run, data_dir, model_dirs):
     assert result.returncode == 0, result.stderr[-3000:]
     report = (workdir / "report.html").read_text(errors="ignore")
     assert "Findings" in report and "routing_curves" in report
+    # Every figure file is in the report, each family under its numbered category, findings first.
+    figures = sorted((workdir / "results" / "figures").rglob("*.png"))
+    assert figures and all(path.name in report for path in figures)
+    categories = ["1. Findings", "2. ", "3. Routing", "4. Relative accuracy"]
+    assert all(category in report for category in categories)
 
 
 def _table_hashes(results: Path) -> dict[str, str]:

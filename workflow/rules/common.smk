@@ -3,7 +3,7 @@
 
 from pathlib import Path
 
-from uqroute.datasets import check_data_files, dataset_info
+from uqroute.datasets import DATASET_NAMES, check_data_files, dataset_info
 from uqroute.models import model_spec
 from uqroute.uq.requirements import METHOD_PASSES, PROBE_METHODS
 
@@ -35,8 +35,13 @@ def _preflight():
     unknown = sorted(set(CALIBRATION_METHODS) - set(METHODS))
     if unknown:
         raise ValueError(f"config key calibration.methods: {unknown} not in methods {METHODS}")
-    if config["judge"]["engine"] == "openai" and "model" not in config["judge"]:
-        raise ValueError("config key judge.model is required when judge.engine is openai")
+    if config["judge"]["engine"] == "openai":
+        if "model" not in config["judge"]:
+            raise ValueError("config key judge.model is required when judge.engine is openai")
+        try:
+            model_spec(config["judge"]["model"])
+        except KeyError as error:
+            raise ValueError(f"config key judge.model: {error}") from None
     if DATA_DIR is not None:
         check_data_files(DATASETS, Path(DATA_DIR))
 
@@ -95,9 +100,9 @@ def engine_kind(model):
 
 
 def model_inputs(model, kind=None):
-    """A GGUF model is converted once to an fp32 folder that every job of that model loads."""
+    """A GGUF model is converted once to an fp32 folder that every job of that model loads (HF or vLLM)."""
     kind = kind or engine_kind(model)
-    if kind == "hf" and model_spec(model).is_gguf:
+    if kind != "openai" and model_spec(model).is_gguf:
         return {"model_dir": f"{RESULTS}/models/{model}"}
     return {}
 
@@ -123,8 +128,13 @@ def model_runtime(model, pass_name="greedy"):
     return int(60 + 30 * factor * max(1.0, (model_spec(model).params_b or 1.0) / 8))
 
 
-def api_requests(model):
-    return 1 if engine_kind(model) == "openai" else 0
+JUDGED_PASSES = ("greedy", "verbal1s")
+
+
+def api_requests(model, pass_name=None):
+    """One slot of the API budget for jobs that call an API: an API model, or the API judge grading a pass."""
+    judged = pass_name in JUDGED_PASSES and config["judge"]["engine"] == "openai"
+    return 1 if engine_kind(model) == "openai" or judged else 0
 
 
 # ---- settings handed to scripts ----------------------------------------------------------------

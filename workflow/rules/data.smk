@@ -1,7 +1,12 @@
 rule dataset:
-    """One whole split in the common table format; subsets are taken where the passes read it."""
+    """One whole split in the common table format; subsets are taken where the passes read it.
+
+    Any registry dataset can be built by naming its file, also one the config's grid leaves out.
+    """
     output:
         f"{RESULTS}/data/{{dataset}}/{{split}}.parquet",
+    wildcard_constraints:
+        dataset="|".join(DATASET_NAMES),
     params:
         data_dir=DATA_DIR,
     log:

@@ -37,7 +37,9 @@ rule figure_auroc_heatmaps:
 
 rule figure_routing_curves:
     input:
-        lambda wc: [routing_path(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in METHODS],
+        curves=lambda wc: [routing_path(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in METHODS],
+        # only this dataset's UQ files (not alignment.parquet), so one column never builds the whole grid
+        uq=lambda wc: [uq_path(slm, wc.dataset, method) for slm in SLMS for method in METHODS],
     output:
         pdf=f"{RESULTS}/figures/routing_curves/{{llm}}/{{dataset}}.pdf",
         png=report(
@@ -64,7 +66,8 @@ rule figure_routing_curves:
 
 rule figure_relative_accuracy:
     input:
-        f"{RESULTS}/metrics/relative_accuracy.parquet",
+        relative=f"{RESULTS}/metrics/relative_accuracy.parquet",
+        alignment=f"{RESULTS}/metrics/alignment.parquet",
     output:
         pdf=f"{RESULTS}/figures/relative_accuracy/{{llm}}/{{dataset}}.pdf",
         png=report(

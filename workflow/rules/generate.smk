@@ -40,7 +40,7 @@ rule generate:
         mem_mb=lambda wc: model_mem_mb(wc.model),
         runtime=lambda wc: model_runtime(wc.model, wc.pass_name),
         gpu=lambda wc: gpus(wc.model),
-        openai_requests=lambda wc: api_requests(wc.model),
+        openai_requests=lambda wc: api_requests(wc.model, wc.pass_name),
     conda:
         "../../envs/generate.yaml"
     script:

@@ -161,6 +161,19 @@ class _Facets:
         ax.set_title(_wrap(text, self.panel_width - 0.3, PANEL_TITLE_SIZE), fontsize=PANEL_TITLE_SIZE)
 
 
+def _name_missing(ax, cell: pd.DataFrame, methods: Sequence[str], without_confidence: Sequence[str]) -> None:
+    """Name, in the panel's corner, the methods that have no line there and why."""
+    lines = []
+    absent = [method_label(m) for m in methods if not (cell["method"] == m).any()]
+    if absent:
+        lines.append("no curve: " + ", ".join(absent))
+    if without_confidence:
+        lines.append("no valid confidence: " + ", ".join(method_label(m) for m in without_confidence))
+    if lines:
+        ax.text(0.02, 0.98, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=7, color="0.3",
+                zorder=6, bbox=dict(boxstyle="round,pad=0.2", facecolor="white", edgecolor="none", alpha=0.8))
+
+
 def _note(ax, text: str) -> None:
     """A visible message in an empty (or partly empty) panel, instead of a silent blank."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8.5, color="0.25",
@@ -284,12 +297,14 @@ def _pair_text(rows: list[tuple[str, str]], arrow: str) -> tuple[str, Callable[[
     return "", lambda llm, dataset, slm: f"{slm} {arrow} {llm} · {dataset_label(dataset)}"
 
 
-def plot_routing_curves(curves: pd.DataFrame, out_stem) -> list[Path]:
+def plot_routing_curves(curves: pd.DataFrame, out_stem, *, no_confidence=frozenset()) -> list[Path]:
     """Overall accuracy vs routing ratio: a row per (LLM, dataset), a panel per SLM (Fig. 2, 10-13).
 
     ``curves``: routing curves stacked with ``slm, llm, dataset, method`` columns. One line per
     UQ method, plus random routing (dashed, drawn on top) and the oracle (dotted), both
     method-independent. A single (LLM, dataset) wraps its SLM panels into rows of four.
+    ``no_confidence``: (slm, dataset, method) cells without a single valid confidence; their
+    curve only replays the input order, so it is left out and named in the panel.
     """
     table = _require(curves, ("slm", "llm", "dataset", "method", "ratio", "accuracy", "random_accuracy",
                               "oracle_accuracy"), "routing curves")
@@ -314,25 +329,23 @@ def plot_routing_curves(curves: pd.DataFrame, out_stem) -> list[Path]:
             continue
         for i, method in enumerate(methods):
             line = cell[cell["method"] == method].sort_values("ratio")
-            if len(line):
+            if len(line) and (slm, dataset, method) not in no_confidence:
                 ax.plot(line["ratio"] * 100, line["accuracy"] * 100, lw=1.3, zorder=2,
                         color=_color(method, METHOD_COLORS, sns.color_palette("husl", 12), i))
         base = cell[cell["method"] == cell["method"].iloc[0]].sort_values("ratio")
         ax.plot(base["ratio"] * 100, base["oracle_accuracy"] * 100, **ORACLE_STYLE)
         ax.plot(base["ratio"] * 100, base["random_accuracy"] * 100, **RANDOM_STYLE)
-        missing = [method_label(m) for m in methods if not (cell["method"] == m).any()]
-        if missing:
-            ax.text(0.02, 0.98, "no curve: " + ", ".join(missing), transform=ax.transAxes, ha="left",
-                    va="top", fontsize=7, color="0.3")
+        _name_missing(ax, cell, methods, [m for m in methods if (slm, dataset, m) in no_confidence])
     return _save(facets.fig, out_stem)
 
 
-def plot_relative_accuracy(rel: pd.DataFrame, out_stem) -> list[Path]:
+def plot_relative_accuracy(rel: pd.DataFrame, out_stem, *, no_confidence=frozenset()) -> list[Path]:
     """SLM/LLM accuracy on the most confident queries vs % least confident excluded (Fig. 3).
 
     ``rel``: relative-accuracy rows stacked with ``slm, llm, dataset, method`` columns; a row
     per (LLM, dataset), a panel per SLM, a line per UQ method. A point is missing where the
-    LLM gets none of the kept queries right (ratio undefined).
+    LLM gets none of the kept queries right (ratio undefined). ``no_confidence`` as for
+    :func:`plot_routing_curves`.
     """
     table = _require(rel, ("slm", "llm", "dataset", "method", "excluded_pct", "relative_accuracy"),
                      "relative accuracy")
@@ -355,9 +368,10 @@ def plot_relative_accuracy(rel: pd.DataFrame, out_stem) -> list[Path]:
             continue
         for i, method in enumerate(methods):
             line = cell[cell["method"] == method].sort_values("excluded_pct")
-            if len(line):
+            if len(line) and (slm, dataset, method) not in no_confidence:
                 ax.plot(line["excluded_pct"], line["relative_accuracy"], marker="o", ms=3, lw=1.3, zorder=2,
                         color=_color(method, METHOD_COLORS, sns.color_palette("husl", 12), i))
+        _name_missing(ax, cell, methods, [m for m in methods if (slm, dataset, m) in no_confidence])
     return _save(facets.fig, out_stem)
 
 

@@ -275,7 +275,10 @@ def calibration_set(*, inputs: Sequence[str], sources: Sequence[str], n_bins: in
     from .analysis.calibration import build_calibration_set
 
     pooled = _pooled_confidences(inputs, sources)
-    write_parquet(build_calibration_set(pooled, n_bins=n_bins, fraction=fraction, seeds=tuple(seeds)), output)
+    table = build_calibration_set(pooled, n_bins=n_bins, fraction=fraction, seeds=tuple(seeds))
+    # The seed behind each run, so a reused (released) set says how it was drawn.
+    table["seed"] = np.asarray(seeds, dtype=np.int64)[table["run"].to_numpy()]
+    write_parquet(table, output)
 
 
 def generalization(*, calibration: str, uq: str, llm: str, step: float, output: str) -> None:
@@ -314,6 +317,12 @@ def _tagged(paths: Sequence[str], cells, names: Sequence[str]) -> pd.DataFrame:
     )
 
 
+def _cells_without_confidence(alignment: str) -> set[tuple[str, str, str]]:
+    """(slm, dataset, method) cells where no answer got a valid confidence (nothing to rank by)."""
+    table = read_parquet(alignment, ["slm", "dataset", "method", "n_valid"])
+    return set(table.loc[table["n_valid"] == 0, ["slm", "dataset", "method"]].itertuples(index=False, name=None))
+
+
 def _methods(cells) -> list[str]:
     """Every method a figure should show, also those whose tables are empty (shown with a note)."""
     return list(dict.fromkeys(cell[-1] for cell in cells))
@@ -328,10 +337,15 @@ def figure(*, family: str, inputs: Mapping[str, Sequence[str]] | Sequence[str], 
     if family == "auroc_heatmaps":
         figures.plot_auroc_heatmaps(read_parquet(inputs[0]), stem)
     elif family == "routing_curves":
-        figures.plot_routing_curves(_tagged(inputs, params["cells"], ("slm", "llm", "dataset", "method")), stem)
+        cells = params["cells"]
+        no_confidence = {(slm, dataset, method) for path, (slm, _, dataset, method) in zip(inputs["uq"], cells)
+                         if not read_parquet(path, ["valid"])["valid"].any()}
+        figures.plot_routing_curves(_tagged(inputs["curves"], cells, ("slm", "llm", "dataset", "method")),
+                                    stem, no_confidence=no_confidence)
     elif family == "relative_accuracy":
-        table = read_parquet(inputs[0])
-        figures.plot_relative_accuracy(table[(table["llm"] == params["llm"]) & (table["dataset"] == params["dataset"])], stem)
+        table = read_parquet(inputs["relative"][0])
+        figures.plot_relative_accuracy(table[(table["llm"] == params["llm"]) & (table["dataset"] == params["dataset"])],
+                                       stem, no_confidence=_cells_without_confidence(inputs["alignment"][0]))
     elif family == "confidence_distributions":
         figures.plot_confidence_distributions(_tagged(inputs, params["cells"], ("slm", "dataset", "method")), stem)
     elif family == "generalization":

@@ -151,7 +151,7 @@ def _as_list(values, cast) -> list:
     return [] if values is None else [cast(v) for v in values]
 
 
-def _p_true(probs: np.ndarray) -> np.ndarray:
+def p_true_from_probs(probs: np.ndarray) -> np.ndarray:
     """P(True) / (P(True) + P(False)) per row; NaN where both are 0 or not finite."""
     total = probs[:, 0] + probs[:, 1]
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -230,7 +230,7 @@ def run_pass(
         params = params_for(task_type)
         if pass_name == "ptrue":
             probs = np.asarray(engine.next_token_probs(convs, params["candidates"]), dtype=np.float64)
-            return pd.DataFrame({"id": [ids[i] for i in positions], "p_true": _p_true(probs)})
+            return pd.DataFrame({"id": [ids[i] for i in positions], "p_true": p_true_from_probs(probs)})
         outputs = engine.generate(
             convs,
             max_new_tokens=params["max_new_tokens"],

@@ -90,6 +90,21 @@ def _rows(frame: pd.DataFrame, finding: str, description: str, *, slm=ALL, llm=N
     return out[list(FINDING_COLUMNS)]
 
 
+def _cells_without_confidence(alignment: pd.DataFrame | None) -> pd.MultiIndex:
+    """(slm, dataset, method) cells where the method gave no valid confidence on any question."""
+    if alignment is None or "n_valid" not in alignment.columns:
+        return pd.MultiIndex.from_tuples([], names=["slm", "dataset", "method"])
+    empty = alignment[alignment["n_valid"] == 0]
+    return pd.MultiIndex.from_frame(empty[["slm", "dataset", "method"]])
+
+
+def _without(frame: pd.DataFrame, cells: pd.MultiIndex) -> pd.DataFrame:
+    if not len(cells):
+        return frame
+    keys = pd.MultiIndex.from_frame(frame[["slm", "dataset", "method"]])
+    return frame[~keys.isin(cells)]
+
+
 def findings_table(alignment: pd.DataFrame | None, routing_metrics: pd.DataFrame | None,
                    relative: pd.DataFrame | None, generalization: pd.DataFrame | None, *,
                    distances: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -101,16 +116,24 @@ def findings_table(alignment: pd.DataFrame | None, routing_metrics: pd.DataFrame
     tables stacked with ``slm, llm, dataset, method`` columns; ``distances`` =
     :func:`distribution_distances`.
     Findings: ``mean_auroc`` and ``mean_auroc_rank`` per method (rank 1 = highest AUROC within
-    each (slm, dataset), ties averaged; Obs. 1); ``mean_apgr_rank`` per (llm, method) (ranks within
-    each (slm, llm, dataset); Obs. 3); ``relative_accuracy_at_80`` per (slm, llm, method), mean over
-    datasets of SLM/LLM accuracy on the 20 % most confident queries (Obs. 4); ``distance_ratio``
-    per slm, mean between-dataset over mean between-method Wasserstein distance (< 1: the
-    dataset moves the distribution less than the method; Insight 1); ``ratio_fidelity_error`` per
-    (slm, method), mean |achieved - target| routing ratio under leave-one-out calibration, and
-    ``calibration_accuracy_gap`` per (slm, llm, method), mean |accuracy - ground-truth accuracy|
-    (Insight 2).
+    each (slm, dataset), ties averaged; Obs. 1); ``mean_routing_rank`` per (llm, method), the rank
+    of the area under the accuracy-vs-ratio curve within each (slm, llm, dataset) (Obs. 3; the
+    area, not APGR, because APGR reverses its order where the "LLM" is the weaker model);
+    ``relative_accuracy_at_80`` per (slm, llm, method), mean over datasets of SLM/LLM accuracy on
+    the 20 % most confident queries (Obs. 4); ``distance_between_datasets``,
+    ``distance_between_methods`` and their ``distance_ratio`` per slm: mean Wasserstein distance
+    between datasets for a fixed method, between methods for a fixed dataset, and the first over
+    the second (< 1: the dataset moves the distribution less than the method; Insight 1);
+    ``ratio_fidelity_error`` per (slm, method), mean |achieved - target| routing ratio under
+    leave-one-out calibration over the target ratios strictly between 0 and 1 (0 and 1 are met
+    by construction), and ``calibration_accuracy_gap`` per (slm, llm, method), mean |accuracy -
+    ground-truth accuracy| (Insight 2).
+
+    Cells whose method gave no valid confidence at all (``n_valid == 0`` in ``alignment``) are
+    left out of every finding: their routing order is arbitrary, not the method's.
     """
     parts = []
+    no_confidence = _cells_without_confidence(alignment)
     if alignment is not None and len(alignment):
         cells = alignment.dropna(subset=["auroc"]).copy()
         cells["rank"] = cells.groupby(["slm", "dataset"])["auroc"].rank(ascending=False, method="average")
@@ -121,31 +144,40 @@ def findings_table(alignment: pd.DataFrame | None, routing_metrics: pd.DataFrame
         parts.append(_rows(per_method.assign(value=per_method["rank"]), "mean_auroc_rank",
                            "rank of the method's AUROC among methods (1 = best), mean over (SLM, dataset)"))
     if routing_metrics is not None and len(routing_metrics):
-        cells = routing_metrics.dropna(subset=["apgr"]).copy()
-        cells["value"] = cells.groupby(["slm", "llm", "dataset"])["apgr"].rank(ascending=False, method="average")
+        cells = _without(routing_metrics, no_confidence).dropna(subset=["area"]).copy()
+        cells["value"] = cells.groupby(["slm", "llm", "dataset"])["area"].rank(ascending=False, method="average")
         per_method = cells.groupby(["llm", "method"], sort=True)["value"].mean().reset_index()
-        parts.append(_rows(per_method, "mean_apgr_rank",
-                           "rank of the method's APGR among methods (1 = best), mean over (SLM, dataset)"))
+        parts.append(_rows(per_method, "mean_routing_rank",
+                           "rank of the method's area under the accuracy-vs-routing-ratio curve among "
+                           "methods (1 = best), mean over (SLM, dataset)"))
     if relative is not None and len(relative):
+        relative = _without(relative, no_confidence)
         at80 = relative[np.isclose(relative["excluded_pct"].to_numpy(dtype=float), 80)]
         per_cell = at80.groupby(["slm", "llm", "method"], sort=True)["relative_accuracy"].mean()
         parts.append(_rows(per_cell.rename("value").reset_index(), "relative_accuracy_at_80",
                            "SLM accuracy / LLM accuracy on the 20% most confident queries, mean over datasets"))
     if distances is not None and len(distances):
         means = distances.groupby(["slm", "comparison"])["mean_distance"].mean().unstack("comparison")
+        scale = "confidences min-max scaled per (SLM, method)"
+        parts.append(_rows(means["between_datasets"].rename("value").reset_index(), "distance_between_datasets",
+                           f"mean Wasserstein distance between datasets' distributions, method fixed; {scale}"))
+        parts.append(_rows(means["between_methods"].rename("value").reset_index(), "distance_between_methods",
+                           f"mean Wasserstein distance between methods' distributions, dataset fixed; {scale}"))
         ratio = (means["between_datasets"] / means["between_methods"]).rename("value").reset_index()
         parts.append(_rows(ratio, "distance_ratio",
-                           "mean Wasserstein distance between datasets (method fixed) / between methods "
-                           "(dataset fixed), confidences min-max scaled per (SLM, method)"))
+                           "distance_between_datasets / distance_between_methods (< 1: the method shapes "
+                           "the distribution more than the dataset)"))
     if generalization is not None and len(generalization):
-        gen = generalization.assign(
-            ratio_error=(generalization["achieved_ratio"] - generalization["target_ratio"]).abs(),
-            accuracy_error=(generalization["accuracy"] - generalization["oracle_threshold_accuracy"]).abs(),
+        gen = _without(generalization, no_confidence)
+        gen = gen.assign(
+            ratio_error=(gen["achieved_ratio"] - gen["target_ratio"]).abs(),
+            accuracy_error=(gen["accuracy"] - gen["oracle_threshold_accuracy"]).abs(),
         )
-        fidelity = gen.groupby(["slm", "method"], sort=True)["ratio_error"].mean().rename("value").reset_index()
+        inner = gen[(gen["target_ratio"] > 0) & (gen["target_ratio"] < 1)]
+        fidelity = inner.groupby(["slm", "method"], sort=True)["ratio_error"].mean().rename("value").reset_index()
         parts.append(_rows(fidelity, "ratio_fidelity_error",
                            "|achieved - target| routing ratio with leave-one-out calibration thresholds, "
-                           "mean over datasets, runs and target ratios", llm=ALL))
+                           "mean over datasets, runs and target ratios in (0, 1)", llm=ALL))
         gap = gen.groupby(["slm", "llm", "method"], sort=True)["accuracy_error"].mean().rename("value").reset_index()
         parts.append(_rows(gap, "calibration_accuracy_gap",
                            "|accuracy with calibration thresholds - accuracy with the target's own thresholds|, "

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import openai
+from tqdm.auto import tqdm
 
 from .base import Completion, Conversation, EngineError
 from .cache import RequestCache
@@ -257,7 +258,11 @@ class OpenAIEngine:
             answers = {key: self._post(request)}
         else:
             futures: dict[str, Future] = {key: self._pool.submit(self._post, req) for key, req in unique.items()}
-            done, pending = wait(futures.values(), return_when=FIRST_EXCEPTION)
+            # A bar per call: a split's worth of paid requests can take minutes (TQDM_DISABLE=1 hides it).
+            with tqdm(total=len(futures), desc=f"{self.model_name} requests", unit="req", leave=False) as bar:
+                for future in futures.values():
+                    future.add_done_callback(lambda _: bar.update())
+                done, pending = wait(futures.values(), return_when=FIRST_EXCEPTION)
             failed = [f for f in done if f.exception() is not None]
             if failed:
                 # Answers already received are cached, so a rerun resumes where this stopped.

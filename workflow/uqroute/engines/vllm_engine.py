@@ -19,6 +19,34 @@ Mapping to vLLM:
   ``RequestOutput.prompt_logprobs`` holds the exact full-vocabulary logprob of
   that token (top-k ``logprobs`` could miss a candidate).
 - hidden states: not exposed by vLLM; the hidden pass always runs on :class:`~uqroute.engines.hf.HFEngine`.
+- end of reply: vLLM stops at the tokenizer's EOS and at every EOS id of the
+  model's ``generation_config.json`` and keeps that token in ``token_ids``; the
+  engine cuts replies at the same set of ids as the HF engine.
+
+What the tests cover and what they cannot
+-----------------------------------------
+
+``tests/test_engine_vllm.py`` runs this class against a fake ``vllm`` module
+whose ``LLM``/``SamplingParams`` follow vLLM's documented signatures and whose
+outputs are built with the real SmolLM2 tokenizer: the ``LLM`` constructor
+arguments, the token-id prompts, the ``SamplingParams`` of greedy, seeded
+``n``-sample and p(True) requests, the mapping back to completions and
+probabilities, the refusal of hidden states and the release of the ``LLM`` on
+close. Untested here, because only real vLLM on a CUDA GPU can show them
+(``bench/gpu_smoke.py`` is the check to run on a GPU node):
+
+- model loading: weights, ``dtype``, ``max_model_len``, ``gpu_memory_utilization``,
+  the tokenizer vLLM builds and ``llm_engine.model_config.hf_config``;
+- CUDA kernels, batching and scheduling, and whether greedy outputs match the HF engine's;
+- tensor parallelism (``tensor_parallel_size`` > 1) and the shutdown of its workers on close;
+- vLLM's own ``SamplingParams`` validation and defaults, and what ``seed``
+  reproduces (per-request generators, across vLLM versions and GPU counts);
+- logprob numerics: that sample logprobs are the raw temperature-1 values
+  (vLLM's default ``logprobs_mode``) and prompt logprobs the full-vocabulary
+  ones, and prompt logprobs together with prefix caching (refused by early V1
+  releases);
+- stop handling inside vLLM (EOS, generation-config stop ids, stop strings);
+- hidden states, which vLLM does not serve: :meth:`VLLMEngine.hidden_states` refuses them.
 """
 
 from __future__ import annotations
@@ -126,6 +154,16 @@ def probs_from_prompt_logprobs(
     return np.asarray(flat, dtype=np.float64).reshape(len(candidate_ids), k)
 
 
+def _generation_config(model_path: str | os.PathLike):
+    """The model's ``GenerationConfig`` (vLLM stops at its EOS ids too), or None when it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(model_path))
+    except OSError:
+        return None
+
+
 class VLLMEngine:
     """Engine on ``vllm.LLM``; same interface and prompt tokens as :class:`~uqroute.engines.hf.HFEngine`.
 
@@ -142,6 +180,7 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
+        seed: int = 0,
         batch_size: int | None = None,
         threads: int | None = None,
         device: str | None = None,
@@ -163,12 +202,15 @@ class VLLMEngine:
             "dtype": dtype,
             "tensor_parallel_size": int(tensor_parallel_size),
             "gpu_memory_utilization": float(gpu_memory_utilization),
+            # Samples carry their own per-request seeds; this pins whatever else vLLM draws,
+            # whose default seed differs between vLLM versions.
+            "seed": int(seed),
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = int(max_model_len)
         self.llm = vllm.LLM(**kwargs)
         self.tokenizer = self.llm.get_tokenizer()
-        self.eos_ids = eos_token_ids(self.tokenizer)
+        self.eos_ids = eos_token_ids(self.tokenizer, _generation_config(model_path))
         try:
             self.eos_ids |= eos_token_ids(self.tokenizer, self.llm.llm_engine.model_config.hf_config)
         except AttributeError:
