@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from uqroute import datasets as uqroute_datasets
 from uqroute.datasets import (
     COLUMNS,
     DATASET_NAMES,
@@ -156,7 +157,7 @@ KNOWN_ITEMS = [
      {"context": "A man is sitting on a roof. he",
       "choices": ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
                   "is holding a rubik's cube.", "starts pulling up roofing on a roof."]}),
-    ("hellaswag", "train", "hellaswag-4", "Removing ice from car:", "D",
+    ("hellaswag", "train", "hellaswag-train-0", "Removing ice from car:", "D",
      {"choices": [", the man adds wax to the windshield and cuts it.",
                   ", a person board a ski lift, while two men supporting the head of the person wearing winter "
                   "clothes snow as the we girls sled.",
@@ -452,6 +453,228 @@ def test_hub_coqa_first_turn_of_each_conversation(fake_hub):
     assert (first["id"], first["question"], first["answer"]) == ("coqa-validation-7", "How many cats does Ann have?", "7")
     assert first["context"] == "Story 7. Ann has 7 cats."
     assert (df["task_type"] == "ff_text").all()
+
+
+@pytest.fixture
+def small_hub(fake_hub, monkeypatch):
+    """fake_hub for a few real rows: the registry's expected hub row count becomes the fake table's length."""
+    calls, tables = fake_hub
+    registry_info = uqroute_datasets.dataset_info
+
+    def info_with_table_rows(name):
+        info = registry_info(name)
+        for spec in info["hub"].values():
+            if (spec["path"], spec["split"]) in tables:
+                spec["rows"] = len(tables[(spec["path"], spec["split"])])
+        return info
+
+    monkeypatch.setattr(uqroute_datasets, "dataset_info", info_with_table_rows)
+    return calls, tables
+
+
+def _items(df):
+    return df[["id", "question", "context", "choices", "answer"]].to_dict("records")
+
+
+def test_hub_aqua_strips_option_letters(small_hub):
+    calls, tables = small_hub
+    tables[("deepmind/aqua_rat", "test")] = [
+        {"question": "The original price of an item is discounted 22%. A customer buys the item at this discounted "
+                     "price using a $20-off coupon. There is no tax on the item, and this was the only item the "
+                     "customer bought. If the customer paid $1.90 more than half the original price of the item, "
+                     "what was the original price of the item?",
+         "options": ["A)$61", "B)$65", "C)$67.40", "D)$70", "E)$78.20"],
+         "rationale": "Let x be the original price of the item\nDiscounted price = 0.78x\n...\nAnswer: E",
+         "correct": "E"},
+    ]
+    (item,) = _items(load_split("aqua", "test", None))
+    assert calls == [("deepmind/aqua_rat", "raw", "test", {})]
+    assert item["id"] == "aqua-test-0" and item["question"].startswith("The original price of an item")
+    assert item["choices"] == ["$61", "$65", "$67.40", "$70", "$78.20"]
+    assert item["answer"] == "E"
+
+
+def test_hub_multiarith_reads_question_and_string_answer(small_hub):
+    calls, tables = small_hub
+    # ChilleD/MultiArith: question, final_ans (a string since the dataset's "change dtype of final_ans to str").
+    tables[("ChilleD/MultiArith", "test")] = [
+        {"question": "The school cafeteria ordered 42 red apples and 7 green apples for students lunches. But, if "
+                     "only 9 students wanted fruit, how many extra did the cafeteria end up with?",
+         "final_ans": "40"},
+        {"question": "Ned had to wash 9 short sleeve shirts and 21 long sleeve shirts before school. If he had only "
+                     "washed 29 of them by the time school started, how many did he not wash?",
+         "final_ans": "1"},
+    ]
+    df = load_split("multiarith", "test", None)
+    assert calls == [("ChilleD/MultiArith", None, "test", {})]
+    assert df["id"].tolist() == ["multiarith-test-0", "multiarith-test-1"]
+    assert df["answer"].tolist() == ["40", "1"]
+    assert df["question"].iloc[1].startswith("Ned had to wash 9 short sleeve shirts")
+    assert df["choices"].isna().all() and df["context"].isna().all()
+
+
+# ChilleD/SVAMP's dataset card does not state the type of Answer: copies of it have it as text, SVAMP.json as a float.
+@pytest.mark.parametrize("answer", ["1.0", 1.0])
+def test_hub_svamp_joins_body_and_question(small_hub, answer):
+    calls, tables = small_hub
+    body = ("Mary is baking a cake. The recipe calls for 6 cups of flour 8 cups of sugar and 7 cups of salt. "
+            "She already put in 5 cups of flour.")
+    question = "How many more cups of sugar than cups of salt does she need to add now?"
+    tables[("ChilleD/SVAMP", "test")] = [
+        {"ID": "chal-363", "Body": body, "Question": question, "Equation": "( 8.0 - 7.0 )", "Answer": answer,
+         "Type": "Subtraction", "question_concat": f"{body} {question}"},
+    ]
+    (item,) = _items(load_split("svamp", "test", None))
+    assert calls == [("ChilleD/SVAMP", None, "test", {})]
+    assert item == {"id": "svamp-chal-363", "question": f"{body} {question}", "context": None, "choices": None,
+                    "answer": "1"}
+
+
+def test_hub_boolq_boolean_answers(data_dir, small_hub):
+    calls, tables = small_hub
+    # google/boolq rows: question, answer (bool), passage without the SuperGLUE copy's "<title> -- " prefix.
+    records = [json.loads(line) for line in (data_dir / "boolq/validation.jsonl").read_text().splitlines()[:3]]
+    tables[("google/boolq", "validation")] = [
+        {"question": r["question"], "answer": r["label"] == "true", "passage": r["passage"].split(" -- ", 1)[1]}
+        for r in records
+    ]
+    df = load_split("boolq", "test", None)
+    assert calls == [("google/boolq", None, "validation", {})]
+    assert df["answer"].tolist() == ["false", "true", "true"]
+    assert df["id"].tolist() == ["boolq-validation-0", "boolq-validation-1", "boolq-validation-2"]
+    assert df["question"].iloc[2] == "is pain experienced in a missing body part or paralyzed area"
+    assert df["context"].iloc[2].startswith("Phantom pain sensations are described as perceptions")
+
+
+def _hellaswag_hub_row(ind, activity_label, ctx_a, ctx_b, endings, source_id, split, label):
+    """A Rowan/hellaswag row: ind int32, label a string (the loading script's str(label)), endings a list."""
+    ctx = f"{ctx_a} {ctx_b}" if ctx_b else ctx_a
+    return {"ind": ind, "activity_label": activity_label, "ctx_a": ctx_a, "ctx_b": ctx_b, "ctx": ctx,
+            "endings": endings, "source_id": source_id, "split": split, "split_type": "indomain", "label": label}
+
+
+def test_hub_hellaswag_validation_ids_match_the_local_test_split(test_splits, small_hub):
+    calls, tables = small_hub
+    tables[("Rowan/hellaswag", "validation")] = [
+        _hellaswag_hub_row(24, "Roof shingle removal", "A man is sitting on a roof.", "he",
+                           ["is using wrap to wrap a pair of skis.", "is ripping level tiles off.",
+                            "is holding a rubik's cube.", "starts pulling up roofing on a roof."],
+                           "activitynet~v_-JhWjGDPHMY", "val", "3"),
+    ]
+    hub = load_split("hellaswag", "test", None)
+    assert calls[0][:3] == ("Rowan/hellaswag", None, "validation")
+    assert calls[0][3] == {"revision": "refs/convert/parquet",
+                           "data_files": {"validation": "default/validation/*.parquet"}}
+    # The hub's first validation row is the local file's first item: same id, question, context, choices, answer.
+    assert _items(hub) == _items(test_splits["hellaswag"].head(1))
+
+
+def test_hub_hellaswag_train_ids_are_unique_across_sources(small_hub):
+    _, tables = small_hub
+    # ind is counted per source: ActivityNet and WikiHow train rows both have ind 12 (real rows).
+    tables[("Rowan/hellaswag", "train")] = [
+        _hellaswag_hub_row(12, "Baking cookies",
+                           "A female chef in white uniform shows a stack of baking pans in a large kitchen "
+                           "presenting them. The pans are filled with pastries and loaded into the oven.", "a knife",
+                           ["is seen moving on a board and cutting out its contents.",
+                            "hits the peeled cheesecake, followed by sliced custard and still cooked ice cream.",
+                            "etches a shape into the inside of the baked pans.",
+                            "is used to cut cylinder shaped dough into rounds."],
+                           "activitynet~v_-2dxp-mv2zo", "train", "3"),
+        _hellaswag_hub_row(12, "Health",
+                           "[header] How to cope with suicidal thoughts [title] Put off any plans. [step] Promise "
+                           "yourself that you'll wait 48 hours before doing anything. Remember, thoughts don't have "
+                           "the power to force you to act.", "",
+                           ["Even when you do, there may be a small image of the future still lurking around your "
+                            "brain. [substeps] For instance, don't tell yourself that you can't make it.",
+                            "You're doing something, and no one can force you to act. It's completely natural to "
+                            "feel negative thoughts before you act.",
+                            "Do not panic if people talk to you (even if it's about quitting smoking). Have a plan "
+                            "for how you're going to react to a group of people who bring on suicidal thoughts.",
+                            "Sometimes extreme pain can distort our perception. Waiting before taking action will "
+                            "give your mind time to clear."],
+                           "wikihow~19", "train", "3"),
+    ]
+    df = load_split("hellaswag", "train", None)
+    assert df["id"].tolist() == ["hellaswag-train-0", "hellaswag-train-1"]
+    assert df["answer"].tolist() == ["D", "D"]
+    wikihow = df.iloc[1]
+    assert wikihow["question"] == "Health: which ending best completes the context?"
+    # WikiHow tags are removed as in the local test file.
+    assert wikihow["context"] == ("How to cope with suicidal thoughts Put off any plans. Promise yourself that "
+                                  "you'll wait 48 hours before doing anything. Remember, thoughts don't have the "
+                                  "power to force you to act.")
+    assert wikihow["choices"][0] == ("Even when you do, there may be a small image of the future still lurking "
+                                     "around your brain. For instance, don't tell yourself that you can't make it.")
+
+
+def test_hub_openbookqa_layout(small_hub):
+    calls, tables = small_hub
+    tables[("allenai/openbookqa", "test")] = [
+        {"id": "8-343",
+         "question_stem": "A person wants to start saving money so that they can afford a nice vacation at the end "
+                          "of the year. After looking over their budget and expenses, they decide the best way to "
+                          "save money is to",
+         "choices": {"text": ["make more phone calls", "quit eating lunch out", "buy less with monopoly money",
+                              "have lunch with friends"],
+                     "label": ["A", "B", "C", "D"]},
+         "answerKey": "B"},
+        {"id": "1129", "question_stem": "There is most likely going to be fog around:",
+         "choices": {"text": ["a marsh", "a tundra", "the plains", "a desert"], "label": ["A", "B", "C", "D"]},
+         "answerKey": "A"},
+    ]
+    items = _items(load_split("openbookqa", "test", None))
+    assert calls == [("allenai/openbookqa", "main", "test", {})]
+    assert items[1] == {"id": "openbookqa-1129", "question": "There is most likely going to be fog around:",
+                        "context": None, "choices": ["a marsh", "a tundra", "the plains", "a desert"], "answer": "A"}
+    assert (items[0]["id"], items[0]["answer"]) == ("openbookqa-8-343", "B")
+    assert items[0]["choices"][1] == "quit eating lunch out"
+
+
+def test_hub_social_iqa_one_based_labels(small_hub):
+    calls, tables = small_hub
+    # The loading script keeps each line of dev-labels.lst as it is, newline included.
+    tables[("allenai/social_i_qa", "validation")] = [
+        {"context": "Tracy didn't go home that evening and resisted Riley's attacks.",
+         "question": "What does Tracy need to do before this?", "answerA": "make a new plan",
+         "answerB": "Go home and see Riley", "answerC": "Find somewhere to go", "label": "3\n"},
+        {"context": "Sydney walked past a homeless woman asking for change but did not have any money they could "
+                    "give to her. Sydney felt bad afterwards.",
+         "question": "How would you describe Sydney?", "answerA": "sympathetic",
+         "answerB": "like a person who was unable to help", "answerC": "incredulous", "label": "1\n"},
+    ]
+    items = _items(load_split("social_iqa", "test", None))
+    assert calls[0][3] == {"revision": "refs/convert/parquet",
+                           "data_files": {"validation": "default/validation/*.parquet"}}
+    assert [item["answer"] for item in items] == ["C", "A"]
+    assert items[0] == {"id": "social_iqa-validation-0", "question": "What does Tracy need to do before this?",
+                        "context": "Tracy didn't go home that evening and resisted Riley's attacks.",
+                        "choices": ["make a new plan", "Go home and see Riley", "Find somewhere to go"],
+                        "answer": "C"}
+
+
+def test_hub_winogrande_reads_xl_validation_and_m_train(small_hub):
+    calls, tables = small_hub
+    tables[("allenai/winogrande", "validation")] = [
+        {"sentence": "Sarah was a much better surgeon than Maria so _ always got the easier cases.",
+         "option1": "Sarah", "option2": "Maria", "answer": "2"},
+        {"sentence": "Sarah was a much better surgeon than Maria so _ always got the harder cases.",
+         "option1": "Sarah", "option2": "Maria", "answer": "1"},
+    ]
+    items = _items(load_split("winogrande", "test", None))
+    assert calls[0][3] == {"revision": "refs/convert/parquet",
+                           "data_files": {"validation": "winogrande_xl/validation/*.parquet"}}
+    assert [item["answer"] for item in items] == ["B", "A"]
+    assert items[0] == {"id": "winogrande-validation-0",
+                        "question": "Which option correctly fills the blank (_)? Sarah was a much better surgeon "
+                                    "than Maria so _ always got the easier cases.",
+                        "context": None, "choices": ["Sarah", "Maria"], "answer": "B"}
+    tables[("allenai/winogrande", "train")] = [
+        {"sentence": "Ian volunteered to eat Dennis's menudo after already having a bowl because _ despised eating "
+                     "intestine.", "option1": "Ian", "option2": "Dennis", "answer": "2"},
+    ]
+    load_split("winogrande", "train", None)
+    assert calls[1][3]["data_files"] == {"train": "winogrande_m/train/*.parquet"}
 
 
 def test_hub_failure_names_dataset_and_repository(monkeypatch):

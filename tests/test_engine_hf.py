@@ -109,6 +109,18 @@ def test_hub_models_need_no_copy_and_gguf_engines_need_one(tmp_path):
         make_engine(model_spec("smollm2-135m"), kind="hf")
 
 
+def test_a_missing_model_wheel_is_named_before_any_job():
+    from dataclasses import replace
+
+    from uqroute.models import check_model_files
+
+    for name in ("smollm2-135m", "gemma3-270m"):
+        check_model_files(model_spec(name))  # both wheels are installed
+        missing = replace(model_spec(name), gguf_package="no_such_model_wheel")
+        with pytest.raises(FileNotFoundError, match=f"model {name}: package 'no_such_model_wheel' is not installed"):
+            check_model_files(missing)
+
+
 # ---------------------------------------------------------------- rendering
 
 

@@ -4,7 +4,7 @@
 from pathlib import Path
 
 from uqroute.datasets import DATASET_NAMES, check_data_files, dataset_info
-from uqroute.models import model_spec
+from uqroute.models import check_model_files, model_spec
 from uqroute.uq.requirements import METHOD_PASSES, PROBE_METHODS
 
 RESULTS = "results"
@@ -25,7 +25,10 @@ DATA_DIR = config["data_dir"]
 def _preflight():
     """Fail before any job starts: unknown models or methods, missing data files."""
     for name in MODELS:
-        model_spec(name)
+        spec = model_spec(name)
+        kind = config["engines"].get(name, {}).get("kind", spec.engine)
+        if kind != "openai" and not Path(RESULTS, "models", name).exists():
+            check_model_files(spec)
     for name in config["engines"]:
         # Any registry model may carry settings (config files merge), but a typo fails here.
         try:

@@ -630,9 +630,9 @@ def _hellaswag(row: _Row, ctx: _Context) -> dict:
     if len(endings) != ctx.n_choices:
         raise ValueError(f"{row.where}: field 'endings' has {len(endings)} endings, expected {ctx.n_choices}")
     label = _field(row, "label")
-    own = row.record.get("ind")
+    # Not `ind`: it is counted per source, so ActivityNet and WikiHow rows of one split share values.
     return _item(
-        f"hellaswag-{own}" if own is not None else ctx.row_id(row),
+        ctx.row_id(row),
         ctx.question(activity_label=_text(row, "activity_label")),
         _letter(row, "label", label, ctx.n_choices, 0),
         context=_strip_tags(_text(row, "ctx")),

