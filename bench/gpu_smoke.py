@@ -51,7 +51,8 @@ def main() -> int:
 
     from uqroute.datasets import load_split, take_subset
     from uqroute.grading import extract_item_prediction
-    from uqroute.models import make_engine, model_spec
+    from uqroute.engines import make_engine
+    from uqroute.models import model_spec
     from uqroute.prompts import PromptSet
 
     spec = model_spec(args.model)

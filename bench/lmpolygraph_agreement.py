@@ -55,7 +55,8 @@ from uqroute import REPO_ROOT
 from uqroute.datasets import load_split, take_subset
 from uqroute.engines.rendering import encode_prompt
 from uqroute.io import load_yaml, write_text
-from uqroute.models import make_engine, materialize, model_spec
+from uqroute.engines import make_engine
+from uqroute.models import materialize, model_spec
 from uqroute.passes import run_pass
 from uqroute.prompts import PromptSet
 from uqroute.uq import score_method

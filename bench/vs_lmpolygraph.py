@@ -54,7 +54,8 @@ from lmpolygraph_agreement import (
     user_texts,
 )
 from uqroute import REPO_ROOT
-from uqroute.models import make_engine, model_spec
+from uqroute.engines import make_engine
+from uqroute.models import model_spec
 from uqroute.passes import run_pass
 from uqroute.prompts import PromptSet
 from uqroute.uq import score_method

@@ -41,7 +41,8 @@ def gemma3_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_engine(smollm2_dir):
-    from uqroute.models import make_engine, model_spec
+    from uqroute.engines import make_engine
+    from uqroute.models import model_spec
 
     # One thread: the test machine has two cores shared with other work, and oversubscribed
     # threads slow a small model's prefill by an order of magnitude.

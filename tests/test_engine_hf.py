@@ -29,7 +29,8 @@ from uqroute.engines.vllm_engine import (
     next_token_prompts,
     probs_from_prompt_logprobs,
 )
-from uqroute.models import is_materialized, load_model_registry, make_engine, materialize, model_spec
+from uqroute.engines import make_engine
+from uqroute.models import is_materialized, load_model_registry, materialize, model_spec
 
 PAPER_HUB_IDS = {
     "meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "microsoft/Phi-3.5-mini-instruct",

@@ -30,7 +30,8 @@ import numpy as np
 import pytest
 
 from uqroute.engines.rendering import sample_seed
-from uqroute.models import make_engine, model_spec
+from uqroute.engines import make_engine
+from uqroute.models import model_spec
 
 GREEDY_REPLY = "B. apple"
 SAMPLE_REPLIES = ("A", "B. apple", "C. pear", "D. none of these", "True")

@@ -21,16 +21,17 @@ import yaml
 from uqroute import REPO_ROOT
 from uqroute.datasets import dataset_info
 from uqroute.models import model_spec
-from uqroute.uq.requirements import METHOD_PASSES, PROBE_METHODS
+from uqroute.passes import GRADED_PASSES
+from uqroute.uq import PROBE_METHODS, pass_requirements
 
 pytestmark = pytest.mark.slow
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PAPER = REPO_ROOT / "config" / "paper.yaml"
 PROFILE = REPO_ROOT / "profiles" / "slurm"
-GPU_RULES = frozenset({"generate", "hidden_states"})
+GPU_RULES = frozenset({"generate", "generate_replies", "hidden_states"})
 # Rules that load a model or download data: the reviewer's figure path must schedule none of them.
-MODEL_RULES = frozenset({"dataset", "prepare_model", "generate", "hidden_states"})
+MODEL_RULES = frozenset({"dataset", "prepare_model", "generate", "generate_replies", "hidden_states"})
 CPU_PARTITION = "<your-cpu-partition>"
 GPU_PARTITION = "<your-gpu-partition>"
 OLD_MTIME = 1_600_000_000  # 2020: older than any checkout, like Parquet files copied in after a fresh clone
@@ -97,7 +98,8 @@ def expected_counts(config: dict) -> dict[str, int]:
     slms, llms, datasets, methods = config["slms"], config["llms"], config["datasets"], config["methods"]
     calibration = config["calibration"]["methods"] or methods
     assert not set(slms) & set(llms), "an LLM that is also an SLM would share its greedy pass"
-    test_passes = set().union(*(METHOD_PASSES[method] for method in methods))
+    test_passes = set().union(*(pass_requirements(method) for method in methods))
+    graded = test_passes & set(GRADED_PASSES)
     # A train split is read by the in-domain trained probe of its dataset and by every other dataset's OOD probe.
     train = [
         dataset for dataset in datasets
@@ -111,8 +113,11 @@ def expected_counts(config: dict) -> dict[str, int]:
     counts = {
         "dataset": n_data + len(train),
         "prepare_model": len(gguf_slms),
-        # each SLM: every test pass its methods read + greedy on each train split; each LLM: greedy on test
-        "generate": n_slm * (n_data * len(test_passes) + len(train)) + n_llm * n_data,
+        # each SLM: every test pass its methods read + greedy on each train split; each LLM: greedy on test.
+        # A graded pass is a model job writing replies and a grading job.
+        "generate": n_slm * n_data * len(test_passes - graded),
+        "generate_replies": n_slm * (n_data * len(graded) + len(train)) + n_llm * n_data,
+        "grade": n_slm * (n_data * len(graded) + len(train)) + n_llm * n_data,
         "hidden_states": n_slm * (n_data * probes_read_test + len(train)),
         "uq": n_slm * n_data * n_method,
         "routing_curve": n_slm * n_llm * n_data * n_method,
@@ -195,17 +200,19 @@ def test_model_jobs_request_their_gpus_and_nothing_else_does(paper_dry_run):
             else:
                 expected = engine.get("tensor_parallel_size", model_spec(model).tensor_parallel_size)
             assert gpus == expected, where
-            if job["rule"] == "generate":
-                # GPT-4o-mini judges the free-form answers of greedy and verbal1s passes (paper.yaml)
-                calls_api = engine["kind"] == "openai" or job["wildcards"]["pass_name"] in ("greedy", "verbal1s")
-                assert int(resources["openai_requests"]) == calls_api, where
+            if job["rule"] in ("generate", "generate_replies"):
+                # A model pass calls the API only for an API model; grading has its own jobs.
+                assert int(resources["openai_requests"]) == (engine["kind"] == "openai"), where
             assert resources["slurm_partition"] == (GPU_PARTITION if gpus else CPU_PARTITION), where
             assert resources["nodes"] == "1", where  # tensor-parallel GPUs must share a node
         else:
             assert gpus == 0, where
             assert resources["slurm_partition"] == CPU_PARTITION, where
+            if job["rule"] == "grade":
+                # GPT-4o-mini judges the free-form answers (paper.yaml): each grading job takes an API slot.
+                assert int(resources["openai_requests"]) == 1, where
     tensor_parallel = {int(job["resources"]["gpu"]) for job in jobs
-                       if job["rule"] == "generate" and job["wildcards"]["model"] == "llama-3.1-70b"}
+                       if job["rule"] == "generate_replies" and job["wildcards"]["model"] == "llama-3.1-70b"}
     assert tensor_parallel == {4}
 
 
@@ -219,7 +226,7 @@ def test_one_cell_builds_only_what_it_needs(tmp_path):
     config = paper_config()
     slm, dataset = config["slms"][0], config["datasets"][0]
     result = snakemake([f"results/uq/{slm}/{dataset}/perplexity.parquet", "--quiet", "rules"], tmp_path)
-    assert job_counts(result.stdout) == {"dataset": 1, "generate": len(METHOD_PASSES["perplexity"]), "uq": 1}
+    assert job_counts(result.stdout) == {"dataset": 1, "generate_replies": 1, "grade": 1, "uq": 1}
 
 
 def test_reviewer_rebuilds_figures_without_a_model(passes_present):
@@ -242,6 +249,7 @@ def test_forcerun_on_a_pass_reruns_it_and_what_reads_it(passes_present):
     target = f"results/uq/{slm}/{dataset}/p_true.parquet"
     unforced = job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
     assert unforced == {"uq": 1}
-    forced = job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime", "--forcerun", "generate"],
-                                  passes_present).stdout)
-    assert forced == {"generate": len(METHOD_PASSES["p_true"]), "uq": 1}
+    forced = job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime", "--forcerun", "generate",
+                                   "generate_replies"], passes_present).stdout)
+    # p(True) reads the greedy pass (replies, then grading) and the ptrue pass.
+    assert forced == {"generate": 1, "generate_replies": 1, "grade": 1, "uq": 1}

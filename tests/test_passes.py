@@ -9,12 +9,12 @@ import pytest
 
 from uqroute.checkpoint import BatchCheckpoint
 from uqroute.io import write_parquet
-from uqroute.passes import COLUMNS, run_hidden, run_pass
+from uqroute.passes import PASS_COLUMNS, run_hidden, run_pass
 
 SETTINGS = {
     "max_new_tokens": {"mcq": 8, "tf": 6, "ff_num": 24, "ff_text": 12},
     "verbal_max_new_tokens": 12,
-    "batch_size": 2,
+    "part_size": 2,
     "seed": 50,
     "top_p": 1.0,
     "n_samples": 5,
@@ -73,7 +73,7 @@ def greedy(smollm2_engine, questions, prompts) -> pd.DataFrame:
 def test_greedy_pass_table(greedy, questions, smollm2_engine, tmp_path):
     from uqroute.grading import RuleJudge, extract_item_prediction
 
-    assert list(greedy.columns) == COLUMNS["greedy"]
+    assert list(greedy.columns) == PASS_COLUMNS["greedy"]
     assert greedy["id"].tolist() == questions["id"].tolist()
     assert greedy["correct"].dtype == bool
     for row, item in zip(greedy.to_dict("records"), questions.to_dict("records")):
@@ -95,7 +95,7 @@ def test_greedy_pass_table(greedy, questions, smollm2_engine, tmp_path):
 @pytest.mark.slow
 def test_sample_pass_table(smollm2_engine, questions, prompts):
     table = run_pass("sample", smollm2_engine, questions, prompts, SETTINGS)
-    assert list(table.columns) == COLUMNS["sample"]
+    assert list(table.columns) == PASS_COLUMNS["sample"]
     assert len(table) == 5 * len(questions)
     assert table["id"].tolist() == [i for i in questions["id"] for _ in range(5)]
     assert table["sample_idx"].tolist() == list(range(5)) * len(questions)
@@ -106,15 +106,15 @@ def test_sample_pass_table(smollm2_engine, questions, prompts):
 @pytest.mark.slow
 def test_verbal_and_ptrue_pass_tables(smollm2_engine, questions, prompts, greedy):
     verbal1s = run_pass("verbal1s", smollm2_engine, questions, prompts, SETTINGS)
-    assert list(verbal1s.columns) == COLUMNS["verbal1s"] and verbal1s["correct"].dtype == bool
+    assert list(verbal1s.columns) == PASS_COLUMNS["verbal1s"] and verbal1s["correct"].dtype == bool
     verbal2s = run_pass("verbal2s", smollm2_engine, questions, prompts, SETTINGS, greedy=greedy)
-    assert list(verbal2s.columns) == COLUMNS["verbal2s"]
+    assert list(verbal2s.columns) == PASS_COLUMNS["verbal2s"]
     for table in (verbal1s, verbal2s):
         assert table["id"].tolist() == questions["id"].tolist()
         conf = table["verbal_confidence"].to_numpy(dtype=float)
         assert np.all(np.isnan(conf) | ((conf >= 0) & (conf <= 1)))
     ptrue = run_pass("ptrue", smollm2_engine, questions, prompts, SETTINGS, greedy=greedy)
-    assert list(ptrue.columns) == COLUMNS["ptrue"]
+    assert list(ptrue.columns) == PASS_COLUMNS["ptrue"]
     assert np.all((ptrue["p_true"] >= 0) & (ptrue["p_true"] <= 1))
     # p_true normalises the two candidates' probabilities from the ptrue conversation.
     first = questions.to_dict("records")[0]
@@ -125,7 +125,7 @@ def test_verbal_and_ptrue_pass_tables(smollm2_engine, questions, prompts, greedy
 @pytest.mark.slow
 def test_hidden_pass_table(smollm2_engine, questions, prompts, greedy, tmp_path):
     table = run_hidden(smollm2_engine, questions, greedy, prompts, -8, 2)
-    assert list(table.columns) == COLUMNS["hidden"] and table["id"].tolist() == questions["id"].tolist()
+    assert list(table.columns) == PASS_COLUMNS["hidden"] and table["id"].tolist() == questions["id"].tolist()
     assert set(table["layer"]) == {-8}
     assert all(v.dtype == np.float32 and v.shape == (576,) for v in table["vector"])
     schema = pq.read_schema(write_parquet(table, tmp_path / "hidden.parquet"))
@@ -135,7 +135,7 @@ def test_hidden_pass_table(smollm2_engine, questions, prompts, greedy, tmp_path)
 @pytest.mark.slow
 def test_restarted_pass_skips_finished_batches(smollm2_engine, questions, prompts, greedy, tmp_path):
     folder = tmp_path / "parts"
-    settings = dict(SETTINGS, batch_size=1)
+    settings = dict(SETTINGS, part_size=1)
     counting = CountingEngine(smollm2_engine)
     first = run_pass("greedy", counting, questions, prompts, settings, checkpoint_dir=folder)
     assert counting.calls == 3

@@ -11,7 +11,7 @@ import pytest
 from uqroute.uq import METHODS, OUTPUT_COLUMNS, pass_requirements, score_method
 from uqroute.uq.avg_token_prob import answer_token_index
 from uqroute.uq.jaccard_degree import degree_confidence
-from uqroute.uq.requirements import METHOD_PASSES, PROBE_METHODS
+from uqroute.uq import PROBE_METHODS
 
 NAMES = ("avg_token_prob", "p_true", "perplexity", "jaccard_degree", "verbal_1s", "verbal_2s",
          "trained_probe", "ood_probe")
@@ -41,8 +41,9 @@ def test_registry_lists_the_eight_methods_with_their_passes():
     assert tuple(METHODS) == NAMES
     for name, spec in METHODS.items():
         assert spec.name == name
-        assert pass_requirements(name) == METHOD_PASSES[name]
+        assert pass_requirements(name) == spec.passes and spec.passes
         assert spec.needs_hidden == (name in PROBE_METHODS)
+        assert callable(spec.fn) and spec.label
     assert METHODS["trained_probe"].needs_train == "in_domain"
     assert METHODS["ood_probe"].needs_train == "other_datasets"
     assert all(METHODS[n].needs_train is None for n in NAMES[:6])

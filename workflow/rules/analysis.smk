@@ -13,11 +13,10 @@ localrules:
 rule alignment:
     """ROC AUC, PRR, AURC, ECE and Brier of every (SLM, dataset, method)."""
     input:
-        all_uq(),
+        uq=all_uq(),
     output:
-        f"{RESULTS}/metrics/alignment.parquet",
+        path("alignment"),
     params:
-        cells=[(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS],
         ece_bins=config["analysis"]["ece_bins"],
     log:
         f"{LOGS}/alignment.log",
@@ -34,10 +33,10 @@ rule alignment:
 rule routing_curve:
     """Accuracy vs routing ratio for one (SLM, LLM, dataset, method), with random and oracle curves."""
     input:
-        uq=lambda wc: uq_path(wc.slm, wc.dataset, wc.method),
+        uq=lambda wc: uq_file(wc.slm, wc.dataset, wc.method),
         llm=lambda wc: llm_greedy(wc.llm, wc.dataset),
     output:
-        f"{RESULTS}/routing/{{slm}}/{{llm}}/{{dataset}}/{{method}}.parquet",
+        pattern("routing"),
     params:
         step=config["analysis"]["routing_step"],
     log:
@@ -55,17 +54,9 @@ rule routing_curve:
 rule routing_metrics:
     """Area, APGR and CPT(20/50/80 %) of every routing curve."""
     input:
-        all_routing(),
+        curves=all_routing(),
     output:
-        f"{RESULTS}/metrics/routing.parquet",
-    params:
-        cells=[
-            (slm, llm, dataset, method)
-            for slm in SLMS
-            for llm in LLMS
-            for dataset in DATASETS
-            for method in METHODS
-        ],
+        path("routing_metrics"),
     log:
         f"{LOGS}/routing_metrics.log",
     threads: 1
@@ -84,10 +75,8 @@ rule relative_accuracy:
         uq=all_uq(),
         llm=[llm_greedy(llm, dataset) for llm in LLMS for dataset in DATASETS],
     output:
-        f"{RESULTS}/metrics/relative_accuracy.parquet",
+        path("relative_accuracy"),
     params:
-        uq_cells=[(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS],
-        llm_cells=[(llm, dataset) for llm in LLMS for dataset in DATASETS],
         step=config["analysis"]["exclusion_step"],
     log:
         f"{LOGS}/relative_accuracy.log",
@@ -104,11 +93,10 @@ rule relative_accuracy:
 rule calibration_set:
     """Paper Algorithm 1 without the target dataset: pooled confidences, 30 bins, 10 % of each."""
     input:
-        other_uq,
+        uq=other_uq,
     output:
-        f"{RESULTS}/calibration/{{slm}}/{{method}}/holdout-{{dataset}}.parquet",
+        pattern("calibration"),
     params:
-        sources=lambda wc: [other for other in DATASETS if other != wc.dataset],
         n_bins=config["calibration"]["n_bins"],
         fraction=config["calibration"]["fraction"],
         seeds=config["calibration"]["seeds"],
@@ -127,11 +115,11 @@ rule calibration_set:
 rule generalization:
     """Thresholds from the hold-out calibration set applied to the unseen dataset, against the truth."""
     input:
-        calibration=lambda wc: calibration_path(wc.slm, wc.method, wc.dataset),
-        uq=lambda wc: uq_path(wc.slm, wc.dataset, wc.method),
+        calibration=lambda wc: path("calibration", slm=wc.slm, method=wc.method, dataset=wc.dataset),
+        uq=lambda wc: uq_file(wc.slm, wc.dataset, wc.method),
         llm=lambda wc: llm_greedy(wc.llm, wc.dataset),
     output:
-        f"{RESULTS}/generalization/{{slm}}/{{llm}}/{{method}}/{{dataset}}.parquet",
+        pattern("generalization"),
     params:
         step=config["calibration"]["target_ratio_step"],
     log:
@@ -149,11 +137,10 @@ rule generalization:
 rule release_calibration:
     """The calibration set built from every configured dataset, as a tidy table others can reuse."""
     input:
-        lambda wc: [uq_path(wc.slm, dataset, wc.method) for dataset in DATASETS],
+        uq=lambda wc: [uq_file(wc.slm, dataset, wc.method) for dataset in DATASETS],
     output:
-        f"{RESULTS}/release/{{slm}}/{{method}}.parquet",
+        pattern("release"),
     params:
-        sources=DATASETS,
         n_bins=config["calibration"]["n_bins"],
         fraction=config["calibration"]["fraction"],
         seeds=config["calibration"]["seeds"],
@@ -172,21 +159,18 @@ rule release_calibration:
 rule findings:
     """A number behind each of the paper's findings stated by eye."""
     input:
-        alignment=f"{RESULTS}/metrics/alignment.parquet",
-        routing=f"{RESULTS}/metrics/routing.parquet",
-        relative=f"{RESULTS}/metrics/relative_accuracy.parquet",
+        alignment=path("alignment"),
+        routing=path("routing_metrics"),
+        relative=path("relative_accuracy"),
         generalization=all_generalization(),
         uq=all_uq(),
     output:
-        table=f"{RESULTS}/metrics/findings.parquet",
+        table=path("findings"),
         html=report(
-            f"{RESULTS}/metrics/findings.html",
+            path("findings_html"),
             caption="../report/findings.rst",
             category="1. Findings",
         ),
-    params:
-        uq_cells=[(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS],
-        generalization_cells=generalization_cells(),
     log:
         f"{LOGS}/findings.log",
     threads: 1

@@ -1,17 +1,19 @@
-# Config access, wildcard constraints, pre-flight checks and the input functions that list targets.
-# Stage files (data, generate, uq, analysis, figures) hold only rules.
+# Config access, wildcard constraints, pre-flight checks, the results paths and the input functions.
+# Stage files (data, generate, uq, analysis, figures) hold only rules. Each path is spelled once, in
+# uqroute.paths; each setting reaches only the jobs whose output depends on it.
 
 from pathlib import Path
 
-from uqroute.datasets import DATASET_NAMES, check_data_files, dataset_info
+from uqroute import paths
+from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files, dataset_info
+from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.models import check_model_files, model_spec
-from uqroute.uq.requirements import METHOD_PASSES, PROBE_METHODS
+from uqroute.passes import GRADED_PASSES, PASS_NAMES, pass_settings
+from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
 
 RESULTS = "results"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
-SPLITS = ("test", "train")
-PASSES = ("greedy", "sample", "verbal1s", "verbal2s", "ptrue")
 
 SLMS = list(config["slms"])
 LLMS = list(config["llms"])
@@ -20,24 +22,26 @@ METHODS = list(config["methods"])
 CALIBRATION_METHODS = list(config["calibration"]["methods"] or METHODS)
 MODELS = list(dict.fromkeys(SLMS + LLMS))
 DATA_DIR = config["data_dir"]
+UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
 
 
-def _preflight():
-    """Fail before any job starts: unknown models or methods, missing data files."""
-    for name in MODELS:
-        spec = model_spec(name)
-        kind = config["engines"].get(name, {}).get("kind", spec.engine)
-        if kind != "openai" and not Path(RESULTS, "models", name).exists():
-            check_model_files(spec)
-    for name in config["engines"]:
-        # Any registry model may carry settings (config files merge), but a typo fails here.
-        try:
-            model_spec(name)
-        except KeyError as error:
-            raise ValueError(f"config key engines.{name}: {error}") from None
-    unknown = sorted(set(CALIBRATION_METHODS) - set(METHODS))
+def _known(key, names, known, what):
+    unknown = [name for name in names if name not in known]
     if unknown:
-        raise ValueError(f"config key calibration.methods: {unknown} not in methods {METHODS}")
+        raise ValueError(f"config key {key}: unknown {what} {unknown}; known: {', '.join(known)}")
+
+
+def _check_names():
+    """Names the config uses must exist in the registries (cheap: no file is read)."""
+    _known("datasets", DATASETS, DATASET_NAMES, "dataset(s)")
+    _known("methods", METHODS, METHOD_NAMES, "UQ method(s)")
+    _known("calibration.methods", CALIBRATION_METHODS, METHODS, "method(s), not in methods")
+    for key, names in (("slms", SLMS), ("llms", LLMS), ("engines", list(config["engines"]))):
+        for name in names:
+            try:
+                model_spec(name)
+            except KeyError as error:
+                raise ValueError(f"config key {key}: {error}") from None
     if config["judge"]["engine"] == "openai":
         if "model" not in config["judge"]:
             raise ValueError("config key judge.model is required when judge.engine is openai")
@@ -45,11 +49,18 @@ def _preflight():
             model_spec(config["judge"]["model"])
         except KeyError as error:
             raise ValueError(f"config key judge.model: {error}") from None
+
+
+_check_names()
+
+
+onstart:
+    # Files are checked when a run starts (not while --lint or --list read the workflow), before any job.
+    for name in MODELS:
+        if engine_kind(name) != "openai" and not Path(path("model_dir", model=name)).exists():
+            check_model_files(model_spec(name))
     if DATA_DIR is not None:
         check_data_files(DATASETS, Path(DATA_DIR))
-
-
-_preflight()
 
 
 wildcard_constraints:
@@ -58,65 +69,53 @@ wildcard_constraints:
     llm="|".join(LLMS),
     dataset="|".join(DATASETS),
     split="|".join(SPLITS),
-    pass_name="|".join(PASSES),
     method="|".join(METHODS),
 
 
 # ---- paths -------------------------------------------------------------------------------------
 
 
-def data_path(dataset, split):
-    return f"{RESULTS}/data/{dataset}/{split}.parquet"
+def path(kind, **fields):
+    """The results path of ``kind`` (a template of uqroute.paths) with ``fields`` filled in."""
+    return paths.results_path(RESULTS, kind, **fields)
 
 
-def gen_path(model, dataset, split, pass_name):
-    return f"{RESULTS}/gen/{model}/{dataset}/{split}/{pass_name}.parquet"
-
-
-def hidden_path(model, dataset, split):
-    return f"{RESULTS}/hidden/{model}/{dataset}/{split}.parquet"
-
-
-def uq_path(slm, dataset, method):
-    return f"{RESULTS}/uq/{slm}/{dataset}/{method}.parquet"
+def pattern(kind):
+    """The same path with each field left as a Snakemake wildcard: a rule's output."""
+    return paths.wildcard_path(RESULTS, kind)
 
 
 def checkpoint_dir(wildcards, stage):
     """Finished batches of a long pass survive a killed job here (not a Snakemake output)."""
-    parts = "/".join(str(v) for v in wildcards)
-    return f"{RESULTS}/.checkpoints/{stage}/{parts}"
+    return paths.checkpoint_path(RESULTS, stage, wildcards)
 
 
 # ---- models, engines, resources ------------------------------------------------------------------
 
 
-def engine_options(model, kind=None):
-    """Registry defaults overridden by config `engines.<model>`; `kind` forces an engine (hidden: hf)."""
-    options = dict(config["engines"].get(model, {}))
-    if kind is not None:
-        options["kind"] = kind
-    return options
+def configured_engine(model):
+    return config["engines"].get(model, {})
 
 
 def engine_kind(model):
-    return engine_options(model).get("kind", model_spec(model).engine)
+    return configured_engine(model).get("kind", model_spec(model).engine)
+
+
+def engine_options(model, kind=None):
+    """What the job's engine is built with: config `engines.<model>` for the kind it runs, on its device."""
+    return job_engine_options(model_spec(model), configured_engine(model), kind)
+
+
+def gpus(model, kind=None):
+    return job_gpus(model_spec(model), configured_engine(model), kind)
 
 
 def model_inputs(model, kind=None):
     """A GGUF model is converted once to an fp32 folder that every job of that model loads (HF or vLLM)."""
     kind = kind or engine_kind(model)
     if kind != "openai" and model_spec(model).is_gguf:
-        return {"model_dir": f"{RESULTS}/models/{model}"}
+        return {"model_dir": path("model_dir", model=model)}
     return {}
-
-
-def gpus(model, kind=None):
-    kind = kind or engine_kind(model)
-    if kind == "openai" or engine_options(model).get("device", "cuda").startswith("cpu"):
-        return 0
-    if kind == "vllm":
-        return engine_options(model).get("tensor_parallel_size", model_spec(model).tensor_parallel_size)
-    return 1
 
 
 def model_mem_mb(model, kind=None):
@@ -131,24 +130,26 @@ def model_runtime(model, pass_name="greedy"):
     return int(60 + 30 * factor * max(1.0, (model_spec(model).params_b or 1.0) / 8))
 
 
-JUDGED_PASSES = ("greedy", "verbal1s")
+def api_requests(model):
+    """One slot of the API budget for a job that calls an API model."""
+    return 1 if engine_kind(model) == "openai" else 0
 
 
-def api_requests(model, pass_name=None):
-    """One slot of the API budget for jobs that call an API: an API model, or the API judge grading a pass."""
-    judged = pass_name in JUDGED_PASSES and config["judge"]["engine"] == "openai"
-    return 1 if engine_kind(model) == "openai" or judged else 0
+def judge_api_requests():
+    return 1 if config["judge"]["engine"] == "openai" else 0
 
 
-# ---- settings handed to scripts ----------------------------------------------------------------
+# ---- settings handed to jobs (only what their outputs depend on) --------------------------------
 
 
 def subset_size(split):
     return config["subset"]["max_test" if split == "test" else "max_train"]
 
 
-def generation_settings():
-    return dict(config["generation"])
+def generation_settings(wildcards):
+    """The generation settings this pass reads, with the token budget of this dataset's task type only."""
+    task_types = [dataset_info(wildcards.dataset)["task_type"]]
+    return pass_settings(wildcards.pass_name, config["generation"], task_types)
 
 
 def judge_settings():
@@ -158,8 +159,18 @@ def judge_settings():
     return judge
 
 
-def probe_settings():
-    return dict(config["probe"])
+def probe_settings(wildcards):
+    """Probe hyperparameters, for probe methods only; cross-fitting folds only where a probe cross-fits."""
+    if wildcards.method not in PROBE_METHODS:
+        return {}
+    settings = dict(config["probe"])
+    if not (wildcards.method == "trained_probe" and probe_training(wildcards.dataset) == "crossfit"):
+        settings.pop("crossfit_folds", None)
+    if wildcards.method == "trained_probe":
+        settings.pop("ood_lr", None)
+    else:
+        settings.pop("lr", None)
+    return settings
 
 
 def probe_training(dataset):
@@ -169,56 +180,76 @@ def probe_training(dataset):
 # ---- input functions ---------------------------------------------------------------------------
 
 
+def pass_output(model, dataset, split, pass_name):
+    """The pass table the analysis reads (a graded pass: after grading)."""
+    return path("gen", model=model, dataset=dataset, split=split, pass_name=pass_name)
+
+
+def greedy_replies(model, dataset, split):
+    """The greedy replies, which the follow-up passes and hidden states read (a judge change leaves them)."""
+    return path("replies", model=model, dataset=dataset, split=split, pass_name="greedy")
+
+
 def generate_inputs(wildcards):
-    inputs = {"questions": data_path(wildcards.dataset, wildcards.split)}
+    inputs = {"questions": path("data", dataset=wildcards.dataset, split=wildcards.split)}
     inputs.update(model_inputs(wildcards.model))
     if wildcards.pass_name in ("verbal2s", "ptrue"):
-        inputs["greedy"] = gen_path(wildcards.model, wildcards.dataset, wildcards.split, "greedy")
+        inputs["greedy"] = greedy_replies(wildcards.model, wildcards.dataset, wildcards.split)
     return inputs
 
 
 def hidden_inputs(wildcards):
     inputs = {
-        "questions": data_path(wildcards.dataset, wildcards.split),
-        "greedy": gen_path(wildcards.model, wildcards.dataset, wildcards.split, "greedy"),
+        "questions": path("data", dataset=wildcards.dataset, split=wildcards.split),
+        "greedy": greedy_replies(wildcards.model, wildcards.dataset, wildcards.split),
     }
     inputs.update(model_inputs(wildcards.model, kind="hf"))
     return inputs
 
 
-def _train_inputs(slm, dataset):
-    return [hidden_path(slm, dataset, "train"), gen_path(slm, dataset, "train", "greedy")]
+def _train_datasets(method, dataset):
+    """Datasets whose train split a probe of ``method`` learns from when scoring ``dataset``."""
+    spec = method_spec(method)
+    if spec.needs_train == "in_domain":
+        return [dataset] if probe_training(dataset) == "in_domain" else []
+    if spec.needs_train == "other_datasets":
+        return [other for other in DATASETS if other != dataset]
+    return []
 
 
 def uq_inputs(wildcards):
     slm, dataset, method = wildcards.slm, wildcards.dataset, wildcards.method
-    inputs = {"questions": data_path(dataset, "test")}
-    for pass_name in METHOD_PASSES[method]:
-        inputs[pass_name] = gen_path(slm, dataset, "test", pass_name)
-    if method in PROBE_METHODS:
-        inputs["hidden"] = hidden_path(slm, dataset, "test")
-    if method == "trained_probe" and probe_training(dataset) == "in_domain":
-        inputs["train"] = _train_inputs(slm, dataset)
-    if method == "ood_probe":
-        inputs["ood_train"] = [path for other in DATASETS if other != dataset for path in _train_inputs(slm, other)]
+    spec = method_spec(method)
+    inputs = {"questions": path("data", dataset=dataset, split="test")}
+    for pass_name in spec.passes:
+        inputs[pass_name] = pass_output(slm, dataset, "test", pass_name)
+    if spec.needs_hidden:
+        inputs["hidden"] = path("hidden", model=slm, dataset=dataset, split="test")
+        train = _train_datasets(method, dataset)
+        inputs["train_hidden"] = [path("hidden", model=slm, dataset=other, split="train") for other in train]
+        inputs["train_greedy"] = [pass_output(slm, other, "train", "greedy") for other in train]
     return inputs
 
 
+def uq_file(slm, dataset, method):
+    return path("uq", slm=slm, dataset=dataset, method=method)
+
+
 def all_uq():
-    return [uq_path(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS]
+    return [uq_file(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS]
 
 
 def llm_greedy(llm, dataset):
-    return gen_path(llm, dataset, "test", "greedy")
+    return pass_output(llm, dataset, "test", "greedy")
 
 
-def routing_path(slm, llm, dataset, method):
-    return f"{RESULTS}/routing/{slm}/{llm}/{dataset}/{method}.parquet"
+def routing_file(slm, llm, dataset, method):
+    return path("routing", slm=slm, llm=llm, dataset=dataset, method=method)
 
 
 def all_routing():
     return [
-        routing_path(slm, llm, dataset, method)
+        routing_file(slm, llm, dataset, method)
         for slm in SLMS
         for llm in LLMS
         for dataset in DATASETS
@@ -226,17 +257,9 @@ def all_routing():
     ]
 
 
-def calibration_path(slm, method, dataset):
-    return f"{RESULTS}/calibration/{slm}/{method}/holdout-{dataset}.parquet"
-
-
-def generalization_path(slm, llm, method, dataset):
-    return f"{RESULTS}/generalization/{slm}/{llm}/{method}/{dataset}.parquet"
-
-
-def generalization_cells():
+def all_generalization():
     return [
-        (slm, llm, method, dataset)
+        path("generalization", slm=slm, llm=llm, method=method, dataset=dataset)
         for slm in SLMS
         for llm in LLMS
         for method in CALIBRATION_METHODS
@@ -244,44 +267,43 @@ def generalization_cells():
     ]
 
 
-def all_generalization():
-    return [generalization_path(*cell) for cell in generalization_cells()]
-
-
 def all_release():
-    return [f"{RESULTS}/release/{slm}/{method}.parquet" for slm in SLMS for method in CALIBRATION_METHODS]
+    return [path("release", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
 
 
 def other_uq(wildcards):
-    return [uq_path(wildcards.slm, other, wildcards.method) for other in DATASETS if other != wildcards.dataset]
+    return [uq_file(wildcards.slm, other, wildcards.method) for other in DATASETS if other != wildcards.dataset]
 
 
 FIGURE_FORMATS = ("pdf", "png")
 
 
-def figure_files(stem):
-    return [f"{stem}.{ext}" for ext in FIGURE_FORMATS]
+def figure_files(kind, **fields):
+    return [path(kind, ext=ext, **fields) for ext in FIGURE_FORMATS]
+
+
+def figure_output(kind, ext):
+    """A figure rule's output pattern for one format."""
+    return pattern(kind).replace("{ext}", ext)
 
 
 def all_figures():
-    figures = figure_files(f"{RESULTS}/figures/auroc_heatmaps")
-    figures += figure_files(f"{RESULTS}/figures/ratio_fidelity")
+    figures = figure_files("figure_auroc_heatmaps") + figure_files("figure_ratio_fidelity")
     for llm in LLMS:
         for dataset in DATASETS:
-            figures += figure_files(f"{RESULTS}/figures/routing_curves/{llm}/{dataset}")
-            figures += figure_files(f"{RESULTS}/figures/relative_accuracy/{llm}/{dataset}")
-            figures += figure_files(f"{RESULTS}/figures/generalization/{llm}/{dataset}")
+            for kind in ("figure_routing_curves", "figure_relative_accuracy", "figure_generalization"):
+                figures += figure_files(kind, llm=llm, dataset=dataset)
     for slm in SLMS:
-        figures += figure_files(f"{RESULTS}/figures/confidence_distributions/{slm}")
+        figures += figure_files("figure_confidence_distributions", slm=slm)
     return figures
 
 
 def all_tables():
     return [
-        f"{RESULTS}/metrics/alignment.parquet",
-        f"{RESULTS}/metrics/routing.parquet",
-        f"{RESULTS}/metrics/relative_accuracy.parquet",
-        f"{RESULTS}/metrics/findings.parquet",
+        path("alignment"),
+        path("routing_metrics"),
+        path("relative_accuracy"),
+        path("findings"),
         *all_generalization(),
         *all_release(),
     ]

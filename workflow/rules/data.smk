@@ -4,7 +4,7 @@ rule dataset:
     Any registry dataset can be built by naming its file, also one the config's grid leaves out.
     """
     output:
-        f"{RESULTS}/data/{{dataset}}/{{split}}.parquet",
+        pattern("data"),
     wildcard_constraints:
         dataset="|".join(DATASET_NAMES),
     params:

@@ -13,11 +13,11 @@ localrules:
 
 rule figure_auroc_heatmaps:
     input:
-        f"{RESULTS}/metrics/alignment.parquet",
+        alignment=path("alignment"),
     output:
-        pdf=f"{RESULTS}/figures/auroc_heatmaps.pdf",
+        pdf=figure_output("figure_auroc_heatmaps", "pdf"),
         png=report(
-            f"{RESULTS}/figures/auroc_heatmaps.png",
+            figure_output("figure_auroc_heatmaps", "png"),
             caption="../report/auroc_heatmaps.rst",
             category="2. Alignment",
         ),
@@ -37,13 +37,13 @@ rule figure_auroc_heatmaps:
 
 rule figure_routing_curves:
     input:
-        curves=lambda wc: [routing_path(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in METHODS],
+        curves=lambda wc: [routing_file(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in METHODS],
         # only this dataset's UQ files (not alignment.parquet), so one column never builds the whole grid
-        uq=lambda wc: [uq_path(slm, wc.dataset, method) for slm in SLMS for method in METHODS],
+        uq=lambda wc: [uq_file(slm, wc.dataset, method) for slm in SLMS for method in METHODS],
     output:
-        pdf=f"{RESULTS}/figures/routing_curves/{{llm}}/{{dataset}}.pdf",
+        pdf=figure_output("figure_routing_curves", "pdf"),
         png=report(
-            f"{RESULTS}/figures/routing_curves/{{llm}}/{{dataset}}.png",
+            figure_output("figure_routing_curves", "png"),
             caption="../report/routing_curves.rst",
             category="3. Routing",
             subcategory="{llm}",
@@ -51,7 +51,6 @@ rule figure_routing_curves:
         ),
     params:
         family="routing_curves",
-        cells=lambda wc: [(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in METHODS],
     log:
         f"{LOGS}/figures/routing_curves/{{llm}}/{{dataset}}.log",
     threads: 1
@@ -66,12 +65,12 @@ rule figure_routing_curves:
 
 rule figure_relative_accuracy:
     input:
-        relative=f"{RESULTS}/metrics/relative_accuracy.parquet",
-        alignment=f"{RESULTS}/metrics/alignment.parquet",
+        relative=path("relative_accuracy"),
+        alignment=path("alignment"),
     output:
-        pdf=f"{RESULTS}/figures/relative_accuracy/{{llm}}/{{dataset}}.pdf",
+        pdf=figure_output("figure_relative_accuracy", "pdf"),
         png=report(
-            f"{RESULTS}/figures/relative_accuracy/{{llm}}/{{dataset}}.png",
+            figure_output("figure_relative_accuracy", "png"),
             caption="../report/relative_accuracy.rst",
             category="4. Relative accuracy",
             subcategory="{llm}",
@@ -79,8 +78,6 @@ rule figure_relative_accuracy:
         ),
     params:
         family="relative_accuracy",
-        llm=lambda wc: wc.llm,
-        dataset=lambda wc: wc.dataset,
     log:
         f"{LOGS}/figures/relative_accuracy/{{llm}}/{{dataset}}.log",
     threads: 1
@@ -95,18 +92,17 @@ rule figure_relative_accuracy:
 
 rule figure_confidence_distributions:
     input:
-        lambda wc: [uq_path(wc.slm, dataset, method) for dataset in DATASETS for method in METHODS],
+        uq=lambda wc: [uq_file(wc.slm, dataset, method) for dataset in DATASETS for method in METHODS],
     output:
-        pdf=f"{RESULTS}/figures/confidence_distributions/{{slm}}.pdf",
+        pdf=figure_output("figure_confidence_distributions", "pdf"),
         png=report(
-            f"{RESULTS}/figures/confidence_distributions/{{slm}}.png",
+            figure_output("figure_confidence_distributions", "png"),
             caption="../report/confidence_distributions.rst",
             category="5. Confidence distributions",
             labels={"SLM": "{slm}", "figure": "confidence distributions"},
         ),
     params:
         family="confidence_distributions",
-        cells=lambda wc: [(wc.slm, dataset, method) for dataset in DATASETS for method in METHODS],
     log:
         f"{LOGS}/figures/confidence_distributions/{{slm}}.log",
     threads: 1
@@ -122,15 +118,17 @@ rule figure_confidence_distributions:
 rule figure_generalization:
     input:
         generalization=lambda wc: [
-            generalization_path(slm, wc.llm, method, wc.dataset) for slm in SLMS for method in CALIBRATION_METHODS
+            path("generalization", slm=slm, llm=wc.llm, method=method, dataset=wc.dataset)
+            for slm in SLMS
+            for method in CALIBRATION_METHODS
         ],
         routing=lambda wc: [
-            routing_path(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in CALIBRATION_METHODS
+            routing_file(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in CALIBRATION_METHODS
         ],
     output:
-        pdf=f"{RESULTS}/figures/generalization/{{llm}}/{{dataset}}.pdf",
+        pdf=figure_output("figure_generalization", "pdf"),
         png=report(
-            f"{RESULTS}/figures/generalization/{{llm}}/{{dataset}}.png",
+            figure_output("figure_generalization", "png"),
             caption="../report/generalization.rst",
             category="6. Generalization",
             subcategory="{llm}",
@@ -138,7 +136,6 @@ rule figure_generalization:
         ),
     params:
         family="generalization",
-        cells=lambda wc: [(slm, wc.llm, wc.dataset, method) for slm in SLMS for method in CALIBRATION_METHODS],
     log:
         f"{LOGS}/figures/generalization/{{llm}}/{{dataset}}.log",
     threads: 1
@@ -153,17 +150,16 @@ rule figure_generalization:
 
 rule figure_ratio_fidelity:
     input:
-        all_generalization(),
+        generalization=all_generalization(),
     output:
-        pdf=f"{RESULTS}/figures/ratio_fidelity.pdf",
+        pdf=figure_output("figure_ratio_fidelity", "pdf"),
         png=report(
-            f"{RESULTS}/figures/ratio_fidelity.png",
+            figure_output("figure_ratio_fidelity", "png"),
             caption="../report/ratio_fidelity.rst",
             category="6. Generalization",
         ),
     params:
         family="ratio_fidelity",
-        cells=[(slm, llm, dataset, method) for slm, llm, method, dataset in generalization_cells()],
     log:
         f"{LOGS}/figures/ratio_fidelity.log",
     threads: 1

@@ -1,7 +1,7 @@
 rule prepare_model:
     """Convert a GGUF model once to an fp32 folder: loading it then takes seconds, not a minute."""
     output:
-        directory(f"{RESULTS}/models/{{model}}"),
+        directory(pattern("model_dir")),
     log:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
@@ -17,20 +17,21 @@ rule prepare_model:
 
 
 rule generate:
-    """One model pass (greedy, sample, verbal1s, verbal2s or ptrue) over one dataset split."""
+    """One ungraded model pass (sample, verbal2s or ptrue) over one dataset split."""
     input:
         unpack(generate_inputs),
     output:
-        f"{RESULTS}/gen/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.parquet",
+        pattern("gen"),
+    wildcard_constraints:
+        pass_name="|".join(UNGRADED_PASSES),
     params:
         model=lambda wc: wc.model,
         engine=lambda wc: engine_options(wc.model),
-        settings=generation_settings(),
-        judge=judge_settings(),
+        settings=generation_settings,
         max_questions=lambda wc: subset_size(wc.split),
         subset_seed=config["subset"]["seed"],
         checkpoint_dir=lambda wc: checkpoint_dir(wc, "gen"),
-        api_cache=f"{RESULTS}/cache/api",
+        api_cache=path("api_cache"),
     log:
         f"{LOGS}/generate/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.log",
     benchmark:
@@ -40,11 +41,46 @@ rule generate:
         mem_mb=lambda wc: model_mem_mb(wc.model),
         runtime=lambda wc: model_runtime(wc.model, wc.pass_name),
         gpu=lambda wc: gpus(wc.model),
-        openai_requests=lambda wc: api_requests(wc.model, wc.pass_name),
+        openai_requests=lambda wc: api_requests(wc.model),
     conda:
         "../../envs/generate.yaml"
     script:
         "../scripts/generate.py"
+
+
+# The replies of a graded model pass (greedy or verbal1s); rule grade adds prediction and correct.
+use rule generate as generate_replies with:
+    output:
+        pattern("replies"),
+    wildcard_constraints:
+        pass_name="|".join(GRADED_PASSES),
+
+
+rule grade:
+    """Prediction and correctness of each reply of a graded pass, by the configured judge (no model pass)."""
+    input:
+        replies=pattern("replies"),
+        questions=lambda wc: path("data", dataset=wc.dataset, split=wc.split),
+    output:
+        pattern("gen"),
+    wildcard_constraints:
+        pass_name="|".join(GRADED_PASSES),
+    params:
+        judge=judge_settings(),
+        api_cache=path("api_cache"),
+    log:
+        f"{LOGS}/grade/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.log",
+    benchmark:
+        f"{BENCHMARKS}/grade/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+        openai_requests=judge_api_requests(),
+    conda:
+        "../../envs/generate.yaml"
+    script:
+        "../scripts/grade.py"
 
 
 rule hidden_states:
@@ -52,12 +88,12 @@ rule hidden_states:
     input:
         unpack(hidden_inputs),
     output:
-        f"{RESULTS}/hidden/{{model}}/{{dataset}}/{{split}}.parquet",
+        pattern("hidden"),
     params:
         model=lambda wc: wc.model,
         engine=lambda wc: engine_options(wc.model, kind="hf"),
         layer=config["hidden"]["layer"],
-        batch_size=config["hidden"]["batch_size"],
+        part_size=config["hidden"]["part_size"],
         max_questions=lambda wc: subset_size(wc.split),
         subset_seed=config["subset"]["seed"],
         checkpoint_dir=lambda wc: checkpoint_dir(wc, "hidden"),

@@ -3,11 +3,11 @@ rule uq:
     input:
         unpack(uq_inputs),
     output:
-        f"{RESULTS}/uq/{{slm}}/{{dataset}}/{{method}}.parquet",
+        pattern("uq"),
     params:
         method=lambda wc: wc.method,
         dataset=lambda wc: wc.dataset,
-        probe=probe_settings(),
+        probe=probe_settings,
         max_questions=subset_size("test"),
         subset_seed=config["subset"]["seed"],
     log:

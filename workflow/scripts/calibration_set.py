@@ -1,7 +1,7 @@
-from uqroute import jobs
+from uqroute.jobs.analysis import calibration_set
 from uqroute.logs import log_to
 
 with log_to(snakemake.log[0]):
     params = snakemake.params
-    jobs.calibration_set(inputs=list(snakemake.input), sources=params.sources, n_bins=params.n_bins,
-                         fraction=params.fraction, seeds=params.seeds, output=snakemake.output[0])
+    calibration_set(uq=list(snakemake.input.uq), n_bins=params.n_bins, fraction=params.fraction, seeds=params.seeds,
+                    output=snakemake.output[0])

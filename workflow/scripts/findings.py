@@ -1,16 +1,8 @@
-from uqroute import jobs
+from uqroute.jobs.analysis import findings
 from uqroute.logs import log_to
 
 with log_to(snakemake.log[0]):
-    params = snakemake.params
-    jobs.findings(
-        alignment=snakemake.input.alignment,
-        routing=snakemake.input.routing,
-        relative=snakemake.input.relative,
-        generalization=list(snakemake.input.generalization),
-        generalization_cells=params.generalization_cells,
-        uq=list(snakemake.input.uq),
-        uq_cells=params.uq_cells,
-        output=snakemake.output.table,
-        html=snakemake.output.html,
-    )
+    inputs = snakemake.input
+    findings(alignment=inputs.alignment, routing=inputs.routing, relative=inputs.relative,
+             generalization=list(inputs.generalization), uq=list(inputs.uq), output=snakemake.output.table,
+             html=snakemake.output.html)

@@ -1,6 +1,6 @@
-from uqroute import jobs
+from uqroute.jobs.analysis import generalization
 from uqroute.logs import log_to
 
 with log_to(snakemake.log[0]):
-    jobs.generalization(calibration=snakemake.input.calibration, uq=snakemake.input.uq, llm=snakemake.input.llm,
-                        step=snakemake.params.step, output=snakemake.output[0])
+    generalization(calibration=snakemake.input.calibration, uq=snakemake.input.uq, llm=snakemake.input.llm,
+                   step=snakemake.params.step, output=snakemake.output[0])

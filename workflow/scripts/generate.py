@@ -1,9 +1,9 @@
-from uqroute import jobs
+from uqroute.jobs.generate import generate
 from uqroute.logs import log_to
 
 with log_to(snakemake.log[0]):
     params = snakemake.params
-    jobs.generate(
+    generate(
         model=params.model,
         pass_name=snakemake.wildcards.pass_name,
         questions=snakemake.input.questions,
@@ -13,7 +13,6 @@ with log_to(snakemake.log[0]):
         engine_options=params.engine,
         threads=snakemake.threads,
         settings=params.settings,
-        judge=params.judge,
         max_questions=params.max_questions,
         subset_seed=params.subset_seed,
         checkpoint_dir=params.checkpoint_dir,

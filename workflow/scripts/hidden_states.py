@@ -1,9 +1,9 @@
-from uqroute import jobs
+from uqroute.jobs.generate import hidden_states
 from uqroute.logs import log_to
 
 with log_to(snakemake.log[0]):
     params = snakemake.params
-    jobs.hidden_states(
+    hidden_states(
         model=params.model,
         questions=snakemake.input.questions,
         greedy=snakemake.input.greedy,
@@ -12,7 +12,7 @@ with log_to(snakemake.log[0]):
         engine_options=params.engine,
         threads=snakemake.threads,
         layer=params.layer,
-        batch_size=params.batch_size,
+        part_size=params.part_size,
         max_questions=params.max_questions,
         subset_seed=params.subset_seed,
         checkpoint_dir=params.checkpoint_dir,

@@ -1,5 +1,5 @@
-from uqroute import jobs
+from uqroute.jobs.data import prepare_model
 from uqroute.logs import log_to
 
 with log_to(snakemake.log[0]):
-    jobs.prepare_model(snakemake.wildcards.model, snakemake.output[0])
+    prepare_model(snakemake.wildcards.model, snakemake.output[0])

@@ -1,5 +1,5 @@
-from uqroute import jobs
+from uqroute.jobs.analysis import routing_metrics
 from uqroute.logs import log_to
 
 with log_to(snakemake.log[0]):
-    jobs.routing_metrics(inputs=list(snakemake.input), cells=snakemake.params.cells, output=snakemake.output[0])
+    routing_metrics(curves=list(snakemake.input.curves), output=snakemake.output[0])

@@ -1,4 +1,4 @@
-"""The model registry (``resources/models.yaml``) and turning an entry into an engine.
+"""The model registry (``resources/models.yaml``) and the one-time conversion of GGUF models.
 
 GGUF models are dequantized once into an fp32 Hugging Face folder
 (:func:`materialize`); every job then loads that folder, which is much faster
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from . import RESOURCES_DIR
-from .engines.base import Engine
 from .io import load_yaml, write_text
 
 SOURCES = ("gguf_wheel", "gguf_assemble", "hub", "api")
@@ -287,55 +286,3 @@ def materialize(spec: ModelSpec, out_dir: str | os.PathLike) -> Path | None:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-# --------------------------------------------------------------------------- engines
-
-
-def make_engine(
-    spec: ModelSpec,
-    *,
-    kind: str | None = None,
-    model_dir: str | os.PathLike | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    **opts: Any,
-) -> Engine:
-    """An engine serving ``spec``.
-
-    ``kind`` defaults to the registry's engine. ``model_dir`` is the
-    materialized copy of a GGUF model (required for those); hub models load
-    ``spec.hub_id`` unless ``model_dir`` points elsewhere. ``cache_dir`` is the
-    API engine's response cache. ``opts`` are the config's per-model engine
-    overrides (``device``, ``dtype``, ``batch_size``, ``threads``,
-    ``tensor_parallel_size``, ...); each engine rejects what it does not know.
-    """
-    kind = kind or spec.engine
-    if kind not in ENGINE_KINDS:
-        raise ValueError(f"model {spec.name}: unknown engine kind {kind!r}; expected one of {ENGINE_KINDS}")
-    if kind == "openai":
-        from .engines.openai_engine import OpenAIEngine
-
-        return OpenAIEngine(
-            spec.name,
-            model=opts.pop("model", None) or spec.api_model or spec.hub_id or spec.name,
-            base_url=opts.pop("base_url", spec.base_url),
-            api_key_env=opts.pop("api_key_env", None) or spec.api_key_env or "OPENAI_API_KEY",
-            cache_dir=cache_dir,
-            **opts,
-        )
-    if spec.source == "api":
-        raise ValueError(f"model {spec.name} is served by an API only; engine kind {kind!r} needs weights")
-    if model_dir is not None:
-        weights = str(model_dir)
-    elif spec.is_gguf:
-        raise ValueError(f"model {spec.name}: a GGUF model needs model_dir (its materialized copy; see materialize)")
-    else:
-        weights = spec.hub_id
-    if kind == "hf":
-        from .engines.hf import HFEngine
-
-        return HFEngine(spec, weights, **opts)
-    from .engines.vllm_engine import VLLMEngine
-
-    opts.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
-    return VLLMEngine(spec, weights, **opts)

@@ -35,7 +35,10 @@ from .checkpoint import open_checkpoint
 from .engines.base import Conversation, Engine
 
 PASS_NAMES = ("greedy", "sample", "verbal1s", "verbal2s", "ptrue")
-COLUMNS: dict[str, list[str]] = {
+# Passes whose answers are graded. The model pass writes their replies; grading (rule or LLM judge) is a
+# step of its own, so a change of judge never reruns a model.
+GRADED_PASSES = ("greedy", "verbal1s")
+PASS_COLUMNS: dict[str, list[str]] = {
     "greedy": ["id", "prompt", "response", "tokens", "token_logprobs", "prediction", "correct"],
     "sample": ["id", "sample_idx", "response", "prediction"],
     "verbal1s": ["id", "response", "prediction", "correct", "verbal_confidence"],
@@ -43,23 +46,54 @@ COLUMNS: dict[str, list[str]] = {
     "ptrue": ["id", "p_true"],
     "hidden": ["id", "layer", "vector"],
 }
-SETTINGS_KEYS = (
-    "max_new_tokens", "verbal_max_new_tokens", "batch_size", "seed", "top_p", "n_samples", "sample_temperature",
-)
+GRADE_COLUMNS = ("prediction", "correct")
+# A graded pass's replies table: its columns without the grade.
+REPLY_COLUMNS: dict[str, list[str]] = {
+    name: [c for c in PASS_COLUMNS[name] if c not in GRADE_COLUMNS] for name in GRADED_PASSES
+}
+# The generation settings each pass reads, and nothing else: a job's params hold exactly these, so changing
+# one setting reruns only the passes whose output depends on it. ``part_size``: questions per engine call
+# and per checkpoint part (with bf16 batching the grouping can change a reply, so every pass depends on it).
+PASS_SETTINGS: dict[str, tuple[str, ...]] = {
+    "greedy": ("max_new_tokens", "part_size"),
+    "sample": ("max_new_tokens", "part_size", "seed", "top_p", "n_samples", "sample_temperature"),
+    "verbal1s": ("max_new_tokens", "verbal_max_new_tokens", "part_size"),
+    "verbal2s": ("verbal_max_new_tokens", "part_size"),
+    "ptrue": ("part_size",),
+}
 _NEEDS_GREEDY = ("verbal2s", "ptrue")
+
+
+def pass_settings(pass_name: str, generation: Mapping[str, Any], task_types: Sequence[str]) -> dict[str, Any]:
+    """The settings ``pass_name`` reads from the config's ``generation`` section, for questions of
+    ``task_types`` (a dataset has one): ``max_new_tokens`` keeps only their budgets."""
+    if pass_name not in PASS_SETTINGS:
+        raise ValueError(f"unknown pass {pass_name!r}; passes: {', '.join(PASS_NAMES)}")
+    settings = {}
+    for key in PASS_SETTINGS[pass_name]:
+        if key not in generation:
+            raise KeyError(f"config key generation.{key} is missing (pass {pass_name} reads it)")
+        settings[key] = generation[key]
+    if "max_new_tokens" in settings:
+        budgets = settings["max_new_tokens"]
+        lacking = sorted(set(task_types) - set(budgets))
+        if lacking:
+            raise KeyError(f"config key generation.max_new_tokens has no budget for task type(s) {lacking}")
+        settings["max_new_tokens"] = {task: budgets[task] for task in sorted(set(task_types))}
+    return settings
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_settings(settings: Mapping[str, Any], task_types: Sequence[str]) -> None:
-    missing = [k for k in SETTINGS_KEYS if k not in settings]
+def _check_settings(pass_name: str, settings: Mapping[str, Any], task_types: Sequence[str]) -> None:
+    missing = [k for k in PASS_SETTINGS[pass_name] if k not in settings]
     if missing:
-        raise KeyError(f"pass settings: missing key(s) {missing}; expected {list(SETTINGS_KEYS)}")
-    budgets = settings["max_new_tokens"]
-    lacking = sorted({t for t in task_types if t not in budgets})
+        raise KeyError(f"pass {pass_name} settings: missing key(s) {missing}; expected {list(PASS_SETTINGS[pass_name])}")
+    budgets = settings.get("max_new_tokens")
+    lacking = sorted({t for t in task_types if t not in budgets}) if budgets is not None else []
     if lacking:
-        raise KeyError(f"pass settings: max_new_tokens has no entry for task type(s) {lacking}")
+        raise KeyError(f"pass {pass_name} settings: max_new_tokens has no entry for task type(s) {lacking}")
 
 
 def _check_questions(questions: pd.DataFrame) -> pd.DataFrame:
@@ -95,16 +129,16 @@ def _prompt_text(engine: Engine, conversation: Conversation) -> str:
 
 
 def _batches(
-    task_types: Sequence[str], conversations: Sequence[Conversation], batch_size: int
+    task_types: Sequence[str], conversations: Sequence[Conversation], part_size: int
 ) -> list[tuple[str, list[int]]]:
-    """``(task_type, positions)`` batches: per task type, longest prompts first, ``batch_size`` each."""
-    if batch_size < 1:
-        raise ValueError(f"pass settings: batch_size must be >= 1, got {batch_size}")
+    """``(task_type, positions)`` parts: per task type, longest prompts first, ``part_size`` each."""
+    if part_size < 1:
+        raise ValueError(f"pass settings: part_size must be >= 1, got {part_size}")
     sizes = [sum(len(m["content"]) for m in c) for c in conversations]
     batches = []
     for task_type in sorted(set(task_types)):
         members = sorted((i for i, t in enumerate(task_types) if t == task_type), key=lambda i: (-sizes[i], i))
-        batches += [(task_type, members[k : k + batch_size]) for k in range(0, len(members), batch_size)]
+        batches += [(task_type, members[k : k + part_size]) for k in range(0, len(members), part_size)]
     return batches
 
 
@@ -124,13 +158,13 @@ def _run_batches(
     ids: Sequence[str],
     task_types: Sequence[str],
     conversations: Sequence[Conversation],
-    batch_size: int,
+    part_size: int,
     params_for: Callable[[str], Mapping[str, Any]],
     compute: Callable[[str, list[int]], pd.DataFrame],
     checkpoint_dir,
 ) -> pd.DataFrame:
     checkpoint = open_checkpoint(checkpoint_dir)
-    batches = _batches(task_types, conversations, batch_size)
+    batches = _batches(task_types, conversations, part_size)
     parts = []
     seen: dict[str, int] = {}
     for task_type, positions in tqdm(batches, desc=f"{engine.model_name} {pass_name}", unit="batch"):
@@ -139,7 +173,7 @@ def _run_batches(
         key = _batch_key(pass_name, task_type, index, engine, batch, params_for(task_type))
         parts.append(checkpoint.run(key, [ids[i] for i in positions], lambda: compute(task_type, positions)))
     if not parts:
-        return pd.DataFrame(columns=COLUMNS[pass_name] if pass_name in COLUMNS else None)
+        return pd.DataFrame(columns=PASS_COLUMNS[pass_name])
     table = pd.concat(parts, ignore_index=True)
     order = {id_: k for k, id_ in enumerate(ids)}
     sort_keys = [table["id"].map(order)] + ([table["sample_idx"]] if "sample_idx" in table.columns else [])
@@ -147,7 +181,7 @@ def _run_batches(
     return table.iloc[rank].reset_index(drop=True)
 
 
-def _as_list(values, cast) -> list:
+def _cast_list(values, cast) -> list:
     return [] if values is None else [cast(v) for v in values]
 
 
@@ -169,23 +203,28 @@ def run_pass(
     prompts,
     settings: Mapping[str, Any],
     *,
+    grade: bool = True,
     judge=None,
     greedy: pd.DataFrame | None = None,
     checkpoint_dir=None,
 ) -> pd.DataFrame:
     """Run one generation pass over ``questions`` (data-contract rows).
 
-    ``prompts`` is a :class:`uqroute.prompts.PromptSet`. ``settings``:
+    ``prompts`` is a :class:`uqroute.prompts.PromptSet`. ``settings``: the keys
+    :data:`PASS_SETTINGS` lists for the pass (see :func:`pass_settings`):
     ``max_new_tokens`` (per task type), ``verbal_max_new_tokens`` (token budget
-    of both verbalization passes), ``batch_size`` (questions per batch and per
-    checkpoint part), ``seed``, ``top_p``, ``n_samples``, ``sample_temperature``.
-    ``judge`` grades greedy/verbal1s predictions (default ``RuleJudge``);
-    ``greedy`` is the greedy table, needed by verbal2s and ptrue.
+    of both verbalization passes), ``part_size`` (questions per engine call and
+    per checkpoint part), ``seed``, ``top_p``, ``n_samples``, ``sample_temperature``.
+    ``greedy`` is the greedy table (its ``response`` column), needed by verbal2s and ptrue.
+
+    A graded pass (greedy, verbal1s) is graded by ``judge`` (default ``RuleJudge``)
+    with :func:`grade_pass`; ``grade=False`` returns its replies table
+    (:data:`REPLY_COLUMNS`) instead, as the workflow's model jobs do.
 
     Greedy decoding is temperature 0. The caller writes the returned table,
     then calls ``BatchCheckpoint(checkpoint_dir).finish()``.
     """
-    from .grading import RuleJudge, extract_item_prediction, parse_verbal_confidence
+    from .grading import extract_item_prediction, parse_verbal_confidence
 
     if pass_name not in PASS_NAMES:
         raise ValueError(f"unknown pass {pass_name!r}; passes: {', '.join(PASS_NAMES)} (hidden: run_hidden)")
@@ -193,10 +232,10 @@ def run_pass(
     records = questions.to_dict("records")
     ids = [str(r["id"]) for r in records]
     task_types = [str(r["task_type"]) for r in records]
-    _check_settings(settings, task_types)
-    budgets = settings["max_new_tokens"]
-    verbal_budget = int(settings["verbal_max_new_tokens"])
-    seed = int(settings["seed"])
+    _check_settings(pass_name, settings, task_types)
+    budgets = settings.get("max_new_tokens", {})
+    verbal_budget = int(settings.get("verbal_max_new_tokens", 0))
+    seed = int(settings.get("seed", 0))
 
     if pass_name in _NEEDS_GREEDY:
         responses = _greedy_responses(greedy, ids, pass_name)
@@ -248,7 +287,7 @@ def run_pass(
                                token_logprobs=[float(x) for x in c.token_logprobs])
                 if pass_name == "sample":
                     row["sample_idx"] = sample_idx
-                if pass_name in ("greedy", "sample", "verbal1s"):
+                if pass_name == "sample":
                     row["prediction"] = extract_item_prediction(c.text, records[i])
                 if pass_name in ("verbal1s", "verbal2s"):
                     # A one-step reply also holds the answer, which may be a bare number.
@@ -258,25 +297,61 @@ def run_pass(
         return pd.DataFrame(rows)
 
     table = _run_batches(
-        pass_name, engine, ids, task_types, conversations, int(settings["batch_size"]), params_for, compute,
+        pass_name, engine, ids, task_types, conversations, int(settings["part_size"]), params_for, compute,
         checkpoint_dir,
     )
     if pass_name == "greedy":
         # Parts reloaded from disk hold numpy arrays; keep one cell type per column.
-        table["tokens"] = [_as_list(v, str) for v in table["tokens"]]
-        table["token_logprobs"] = [_as_list(v, float) for v in table["token_logprobs"]]
+        table["tokens"] = [_cast_list(v, str) for v in table["tokens"]]
+        table["token_logprobs"] = [_cast_list(v, float) for v in table["token_logprobs"]]
     if "verbal_confidence" in table.columns:
         table["verbal_confidence"] = table["verbal_confidence"].astype("float64")
-    if pass_name in ("greedy", "verbal1s") and len(table):
-        judge = judge if judge is not None else RuleJudge()
-        predictions = [None if _missing(p) else p for p in table["prediction"]]
-        table["correct"] = np.asarray(judge.judge(questions, predictions, list(table["response"])), dtype=bool)
     if pass_name == "sample" and len(table):
         table["sample_idx"] = table["sample_idx"].astype("int64")
-    for column in COLUMNS[pass_name]:
+    if pass_name in GRADED_PASSES:
+        table = _with_columns(table, REPLY_COLUMNS[pass_name])
+        return grade_pass(pass_name, table, questions, judge) if grade else table
+    return _with_columns(table, PASS_COLUMNS[pass_name])
+
+
+def _with_columns(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``table`` restricted to ``columns`` in that order; an absent column (empty pass) is added empty."""
+    for column in columns:
         if column not in table.columns:
             table[column] = pd.Series(dtype=object)
-    return table[COLUMNS[pass_name]]
+    return table[list(columns)]
+
+
+def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, judge=None) -> pd.DataFrame:
+    """A graded pass's table from its replies: the extracted ``prediction`` and whether it is ``correct``.
+
+    ``replies``: the pass's :data:`REPLY_COLUMNS` (any row order; ids must cover ``questions``);
+    ``questions``: the data-contract rows they answer; ``judge``: anything with
+    ``judge(items, predictions, responses) -> bool array`` (default: the rule judge). Returns the
+    :data:`PASS_COLUMNS` table in the order of ``replies``.
+    """
+    from .grading import RuleJudge, extract_item_prediction
+
+    if pass_name not in GRADED_PASSES:
+        raise ValueError(f"pass {pass_name!r} is not graded; graded passes: {', '.join(GRADED_PASSES)}")
+    missing = [c for c in REPLY_COLUMNS[pass_name] if c not in replies.columns]
+    if missing:
+        raise ValueError(f"{pass_name} replies table: missing column(s) {missing}; has {list(replies.columns)}")
+    questions = _check_questions(questions)
+    by_id = questions.set_index(questions["id"].astype(str))
+    ids = replies["id"].astype(str)
+    absent = sorted(set(ids) - set(by_id.index))
+    if absent:
+        raise KeyError(f"{pass_name} replies: id(s) {absent[:5]} are not among the questions")
+    items = by_id.loc[ids].reset_index(drop=True)
+    table = replies.reset_index(drop=True).copy()
+    responses = ["" if _missing(r) else str(r) for r in table["response"]]
+    predictions = [extract_item_prediction(r, item) for r, item in zip(responses, items.to_dict("records"))]
+    table["prediction"] = pd.Series(predictions, dtype=object)
+    judge = judge if judge is not None else RuleJudge()
+    table["correct"] = np.asarray(judge.judge(items, predictions, responses), dtype=bool) if len(table) else \
+        np.zeros(0, dtype=bool)
+    return table[PASS_COLUMNS[pass_name]]
 
 
 def run_hidden(
@@ -285,7 +360,7 @@ def run_hidden(
     greedy: pd.DataFrame,
     prompts,
     layer: int,
-    batch_size: int,
+    part_size: int,
     checkpoint_dir=None,
 ) -> pd.DataFrame:
     """Hidden state at the last token of (answer prompt + greedy reply), one row per question.
@@ -307,10 +382,10 @@ def run_hidden(
         return pd.DataFrame({"id": [ids[i] for i in positions], "layer": int(layer), "vector": list(vectors)})
 
     table = _run_batches(
-        "hidden", engine, ids, task_types, conversations, int(batch_size), lambda _t: {"layer": int(layer)}, compute,
+        "hidden", engine, ids, task_types, conversations, int(part_size), lambda _t: {"layer": int(layer)}, compute,
         checkpoint_dir,
     )
     if len(table):
         table["vector"] = [np.asarray(v, dtype=np.float32) for v in table["vector"]]
         table["layer"] = table["layer"].astype("int64")
-    return table[COLUMNS["hidden"]] if len(table) else pd.DataFrame(columns=COLUMNS["hidden"])
+    return table[PASS_COLUMNS["hidden"]] if len(table) else pd.DataFrame(columns=PASS_COLUMNS["hidden"])

@@ -208,3 +208,9 @@ def alignment_table(cells: Iterable[tuple[str, str, str, pd.DataFrame]], *, ece_
         for slm, dataset, method, uq in cells
     ]
     return pd.DataFrame(rows, columns=list(ALIGNMENT_COLUMNS))
+
+
+def cells_without_confidence(alignment: pd.DataFrame) -> set[tuple[str, str, str]]:
+    """(slm, dataset, method) cells of an alignment table where no answer got a valid confidence."""
+    empty = alignment.loc[alignment["n_valid"] == 0, ["slm", "dataset", "method"]]
+    return set(empty.itertuples(index=False, name=None))

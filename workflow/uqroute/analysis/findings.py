@@ -12,6 +12,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from uqroute.analysis.alignment import cells_without_confidence
+
 FINDING_COLUMNS = ("finding", "slm", "llm", "method", "value", "description")
 DISTANCE_COLUMNS = ("slm", "comparison", "fixed", "mean_distance", "n_pairs")
 ALL = "all"
@@ -90,12 +92,10 @@ def _rows(frame: pd.DataFrame, finding: str, description: str, *, slm=ALL, llm=N
     return out[list(FINDING_COLUMNS)]
 
 
-def _cells_without_confidence(alignment: pd.DataFrame | None) -> pd.MultiIndex:
-    """(slm, dataset, method) cells where the method gave no valid confidence on any question."""
-    if alignment is None or "n_valid" not in alignment.columns:
-        return pd.MultiIndex.from_tuples([], names=["slm", "dataset", "method"])
-    empty = alignment[alignment["n_valid"] == 0]
-    return pd.MultiIndex.from_frame(empty[["slm", "dataset", "method"]])
+def _no_confidence_index(alignment: pd.DataFrame | None) -> pd.MultiIndex:
+    """:func:`cells_without_confidence` as an index (empty without an alignment table)."""
+    cells = sorted(cells_without_confidence(alignment)) if alignment is not None and "n_valid" in alignment else []
+    return pd.MultiIndex.from_tuples(cells, names=["slm", "dataset", "method"])
 
 
 def _without(frame: pd.DataFrame, cells: pd.MultiIndex) -> pd.DataFrame:
@@ -133,7 +133,7 @@ def findings_table(alignment: pd.DataFrame | None, routing_metrics: pd.DataFrame
     left out of every finding: their routing order is arbitrary, not the method's.
     """
     parts = []
-    no_confidence = _cells_without_confidence(alignment)
+    no_confidence = _no_confidence_index(alignment)
     if alignment is not None and len(alignment):
         cells = alignment.dropna(subset=["auroc"]).copy()
         cells["rank"] = cells.groupby(["slm", "dataset"])["auroc"].rank(ascending=False, method="average")

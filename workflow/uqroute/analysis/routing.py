@@ -32,7 +32,7 @@ def round_half_up(x) -> np.ndarray:
     return np.floor(np.asarray(x, dtype=float) + 0.5 + _ROUND_SLACK).astype(np.int64)
 
 
-def _routing_inputs(confidence, slm_correct, llm_correct, valid):
+def _checked_routing_arrays(confidence, slm_correct, llm_correct, valid):
     conf = as_float_array(confidence)
     slm = as_bool_array(slm_correct, what="slm_correct")
     llm = as_bool_array(llm_correct, what="llm_correct")
@@ -70,7 +70,7 @@ def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTI
     first where the SLM is wrong and the LLM right, then where the two agree, last where the SLM
     is right and the LLM wrong.
     """
-    conf, slm, llm, valid = _routing_inputs(confidence, slm_correct, llm_correct, valid)
+    conf, slm, llm, valid = _checked_routing_arrays(confidence, slm_correct, llm_correct, valid)
     ratios = check_ratios(ratios)
     n = len(conf)
     order = routing_order(conf, valid)
@@ -119,6 +119,14 @@ def routing_summary(curve: pd.DataFrame, slm_accuracy: float, llm_accuracy: floa
     return summary
 
 
+def routing_metrics_row(curve: pd.DataFrame, *, slm: str, llm: str, dataset: str, method: str) -> dict:
+    """One row of ``metrics/routing.parquet``: the cell, the accuracies at both ends of its curve (ratio 0:
+    the SLM alone, ratio 1: the LLM alone) and :func:`routing_summary`."""
+    slm_accuracy, llm_accuracy = float(curve["accuracy"].iloc[0]), float(curve["accuracy"].iloc[-1])
+    return {"slm": slm, "llm": llm, "dataset": dataset, "method": method, "slm_accuracy": slm_accuracy,
+            "llm_accuracy": llm_accuracy, **routing_summary(curve, slm_accuracy, llm_accuracy)}
+
+
 def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded=range(0, 91, 10)) -> pd.DataFrame:
     """SLM vs LLM accuracy on the most confident queries (paper Fig. 3).
 
@@ -127,7 +135,7 @@ def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded
     ``slm_accuracy`` and ``llm_accuracy`` on the kept rows, ``relative_accuracy`` = their ratio
     (NaN when the LLM gets none of the kept rows right or nothing is kept).
     """
-    conf, slm, llm, valid = _routing_inputs(confidence, slm_correct, llm_correct, valid)
+    conf, slm, llm, valid = _checked_routing_arrays(confidence, slm_correct, llm_correct, valid)
     pct = np.asarray(list(excluded), dtype=float)
     if np.any((pct < 0) | (pct > 100)):
         raise ValueError(f"excluded percentages must be in [0, 100]; got {pct!r}")

@@ -1,0 +1,89 @@
+"""Jobs of the figures stage: one drawing function per figure family, looked up in :data:`FIGURES`.
+
+A family's function takes the rule's named inputs (each a list of paths) and the PNG output path; the
+PDF is written beside it. What a figure is about (its LLM, dataset or SLM) is read from its output path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+from ..io import read_parquet
+from ..paths import cell_of, cells_of
+from .analysis import tagged
+
+Inputs = Mapping[str, Sequence[str]]
+
+
+def _stem(output_png: str) -> str:
+    return str(Path(output_png).with_suffix(""))
+
+
+def _methods(paths: Sequence[str], kind: str) -> list[str]:
+    """Every method of a figure's cells, also those whose tables are empty (shown with a note)."""
+    return list(dict.fromkeys(cell_of(path, kind)["method"] for path in paths))
+
+
+def auroc_heatmaps(inputs: Inputs, output_png: str) -> None:
+    from .. import figures
+
+    figures.plot_auroc_heatmaps(read_parquet(inputs["alignment"][0]), _stem(output_png))
+
+
+def routing_curves(inputs: Inputs, output_png: str) -> None:
+    from .. import figures
+
+    no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
+                     if not read_parquet(path, ["valid"])["valid"].any()}
+    figures.plot_routing_curves(tagged(inputs["curves"], "routing"), _stem(output_png), no_confidence=no_confidence)
+
+
+def relative_accuracy(inputs: Inputs, output_png: str) -> None:
+    from .. import figures
+    from ..analysis.alignment import cells_without_confidence
+
+    cell = cell_of(output_png, "figure_relative_accuracy")
+    table = read_parquet(inputs["relative"][0])
+    figures.plot_relative_accuracy(table[(table["llm"] == cell["llm"]) & (table["dataset"] == cell["dataset"])],
+                                   _stem(output_png),
+                                   no_confidence=cells_without_confidence(read_parquet(inputs["alignment"][0])))
+
+
+def confidence_distributions(inputs: Inputs, output_png: str) -> None:
+    from .. import figures
+
+    figures.plot_confidence_distributions(tagged(inputs["uq"], "uq"), _stem(output_png))
+
+
+def generalization(inputs: Inputs, output_png: str) -> None:
+    from .. import figures
+
+    figures.plot_generalization(tagged(inputs["generalization"], "generalization"), tagged(inputs["routing"], "routing"),
+                                _stem(output_png), methods=_methods(inputs["generalization"], "generalization"))
+
+
+def ratio_fidelity(inputs: Inputs, output_png: str) -> None:
+    from .. import figures
+
+    figures.plot_ratio_fidelity(tagged(inputs["generalization"], "generalization"), _stem(output_png),
+                                methods=_methods(inputs["generalization"], "generalization"))
+
+
+FIGURES: dict[str, Callable[[Inputs, str], None]] = {
+    "auroc_heatmaps": auroc_heatmaps,
+    "routing_curves": routing_curves,
+    "relative_accuracy": relative_accuracy,
+    "confidence_distributions": confidence_distributions,
+    "generalization": generalization,
+    "ratio_fidelity": ratio_fidelity,
+}
+
+
+def figure(*, family: str, inputs: Inputs, output_png: str) -> None:
+    """Draw one figure of ``family`` to ``output_png`` and the PDF beside it."""
+    try:
+        draw = FIGURES[family]
+    except KeyError:
+        raise ValueError(f"unknown figure family {family!r}; known: {', '.join(FIGURES)}") from None
+    draw(inputs, output_png)

@@ -1,0 +1,101 @@
+"""Jobs of the generate stage: a model pass, its grading, and the hidden states the probes read."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from ..io import read_parquet, write_parquet
+
+log = logging.getLogger(__name__)
+
+
+def load_questions(path: str, max_questions: int | None, seed: int) -> pd.DataFrame:
+    """The deterministic subset every pass and method of a cell reads."""
+    from ..datasets import take_subset
+
+    return take_subset(read_parquet(path), max_questions, seed)
+
+
+def build_engine(model: str, options: Mapping[str, Any], model_dir: str | None = None, api_cache: str | None = None,
+                 threads: int | None = None):
+    """The model's engine; ``threads`` (the job's CPU share) applies to engines running weights here."""
+    from ..engines import make_engine
+    from ..models import model_spec
+
+    spec = model_spec(model)
+    options = dict(options)
+    kind = options.pop("kind", None) or spec.engine
+    if threads is not None and kind == "hf":
+        options.setdefault("threads", threads)
+    return make_engine(spec, kind=kind, model_dir=Path(model_dir) if model_dir else None,
+                       cache_dir=Path(api_cache) if api_cache else None, **options)
+
+
+def build_judge(judge: Mapping[str, Any], api_cache: str | None = None):
+    """The rule judge, or an LLM judge on the configured model (``judge.engine: openai``)."""
+    from ..grading import RuleJudge
+
+    if judge.get("engine", "rule") == "rule":
+        return RuleJudge()
+    from ..judge import LLMJudge
+
+    return LLMJudge(build_engine(judge["model"], judge.get("engine_options", {}), api_cache=api_cache))
+
+
+def _write_pass_table(table: pd.DataFrame, output: str, checkpoint_dir: str | None) -> None:
+    """The table first, then the finished-batch parts it was assembled from."""
+    from ..checkpoint import BatchCheckpoint
+
+    write_parquet(table, output)
+    if checkpoint_dir:
+        BatchCheckpoint(Path(checkpoint_dir)).finish()
+
+
+def generate(*, model: str, pass_name: str, questions: str, output: str, engine_options: Mapping[str, Any],
+             settings: Mapping[str, Any], max_questions: int | None, subset_seed: int,
+             checkpoint_dir: str | None = None, greedy: str | None = None, model_dir: str | None = None,
+             api_cache: str | None = None, threads: int | None = None) -> None:
+    """One model pass; a graded pass (greedy, verbal1s) writes its replies, :func:`grade` grades them."""
+    from ..passes import run_pass
+    from ..prompts import PromptSet
+
+    items = load_questions(questions, max_questions, subset_seed)
+    greedy_table = read_parquet(greedy) if greedy else None
+    engine = build_engine(model, engine_options, model_dir, api_cache, threads)
+    try:
+        table = run_pass(pass_name, engine, items, PromptSet.load(), dict(settings), grade=False, greedy=greedy_table,
+                         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
+    finally:
+        engine.close()
+    _write_pass_table(table, output, checkpoint_dir)
+
+
+def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, Any], output: str,
+          api_cache: str | None = None) -> None:
+    """Grade a pass's replies (prediction + correct) with the configured judge."""
+    from ..passes import grade_pass
+
+    table = grade_pass(pass_name, read_parquet(replies), read_parquet(questions), build_judge(judge, api_cache))
+    log.info("%s: %d of %d answers correct", output, int(table["correct"].sum()), len(table))
+    write_parquet(table, output)
+
+
+def hidden_states(*, model: str, questions: str, greedy: str, output: str, engine_options: Mapping[str, Any],
+                  layer: int, part_size: int, max_questions: int | None, subset_seed: int,
+                  checkpoint_dir: str | None = None, model_dir: str | None = None, threads: int | None = None) -> None:
+    """Layer ``layer`` at the last token of prompt + greedy reply, for every question of the subset."""
+    from ..passes import run_hidden
+    from ..prompts import PromptSet
+
+    items = load_questions(questions, max_questions, subset_seed)
+    engine = build_engine(model, engine_options, model_dir, threads=threads)
+    try:
+        table = run_hidden(engine, items, read_parquet(greedy), PromptSet.load(), layer, part_size,
+                           checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
+    finally:
+        engine.close()
+    _write_pass_table(table, output, checkpoint_dir)

@@ -1,0 +1,100 @@
+"""Every results path of the workflow, spelled once.
+
+The rules build their inputs and outputs from these templates (``workflow/rules/common.smk``), and the
+jobs read a cell's coordinates back from a path with :func:`cell_of`, so an aggregate job never depends
+on two lists lining up index by index. Templates are relative to the results folder.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import PurePosixPath
+
+TEMPLATES: dict[str, str] = {
+    "data": "data/{dataset}/{split}.parquet",
+    "model_dir": "models/{model}",
+    # A model pass writes its replies; grading (rule judge or LLM judge) adds prediction and correct.
+    "replies": "gen/{model}/{dataset}/{split}/{pass_name}.replies.parquet",
+    "gen": "gen/{model}/{dataset}/{split}/{pass_name}.parquet",
+    "hidden": "hidden/{model}/{dataset}/{split}.parquet",
+    "uq": "uq/{slm}/{dataset}/{method}.parquet",
+    "routing": "routing/{slm}/{llm}/{dataset}/{method}.parquet",
+    "calibration": "calibration/{slm}/{method}/holdout-{dataset}.parquet",
+    "generalization": "generalization/{slm}/{llm}/{method}/{dataset}.parquet",
+    "release": "release/{slm}/{method}.parquet",
+    "alignment": "metrics/alignment.parquet",
+    "routing_metrics": "metrics/routing.parquet",
+    "relative_accuracy": "metrics/relative_accuracy.parquet",
+    "findings": "metrics/findings.parquet",
+    "findings_html": "metrics/findings.html",
+    # Figures: one stem per figure, drawn as PDF and PNG ({ext}).
+    "figure_auroc_heatmaps": "figures/auroc_heatmaps.{ext}",
+    "figure_ratio_fidelity": "figures/ratio_fidelity.{ext}",
+    "figure_routing_curves": "figures/routing_curves/{llm}/{dataset}.{ext}",
+    "figure_relative_accuracy": "figures/relative_accuracy/{llm}/{dataset}.{ext}",
+    "figure_generalization": "figures/generalization/{llm}/{dataset}.{ext}",
+    "figure_confidence_distributions": "figures/confidence_distributions/{slm}.{ext}",
+    "checkpoints": ".checkpoints/{stage}/{cell}",
+    "api_cache": "cache/api",
+}
+
+
+def template(kind: str) -> str:
+    try:
+        return TEMPLATES[kind]
+    except KeyError:
+        raise KeyError(f"unknown results path kind {kind!r}; known: {sorted(TEMPLATES)}") from None
+
+
+def results_path(results: str, kind: str, **fields: str) -> str:
+    """``results/<template of kind>`` with ``fields`` filled in; a missing field is an error naming it."""
+    try:
+        return f"{results}/{template(kind).format(**fields)}"
+    except KeyError as missing:
+        raise KeyError(f"results path {kind!r} needs field {missing}") from None
+
+
+def wildcard_path(results: str, kind: str) -> str:
+    """``results/<template of kind>`` with every field left as a Snakemake wildcard (a rule's output)."""
+    return results_path(results, kind, **{name: f"{{{name}}}" for name in fields(kind)})
+
+
+def checkpoint_path(results: str, stage: str, cell) -> str:
+    """Where a long job of ``stage`` keeps its finished parts: one folder per cell (its wildcard values)."""
+    return results_path(results, "checkpoints", stage=stage, cell="/".join(str(value) for value in cell))
+
+
+@lru_cache(maxsize=None)
+def _pattern(kind: str) -> tuple[re.Pattern, tuple[str, ...]]:
+    text = template(kind)
+    names = tuple(re.findall(r"\{(\w+)\}", text))
+    regex = "".join(
+        f"(?P<{part[1:-1]}>[^/]+?)" if part.startswith("{") else re.escape(part)
+        for part in re.split(r"(\{\w+\})", text) if part
+    )
+    return re.compile(rf"(?:^|/){regex}$"), names
+
+
+def fields(kind: str) -> tuple[str, ...]:
+    """The fields of template ``kind``, in order."""
+    return _pattern(kind)[1]
+
+
+def cell_of(path: str, kind: str) -> dict[str, str]:
+    """The fields of ``path`` under template ``kind``, e.g. ``{"slm": ..., "dataset": ..., "method": ...}``.
+
+    The path may carry any prefix (the results folder). Raises ValueError naming the path and the
+    template when it does not match.
+    """
+    pattern, _ = _pattern(kind)
+    match = pattern.search(PurePosixPath(path).as_posix())
+    if match is None:
+        raise ValueError(f"{path}: not a {kind} path ({template(kind)})")
+    return match.groupdict()
+
+
+def cells_of(paths, kind: str, names: tuple[str, ...] | None = None) -> list[tuple[str, ...]]:
+    """``cell_of`` for each path, as tuples of ``names`` (default: the template's own field order)."""
+    names = names or fields(kind)
+    return [tuple(cell_of(path, kind)[name] for name in names) for path in paths]
