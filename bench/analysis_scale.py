@@ -17,12 +17,14 @@ import time
 import numpy as np
 import pandas as pd
 
+from uqroute.uq.registry import METHOD_NAMES
 from uqroute.analysis import (
     alignment_table,
+    build_calibration_set,
     distribution_distances,
     findings_table,
     generalization,
-    leave_one_out_calibration,
+    pool_confidences,
     relative_accuracy,
     routing_curve,
     routing_summary,
@@ -33,8 +35,7 @@ TEST_SIZES = {  # paper Table 2, "# Test"
     "hellaswag": 10042, "openbookqa": 500, "piqa": 1838, "social_iqa": 1954, "truthfulqa": 164,
     "winogrande": 1267, "coqa": 500, "mmlu": 14042,
 }
-METHODS = ("avg_token_prob", "p_true", "perplexity", "jaccard_degree", "verbal_1s", "verbal_2s",
-           "trained_probe", "ood_probe")
+METHODS = METHOD_NAMES
 LLMS = ("llama-3.1-70b", "gpt-4o-mini")
 
 
@@ -111,11 +112,11 @@ def main() -> None:
             for s, d, m in cells for llm in LLMS
         })
     with stage("loo_calibration"):
-        calibration = {}
-        for s in slms:
-            for m in METHODS:
-                sets = leave_one_out_calibration({d: uq[s, d, m] for d in TEST_SIZES})
-                calibration.update({(s, m, d): frame for d, frame in sets.items()})
+        # What each calibration_set job does: pool the other datasets, then sample (Algorithm 1).
+        calibration = {
+            (s, m, d): build_calibration_set(pool_confidences({o: uq[s, o, m] for o in TEST_SIZES if o != d}))
+            for s in slms for m in METHODS for d in TEST_SIZES
+        }
     with stage("generalization"):
         gen = stack({
             (s, llm, d, m): generalization(calibration[s, m, d], uq[s, d, m], llm_correct[llm, d])

@@ -30,7 +30,8 @@ import torch
 from uqroute import REPO_ROOT
 from uqroute.datasets import load_split, take_subset
 from uqroute.engines import make_engine
-from uqroute.models import materialize, model_spec
+from uqroute.gguf import materialize
+from uqroute.models import model_spec
 from uqroute.prompts import PromptSet
 
 

@@ -56,7 +56,8 @@ from uqroute.datasets import load_split, take_subset
 from uqroute.engines.rendering import encode_prompt
 from uqroute.io import load_yaml, write_text
 from uqroute.engines import make_engine
-from uqroute.models import materialize, model_spec
+from uqroute.gguf import materialize
+from uqroute.models import model_spec
 from uqroute.passes import run_pass
 from uqroute.prompts import PromptSet
 from uqroute.uq import score_method

@@ -22,7 +22,8 @@ def data_dir() -> Path:
 
 
 def _materialized(name: str) -> Path:
-    from uqroute.models import materialize, model_spec
+    from uqroute.gguf import materialize
+    from uqroute.models import model_spec
 
     return materialize(model_spec(name), MODEL_CACHE / name)
 

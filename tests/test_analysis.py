@@ -378,22 +378,6 @@ def test_wasserstein_on_sorted_samples_matches_scipy():
         assert wasserstein_sorted(np.sort(a), np.sort(b)) == pytest.approx(wasserstein_distance(a, b), abs=1e-12)
 
 
-def test_leave_one_out_equals_building_each_holdout_alone():
-    from uqroute.analysis import leave_one_out_calibration
-
-    rng = np.random.default_rng(10)
-    tables = {d: uq_table(rng.beta(2, 2, 300), rng.random(300) < 0.5, valid=rng.random(300) > 0.1)
-              for d in ("a", "b", "c")}
-    for table in tables.values():
-        table.loc[~table["valid"], "confidence"] = np.nan
-    sets = leave_one_out_calibration(tables, n_bins=10)
-    assert list(sets) == ["a", "b", "c"]
-    for holdout, frame in sets.items():
-        assert holdout not in set(frame["source_dataset"])
-        alone = build_calibration_set(pool_confidences(tables, exclude=[holdout]), n_bins=10)
-        pd.testing.assert_frame_equal(frame, alone)
-
-
 def test_arange_grids_with_float_dust_are_accepted():
     ratios = np.arange(0, 1 + 0.005, 0.01)
     curve = routing_curve([0.2, 0.4, 0.6], [1, 0, 1], [1, 1, 0], ratios=ratios)

@@ -10,7 +10,7 @@ import pytest
 
 from uqroute import datasets as uqroute_datasets
 from uqroute.datasets import (
-    COLUMNS,
+    ITEM_COLUMNS,
     DATASET_NAMES,
     check_data_files,
     dataset_info,
@@ -58,7 +58,7 @@ def train_splits(data_dir):
 
 def _check_contract(df, name, split):
     info = dataset_info(name)
-    assert tuple(df.columns) == COLUMNS
+    assert tuple(df.columns) == ITEM_COLUMNS
     assert df["id"].is_unique
     for row in df.itertuples(index=False):
         assert isinstance(row.id, str) and row.id.startswith(f"{name}-")
@@ -448,7 +448,7 @@ def test_hub_coqa_first_turn_of_each_conversation(fake_hub):
         for i in range(500)
     ]
     df = load_split("coqa", "test", None)
-    assert len(df) == 500 and tuple(df.columns) == COLUMNS
+    assert len(df) == 500 and tuple(df.columns) == ITEM_COLUMNS
     first = df.iloc[7]
     assert (first["id"], first["question"], first["answer"]) == ("coqa-validation-7", "How many cats does Ann have?", "7")
     assert first["context"] == "Story 7. Ann has 7 cats."
@@ -468,7 +468,7 @@ def small_hub(fake_hub, monkeypatch):
                 spec["rows"] = len(tables[(spec["path"], spec["split"])])
         return info
 
-    monkeypatch.setattr(uqroute_datasets, "dataset_info", info_with_table_rows)
+    monkeypatch.setattr(uqroute_datasets.loader, "dataset_info", info_with_table_rows)
     return calls, tables
 
 

@@ -30,7 +30,8 @@ from uqroute.engines.vllm_engine import (
     probs_from_prompt_logprobs,
 )
 from uqroute.engines import make_engine
-from uqroute.models import is_materialized, load_model_registry, materialize, model_spec
+from uqroute.gguf import is_materialized, materialize
+from uqroute.models import load_model_registry, model_spec
 
 PAPER_HUB_IDS = {
     "meta-llama/Llama-3.2-1B-Instruct", "meta-llama/Llama-3.2-3B-Instruct", "microsoft/Phi-3.5-mini-instruct",
@@ -113,7 +114,7 @@ def test_hub_models_need_no_copy_and_gguf_engines_need_one(tmp_path):
 def test_a_missing_model_wheel_is_named_before_any_job():
     from dataclasses import replace
 
-    from uqroute.models import check_model_files
+    from uqroute.gguf import check_model_files
 
     for name in ("smollm2-135m", "gemma3-270m"):
         check_model_files(model_spec(name))  # both wheels are installed
@@ -255,7 +256,7 @@ def test_hidden_state_is_layer_minus_8_at_the_last_token(smollm2_engine, convers
 
 @pytest.mark.slow
 def test_materialize_is_idempotent_and_keeps_the_gguf_logits(smollm2_dir, smollm2_engine):
-    from uqroute.models import load_gguf
+    from uqroute.gguf import load_gguf
 
     assert is_materialized(smollm2_dir)
     weights = smollm2_dir / "model.safetensors"

@@ -20,7 +20,7 @@ from fake_openai_server import (FakeOpenAIServer, Fault, Reply, echo_reply, last
 from uqroute.engines.base import Completion, Engine, EngineError
 from uqroute.engines.cache import RequestCache
 from uqroute.engines.openai_engine import OpenAIEngine, _retry_after_seconds
-from uqroute.judge import LLMJudge, parse_verdict
+from uqroute.grading import LLMJudge, parse_verdict
 
 SECRET = "sk-test-SECRET-123"
 KEY_ENV = "UQROUTE_TEST_OPENAI_KEY"
@@ -400,7 +400,7 @@ def test_llm_judge_falls_back_to_rules_on_an_unparsable_verdict(server, make_eng
     server.responder = grading_reply
     items = truthfulqa_items().iloc[[2, 3]]
     judge = LLMJudge(make_engine())
-    with caplog.at_level(logging.WARNING, logger="uqroute.judge"):
+    with caplog.at_level(logging.WARNING, logger="uqroute.grading.judges"):
         verdicts = judge.judge(items, ["San Francisco", "China"], ["I am unsure: San Francisco", "unsure, China?"])
     # The rule judge sees the extracted predictions: San Francisco is a reference, China a known wrong answer.
     assert verdicts.tolist() == [True, False]

@@ -156,7 +156,7 @@ def test_many_panels_wrap_into_rows(tables, tmp_path, drawn):
     # a single row of eight method panels wraps into two rows of four
     pooled = tables["pooled"]
     one = pooled[pooled["slm"] == SLMS[0]]
-    many = pd.concat([one.assign(method=m) for m in figures.METHOD_LABELS], ignore_index=True)
+    many = pd.concat([one.assign(method=m) for m in figures.METHOD_NAMES], ignore_index=True)
     figures.plot_confidence_distributions(many, tmp_path / "wrapped")
     visible = [a for a in drawn[-1].axes if a.get_visible()]
     assert len(visible) == 8

@@ -20,6 +20,7 @@ import yaml
 
 from uqroute import REPO_ROOT
 from uqroute.datasets import dataset_info
+from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.models import model_spec
 from uqroute.passes import GRADED_PASSES
 from uqroute.uq import PROBE_METHODS, pass_requirements
@@ -214,6 +215,24 @@ def test_model_jobs_request_their_gpus_and_nothing_else_does(paper_dry_run):
     tensor_parallel = {int(job["resources"]["gpu"]) for job in jobs
                        if job["rule"] == "generate_replies" and job["wildcards"]["model"] == "llama-3.1-70b"}
     assert tensor_parallel == {4}
+
+
+def test_every_job_that_reserves_a_gpu_runs_its_model_there():
+    """The engine options each model rule passes under config/paper.yaml (the same functions the rules call)."""
+    config = paper_config()
+    for slm in config["slms"]:
+        spec, configured = model_spec(slm), config["engines"][slm]
+        # hidden_states: transformers on the reserved GPU, in the checkpoint's dtype (bf16 for these models)
+        assert job_gpus(spec, configured, "hf") == 1
+        assert job_engine_options(spec, configured, "hf") == {"kind": "hf", "device": "cuda", "dtype": "auto"}
+        # generate: vLLM on its one GPU
+        assert job_gpus(spec, configured) == 1
+        assert job_engine_options(spec, configured) == {
+            "kind": "vllm", "tensor_parallel_size": 1, "dtype": "auto", "gpu_memory_utilization": 0.9}
+    spec, configured = model_spec("llama-3.1-70b"), config["engines"]["llama-3.1-70b"]
+    assert job_gpus(spec, configured) == 4 == job_engine_options(spec, configured)["tensor_parallel_size"]
+    spec, configured = model_spec("gpt-4o-mini"), config["engines"]["gpt-4o-mini"]
+    assert job_gpus(spec, configured) == 0 and job_engine_options(spec, configured) == {"kind": "openai"}
 
 
 def test_lint_is_clean():

@@ -125,14 +125,18 @@ def test_every_figure_family_is_drawn(finished_run):
 
 
 def test_no_model_pass_runs_twice(finished_run):
-    """Eight methods read five passes: each pass file is made by exactly one job."""
+    """Eight methods read five passes: each model pass is made by exactly one job, and grading is no model pass."""
     workdir, result = finished_run
     log = result.stdout + result.stderr
-    pass_files = sorted((workdir / "results" / "gen").rglob("*.parquet"))
-    generate_jobs = log.count("rule generate:") or log.count("localrule generate:")
-    assert generate_jobs == len(pass_files), (generate_jobs, len(pass_files))
+    gen_files = sorted((workdir / "results" / "gen").rglob("*.parquet"))
+    replies = [path for path in gen_files if path.name.endswith(".replies.parquet")]
+    graded = [path for path in gen_files if path.name in ("greedy.parquet", "verbal1s.parquet")]
+    model_outputs = [path for path in gen_files if path not in graded]
+    model_jobs = log.count("rule generate:") + log.count("rule generate_replies:")
+    assert model_jobs == len(model_outputs), (model_jobs, len(model_outputs))
+    assert log.count("rule grade:") == len(graded) == len(replies)
     benchmarks = list((workdir / "benchmarks" / "generate").rglob("*.tsv"))
-    assert len(benchmarks) == len(pass_files)
+    assert len(benchmarks) == len(model_outputs)
     # Hidden states are a model call too: one job per (model, dataset, split) file.
     hidden_files = sorted((workdir / "results" / "hidden").rglob("*.parquet"))
     hidden_jobs = log.count("rule hidden_states:")
@@ -157,6 +161,73 @@ def test_report_gathers_every_figure(finished_run, data_dir, model_dirs):
     assert figures and all(path.name in report for path in figures)
     categories = ["1. Findings", "2. ", "3. Routing", "4. Relative accuracy"]
     assert all(category in report for category in categories)
+
+
+def planned_after(workdir: Path, data_dir: Path, model_dirs, change) -> dict[str, list[dict]]:
+    """Rule -> planned jobs of a dry run on the finished run after ``change(config)``."""
+    from test_paper_grid import planned_jobs
+
+    config = tiny_config(data_dir)
+    change(config)
+    override = workdir / "changed.yaml"
+    override.write_text(yaml.safe_dump(config))
+    result = run_workflow(workdir, data_dir, model_dirs, "-n", "--configfile", str(override))
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs: dict[str, list[dict]] = {}
+    for job in planned_jobs(result.stdout):
+        jobs.setdefault(job["rule"], []).append(job)
+    return jobs
+
+
+MODEL_RULES = {"prepare_model", "generate", "generate_replies", "hidden_states"}
+
+
+def _passes(jobs: list[dict]) -> set[str]:
+    return {job["wildcards"]["pass_name"] for job in jobs}
+
+
+def test_n_samples_reruns_only_the_sample_passes(finished_run, data_dir, model_dirs):
+    jobs = planned_after(finished_run[0], data_dir, model_dirs,
+                         lambda c: c["generation"].update(n_samples=6))
+    assert MODEL_RULES & set(jobs) == {"generate"} and _passes(jobs["generate"]) == {"sample"}
+    assert len(jobs["generate"]) == len(DATASETS)
+    assert {job["wildcards"]["method"] for job in jobs["uq"]} == {"jaccard_degree"}
+    assert "grade" not in jobs
+
+
+def test_verbal_budget_reruns_only_the_verbal_passes(finished_run, data_dir, model_dirs):
+    jobs = planned_after(finished_run[0], data_dir, model_dirs,
+                         lambda c: c["generation"].update(verbal_max_new_tokens=11))
+    assert MODEL_RULES & set(jobs) == {"generate", "generate_replies"}
+    assert _passes(jobs["generate"]) == {"verbal2s"} and _passes(jobs["generate_replies"]) == {"verbal1s"}
+    assert {job["wildcards"]["method"] for job in jobs["uq"]} == {"verbal_1s", "verbal_2s"}
+
+
+def test_one_task_types_budget_reruns_only_its_datasets(finished_run, data_dir, model_dirs):
+    jobs = planned_after(finished_run[0], data_dir, model_dirs,
+                         lambda c: c["generation"]["max_new_tokens"].update(tf=7))
+    model_jobs = [job for rule in MODEL_RULES & set(jobs) for job in jobs[rule]]
+    assert model_jobs and {job["wildcards"]["dataset"] for job in model_jobs} == {"boolq"}
+    assert _passes(model_jobs) == {"greedy", "sample", "verbal1s"}
+
+
+def test_routing_step_reruns_no_model_job(finished_run, data_dir, model_dirs):
+    jobs = planned_after(finished_run[0], data_dir, model_dirs, lambda c: c["analysis"].update(routing_step=0.02))
+    assert not MODEL_RULES & set(jobs) and "uq" not in jobs and "grade" not in jobs
+    assert len(jobs["routing_curve"]) == len(DATASETS) * len(METHODS)
+
+
+def test_judge_reruns_grading_and_no_model_pass(finished_run, data_dir, model_dirs):
+    jobs = planned_after(finished_run[0], data_dir, model_dirs,
+                         lambda c: c.update(judge={"engine": "openai", "model": "gpt-4o-mini"}))
+    assert not MODEL_RULES & set(jobs)
+    assert {job["wildcards"]["pass_name"] for job in jobs["grade"]} == {"greedy", "verbal1s"}
+
+
+def test_probe_settings_rerun_only_probe_scores(finished_run, data_dir, model_dirs):
+    jobs = planned_after(finished_run[0], data_dir, model_dirs, lambda c: c["probe"].update(epochs=21))
+    assert not MODEL_RULES & set(jobs) and "grade" not in jobs
+    assert {job["wildcards"]["method"] for job in jobs["uq"]} == {"trained_probe", "ood_probe"}
 
 
 def _table_hashes(results: Path) -> dict[str, str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 from uqroute import paths
 from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files, dataset_info
 from uqroute.engines.options import job_engine_options, job_gpus
-from uqroute.models import check_model_files, model_spec
+from uqroute.gguf import check_model_files
+from uqroute.models import model_spec
 from uqroute.passes import GRADED_PASSES, PASS_NAMES, pass_settings
 from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
 

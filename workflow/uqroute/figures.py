@@ -22,28 +22,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from scipy.stats import gaussian_kde
 
+from .datasets import DATASET_NAMES, dataset_label
 from .io import atomic_path
+from .uq.registry import METHOD_NAMES, method_label
 
-METHOD_LABELS = {
-    "avg_token_prob": "Avg. token prob.",
-    "perplexity": "Perplexity",
-    "p_true": "p(True)",
-    "jaccard_degree": "Jaccard degree",
-    "verbal_1s": "Verbalization-1s",
-    "verbal_2s": "Verbalization-2s",
-    "trained_probe": "Trained probe",
-    "ood_probe": "OOD probe",
-}
-DATASET_LABELS = {
-    "gsm8k": "GSM8K", "aqua": "AQuA", "multiarith": "MultiArith", "svamp": "SVAMP", "boolq": "BoolQ",
-    "commonsenseqa": "CommonsenseQA", "hellaswag": "HellaSwag", "openbookqa": "OpenBookQA", "piqa": "PIQA",
-    "social_iqa": "Social IQa", "truthfulqa": "TruthfulQA", "winogrande": "WinoGrande", "coqa": "CoQA",
-    "mmlu": "MMLU",
-}
 # Fixed colours, so a method or dataset looks the same in every figure of a run.
 # tab10 without its grey, which is kept for the random-routing baseline.
-METHOD_COLORS = dict(zip(METHOD_LABELS, [sns.color_palette("tab10")[i] for i in (0, 1, 2, 4, 8, 5, 3, 9)]))
-DATASET_COLORS = dict(zip(DATASET_LABELS, sns.color_palette("tab20", len(DATASET_LABELS))))
+METHOD_COLORS = dict(zip(METHOD_NAMES, [sns.color_palette("tab10")[i] for i in (0, 1, 2, 4, 8, 5, 3, 9)]))
+DATASET_COLORS = dict(zip(DATASET_NAMES, sns.color_palette("tab20", len(DATASET_NAMES))))
 PANEL_SIZE = (3.6, 2.8)  # inches per panel, axis labels and panel title included
 MAX_WRAP_COLUMNS = 4  # a single row of panels wraps after this many, so a 1-SLM run is not a strip
 PNG_DPI = 150
@@ -54,14 +40,6 @@ LEGEND_SIZE = 9
 RANDOM_STYLE = dict(color="0.25", ls=(0, (5, 3)), lw=1.6, zorder=4,
                     path_effects=[patheffects.withStroke(linewidth=3.2, foreground="white")])
 ORACLE_STYLE = dict(color="black", ls=":", lw=1.6, zorder=3)
-
-
-def method_label(name: str) -> str:
-    return METHOD_LABELS.get(name, name)
-
-
-def dataset_label(name: str) -> str:
-    return DATASET_LABELS.get(name, name)
 
 
 def _ordered(values, known: Sequence[str] = ()) -> list:
@@ -240,8 +218,8 @@ def plot_auroc_heatmaps(alignment: pd.DataFrame, out_stem) -> list[Path]:
     a valid confidence (``n_valid`` = 0), "n/a" otherwise (one class only).
     """
     table = _require(alignment, ("slm", "dataset", "method", "auroc"), "AUROC heatmaps")
-    datasets = _ordered(table["dataset"], list(DATASET_LABELS))
-    methods = _ordered(table["method"], list(METHOD_LABELS))
+    datasets = _ordered(table["dataset"], list(DATASET_NAMES))
+    methods = _ordered(table["method"], list(METHOD_NAMES))
     slms = _ordered(table["slm"])
     deviation = np.nanmax(np.abs(table["auroc"].to_numpy(dtype=float, na_value=np.nan) - 0.5), initial=0.0)
     half = max(0.25, float(deviation))
@@ -285,7 +263,7 @@ def plot_auroc_heatmaps(alignment: pd.DataFrame, out_stem) -> list[Path]:
 
 def _curve_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
     pairs = table[["llm", "dataset"]].drop_duplicates()
-    datasets = _ordered(pairs["dataset"], list(DATASET_LABELS))
+    datasets = _ordered(pairs["dataset"], list(DATASET_NAMES))
     return sorted(map(tuple, pairs.to_numpy()), key=lambda p: (str(p[0]), datasets.index(p[1])))
 
 
@@ -310,7 +288,7 @@ def plot_routing_curves(curves: pd.DataFrame, out_stem, *, no_confidence=frozens
                               "oracle_accuracy"), "routing curves")
     rows = _curve_rows(table)
     slms = _ordered(table["slm"])
-    methods = _ordered(table["method"], list(METHOD_LABELS))
+    methods = _ordered(table["method"], list(METHOD_NAMES))
     suffix, panel_title = _pair_text(rows, "→")
     handles = _method_handles(methods) + [
         Line2D([], [], label="Random routing", **{k: v for k, v in RANDOM_STYLE.items() if k != "zorder"}),
@@ -351,7 +329,7 @@ def plot_relative_accuracy(rel: pd.DataFrame, out_stem, *, no_confidence=frozens
                      "relative accuracy")
     rows = _curve_rows(table)
     slms = _ordered(table["slm"])
-    methods = _ordered(table["method"], list(METHOD_LABELS))
+    methods = _ordered(table["method"], list(METHOD_NAMES))
     suffix, panel_title = _pair_text(rows, "vs")
     handles = _method_handles(methods) + [Line2D([], [], label="SLM = LLM", **ORACLE_STYLE)]
     facets = _Facets(rows, slms, sharey=True, handles=handles, legend_title="Confidence from",
@@ -424,8 +402,8 @@ def plot_confidence_distributions(uq_pooled: pd.DataFrame, out_stem) -> list[Pat
     if "valid" in table.columns:
         keep &= table["valid"].to_numpy(dtype=bool, na_value=False)
     slms = _ordered(table["slm"])
-    methods = _ordered(table["method"], list(METHOD_LABELS))
-    datasets = _ordered(table["dataset"], list(DATASET_LABELS))
+    methods = _ordered(table["method"], list(METHOD_NAMES))
+    datasets = _ordered(table["dataset"], list(DATASET_NAMES))
     totals = table.groupby(["slm", "method"]).size()
     table = table.loc[keep]
     fallback = sns.color_palette("husl", 12)
@@ -493,7 +471,7 @@ def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem
     if has_curves:
         in_rows = pd.Series(list(zip(curves["llm"], curves["dataset"], curves["slm"]))).isin(rows).to_numpy()
         names += list(curves.loc[in_rows, "method"])
-    all_methods = _ordered(names, list(METHOD_LABELS))
+    all_methods = _ordered(names, list(METHOD_NAMES))
     n_runs = table["run"].nunique()
     runs = f"{n_runs} run{'s' if n_runs != 1 else ''}"
     handles = [
@@ -553,8 +531,8 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
     """
     table = _require(gen, ("slm", "dataset", "method", "target_ratio", "achieved_ratio"), "ratio fidelity")
     slms = _ordered(table["slm"])
-    all_methods = _ordered(list(table["method"]) + list(methods or []), list(METHOD_LABELS))
-    datasets = _ordered(table["dataset"], list(DATASET_LABELS))
+    all_methods = _ordered(list(table["method"]) + list(methods or []), list(METHOD_NAMES))
+    datasets = _ordered(table["dataset"], list(DATASET_NAMES))
     single = len(slms) == 1
     handles = [Line2D([], [], color="black", ls=":", lw=1.2, label="Achieved = target")] + _dataset_handles(datasets)
     facets = _Facets(slms, all_methods, panel=(3.3, 3.3), handles=handles, legend_title="Held-out dataset",

@@ -76,3 +76,23 @@ def load_yaml(path: str | os.PathLike) -> dict:
             return yaml.safe_load(handle) or {}
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML: {err}") from err
+
+
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
+
+
+def load_schema(name: str) -> dict:
+    """A JSON schema of ``workflow/schemas/`` (``name`` without ``.schema.yaml``)."""
+    return load_yaml(SCHEMAS_DIR / f"{name}.schema.yaml")
+
+
+def validate_registry(data: dict, schema: dict, path: str | os.PathLike) -> dict:
+    """``data`` (read from ``path``) checked against ``schema``; the first error names the file and the key."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ValueError(f"{path}: {where}: {error.message}")
+    return data

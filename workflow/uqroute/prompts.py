@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 from . import RESOURCES_DIR
 from .engines.base import Conversation
-from .grading import TASK_TYPES, extract_item_prediction
+from .datasets import TASK_TYPES
+from .grading import extract_item_prediction
 from .io import load_yaml
 
 # Placeholders each template may use; anything else is a typo caught when the file is loaded.

@@ -7,7 +7,6 @@ from uqroute.analysis.alignment import alignment_metrics, alignment_table
 from uqroute.analysis.calibration import (
     build_calibration_set,
     generalization,
-    leave_one_out_calibration,
     pool_confidences,
     thresholds_for_ratios,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "distribution_distances",
     "findings_table",
     "generalization",
-    "leave_one_out_calibration",
     "pool_confidences",
     "relative_accuracy",
     "routing_curve",

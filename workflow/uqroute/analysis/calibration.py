@@ -159,27 +159,6 @@ def build_calibration_set(pooled: pd.DataFrame, *, n_bins: int = 30, fraction: f
     return _calibration_frame(pool, samples)
 
 
-def leave_one_out_calibration(uq_tables: Mapping[str, pd.DataFrame], *, n_bins: int = 30, fraction: float = 0.1,
-                              seeds: Iterable[int] = (50, 51, 52)) -> dict[str, pd.DataFrame]:
-    """Calibration set for every held-out dataset of one (slm, method), pooling only once.
-
-    ``uq_tables``: dataset -> uq table, as for :func:`pool_confidences`. Returns dataset ->
-    the calibration set built without it; each equals
-    ``build_calibration_set(pool_confidences(uq_tables, exclude=[dataset]), ...)``.
-    """
-    seeds = list(seeds)
-    pool = _check_pool(pool_confidences(uq_tables), n_bins, fraction)
-    source, names = pd.factorize(pool["source_dataset"])
-    code = {name: i for i, name in enumerate(names)}
-    confidence = pool["confidence"].to_numpy(dtype=float)
-    sets = {}
-    for holdout in uq_tables:
-        keep = np.flatnonzero(source != code.get(holdout, -1))
-        samples = _stratified_sample(confidence[keep], n_bins, fraction, seeds, f"calibration pool without {holdout}")
-        sets[holdout] = _calibration_frame(pool, [(keep[chosen], bins) for chosen, bins in samples])
-    return sets
-
-
 def thresholds_for_ratios(calibration_confidences, target_ratios) -> np.ndarray:
     """Confidence threshold (R,) that routes each target ratio of the calibration set.
 

@@ -20,6 +20,8 @@ KIND_ONLY: dict[str, frozenset[str]] = {
 WEIGHT_SETTINGS = frozenset({"device", "dtype"})
 # On a reserved GPU: the checkpoint's own dtype (bf16 for the paper's hub models), as vLLM's "auto" does.
 GPU_DTYPE = "auto"
+# vLLM's share of each GPU's memory for weights and KV cache (its own default).
+GPU_MEMORY_FRACTION = 0.9
 
 
 def _kind(spec: ModelSpec, configured: Mapping[str, Any], kind: str | None) -> str:
@@ -55,4 +57,6 @@ def job_engine_options(spec: ModelSpec, configured: Mapping[str, Any], kind: str
         options.setdefault("dtype", GPU_DTYPE)
     if kind == "vllm":
         options.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
+        options.setdefault("dtype", GPU_DTYPE)
+        options.setdefault("gpu_memory_utilization", GPU_MEMORY_FRACTION)
     return {"kind": kind, **options}

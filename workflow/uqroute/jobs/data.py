@@ -19,6 +19,7 @@ def prepare_dataset(dataset: str, split: str, data_dir: str | None, output: str)
 
 
 def prepare_model(model: str, output: str) -> None:
-    from ..models import materialize, model_spec
+    from ..gguf import materialize
+    from ..models import model_spec
 
     materialize(model_spec(model), Path(output))

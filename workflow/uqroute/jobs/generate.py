@@ -41,7 +41,7 @@ def build_judge(judge: Mapping[str, Any], api_cache: str | None = None):
 
     if judge.get("engine", "rule") == "rule":
         return RuleJudge()
-    from ..judge import LLMJudge
+    from ..grading import LLMJudge
 
     return LLMJudge(build_engine(judge["model"], judge.get("engine_options", {}), api_cache=api_cache))
 

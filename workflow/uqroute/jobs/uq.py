@@ -57,6 +57,9 @@ def uq_score(*, method: str, dataset: str, questions: str, passes: Mapping[str, 
     common = {"dataset": dataset, "questions": items}
     if method == "trained_probe":
         settings = probes.ProbeSettings.from_config(probe, ood=False)
+        if set(pairs) - {dataset}:
+            raise ValueError(f"trained probe of {dataset}: train splits of {sorted(pairs)} given; it learns from "
+                             f"{dataset}'s own train split only")
         if dataset in pairs:
             scores = probes.trained_probe(test_hidden, tables["greedy"], *pairs[dataset], settings, **common)
         else:

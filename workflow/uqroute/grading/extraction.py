@@ -1,6 +1,6 @@
-"""Rule grading: find the answer in a model's reply and judge it against the gold answer.
+"""Answer extraction: find the answer in a model's reply, and where it sits.
 
-One extractor per task type returns the answer *and* where it sits in the reply, so
+One extractor per task type returns the answer *and* its character span, so
 ``extract_prediction`` and ``answer_char_span`` can never disagree.
 
 Predictions are normalised strings: an option letter ``'A'..`` (mcq), ``'true'|'false'``
@@ -13,20 +13,15 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections import Counter
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 
-TASK_TYPES = ("mcq", "tf", "ff_num", "ff_text")
-# Letters accepted for a multiple-choice reply when the caller does not say how many options there are.
+from ..datasets import TASK_TYPES
+
 DEFAULT_N_CHOICES = 5
-NUMERIC_TOLERANCE = 1e-6
-# CoQA's rule judge: token F1 against the gold answer or an alias (no incorrect references exist there).
-REFERENCE_F1_THRESHOLD = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,11 +39,11 @@ _INVENTED_TURN = re.compile(r"\n\s*(?:#+\s*)?(?:Question|Q)\s*\d*\s*:", re.IGNOR
 
 # A stated confidence ("Confidence: 80%", "I am 90% sure") is never the answer, but its
 # digits would win "last number" and its letters could pass for an option.
-_CONFIDENCE_KEYWORD = r"\b(?:confidence|confident|certainty)\b"
+CONFIDENCE_KEYWORD = r"\b(?:confidence|confident|certainty)\b"
 # Only filler words may sit between the keyword and its number: "confident the answer is 42" states an answer.
-_CONFIDENCE_GAP = r"[^\w\n]*(?:(?:level|score|rating|is|of|about|around|at)\b[^\w\n]*){0,3}"
+CONFIDENCE_GAP = r"[^\w\n]*(?:(?:level|score|rating|is|of|about|around|at)\b[^\w\n]*){0,3}"
 _CONFIDENCE_STATEMENTS = (
-    re.compile(rf"{_CONFIDENCE_KEYWORD}{_CONFIDENCE_GAP}\d+(?:\.\d+)?\s*%?", re.IGNORECASE),
+    re.compile(rf"{CONFIDENCE_KEYWORD}{CONFIDENCE_GAP}\d+(?:\.\d+)?\s*%?", re.IGNORECASE),
     re.compile(r"\d+(?:\.\d+)?\s*(?:%|percent)\s*(?:confident|sure|certain)\b", re.IGNORECASE),
 )
 
@@ -253,13 +248,13 @@ def _extract_text(response: str) -> _Found | None:
 # ---- public extraction -----------------------------------------------------------------------------
 
 
-def _check_task_type(task_type: str) -> None:
+def check_task_type(task_type: str) -> None:
     if task_type not in TASK_TYPES:
         raise ValueError(f"unknown task_type {task_type!r}; known: {', '.join(TASK_TYPES)}")
 
 
 def _find(response: str | None, task_type: str, n_choices: int | None, choices: Sequence[str] | None) -> _Found | None:
-    _check_task_type(task_type)
+    check_task_type(task_type)
     if response is None:
         return None
     response = str(response)
@@ -304,7 +299,7 @@ def answer_char_span(
     return None if found is None else (found.start, found.end)
 
 
-def _as_list(value: Any) -> list:
+def list_cell(value: Any) -> list:
     if value is None:
         return []
     if isinstance(value, str):
@@ -316,139 +311,5 @@ def _as_list(value: Any) -> list:
 
 def extract_item_prediction(response: str | None, item: Mapping[str, Any]) -> str | None:
     """``extract_prediction`` with the task type and options taken from a data-contract row."""
-    choices = _as_list(item.get("choices")) or None
+    choices = list_cell(item.get("choices")) or None
     return extract_prediction(response, item["task_type"], None if choices is None else len(choices), choices=choices)
-
-
-# ---- verbal confidence -----------------------------------------------------------------------------
-
-_NUMBER_TEXT = r"(\d+(?:\.\d+)?|\.\d+)"
-# "0-100" / "0 to 100" is the scale echoed back from the prompt, not a confidence.
-_SCALE = re.compile(r"(?<![\w.])0\s*(?:-|\u2013|to\b)\s*(?:100(?![\w.])|$)", re.IGNORECASE)
-_AFTER_KEYWORD = re.compile(
-    rf"{_CONFIDENCE_KEYWORD}{_CONFIDENCE_GAP}{_NUMBER_TEXT}\s*(%|percent\b)?", re.IGNORECASE
-)
-_PERCENT_SURE = re.compile(
-    rf"(?<![\w.]){_NUMBER_TEXT}\s*(%|percent\b)\s*(?:confident|sure|certain)\b", re.IGNORECASE
-)
-_PERCENT = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}\s*(%|percent\b)", re.IGNORECASE)
-_ANY_NUMBER = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}(?!\w|\.\d)")
-# "1. " / "2) " opening a line numbers a list item; it is no confidence.
-_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
-
-
-def _as_confidence(number: str, percent: bool) -> float | None:
-    value = float(number)
-    if not percent and "." in number and value <= 1.0:
-        return value
-    return value / 100.0 if 0.0 <= value <= 100.0 else None
-
-
-def parse_verbal_confidence(text: str | None, *, require_cue: bool = False) -> float | None:
-    """A stated confidence as a probability in [0, 1]; None when there is none or it is above 100.
-
-    Preference: the number after the word "confidence"/"confident" ("Confidence: 85%"), then
-    "N% sure/confident/certain"; unless ``require_cue``, then any percentage, then the first
-    number that is not the echoed "0-100" scale. "85%" and "85" are read on the 0-100 scale;
-    a decimal up to 1 without "%" ("0.7") is already a probability. Use ``require_cue=True``
-    for replies that also hold an answer (one-step verbalisation), where a bare number or a
-    percentage may be the answer rather than the confidence.
-    """
-    if text is None:
-        return None
-    text = _SCALE.sub(lambda m: " " * len(m.group(0)), str(text))
-    patterns = (_AFTER_KEYWORD, _PERCENT_SURE) if require_cue else (_AFTER_KEYWORD, _PERCENT_SURE, _PERCENT, _ANY_NUMBER)
-    for pattern in patterns:
-        if pattern is _ANY_NUMBER:
-            text = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)
-        match = pattern.search(text)
-        if match:
-            return _as_confidence(match.group(1), percent=pattern.groups > 1 and match.group(2) is not None)
-    return None
-
-
-# ---- judging ---------------------------------------------------------------------------------------
-
-
-_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD normalisation: lowercase, no punctuation, no articles, single spaces."""
-    text = str(text).lower().translate(_NO_PUNCTUATION)
-    text = re.sub(r"\b(?:a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD token F1 between two strings after ``normalize_answer``; 1.0 when both are empty."""
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _item_label(item: Mapping[str, Any]) -> str:
-    return f"{item.get('dataset', '?')} item {item.get('id', '?')}"
-
-
-def _true_false(value: Any) -> str | None:
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    text = str(value).strip().lower()
-    return {"true": "true", "yes": "true", "false": "false", "no": "false"}.get(text)
-
-
-def is_correct(prediction: str | None, item: Mapping[str, Any]) -> bool:
-    """Rule judgement of a normalised prediction against a data-contract row.
-
-    mcq: same letter. tf: same truth value. ff_num: |p - g| <= 1e-6 * max(1, |g|).
-    ff_text with ``incorrect_answers`` (TruthfulQA): the best token F1 against the correct
-    references (``answer`` + ``answer_aliases``) beats the best against every incorrect one.
-    ff_text without them (CoQA): best token F1 against the references >= 0.5.
-    """
-    if prediction is None or (isinstance(prediction, float) and math.isnan(prediction)):
-        return False
-    task_type = item["task_type"]
-    _check_task_type(task_type)
-    gold = item["answer"]
-    if task_type == "mcq":
-        return str(prediction).strip().upper() == str(gold).strip().upper()
-    if task_type == "tf":
-        expected = _true_false(gold)
-        if expected is None:
-            raise ValueError(f"{_item_label(item)}: gold answer {gold!r} is not true/false")
-        return _true_false(prediction) == expected
-    if task_type == "ff_num":
-        expected = parse_number(gold)
-        if expected is None:
-            raise ValueError(f"{_item_label(item)}: gold answer {gold!r} is not a number")
-        got = parse_number(prediction)
-        return got is not None and abs(got - expected) <= NUMERIC_TOLERANCE * max(1.0, abs(expected))
-    references = [str(r) for r in [gold, *_as_list(item.get("answer_aliases"))] if r is not None and str(r).strip()]
-    if not references:
-        raise ValueError(f"{_item_label(item)}: no reference answer")
-    best_correct = max(token_f1(prediction, r) for r in references)
-    incorrect = [str(r) for r in _as_list(item.get("incorrect_answers")) if r is not None and str(r).strip()]
-    if incorrect:
-        return best_correct > max(token_f1(prediction, r) for r in incorrect)
-    return best_correct >= REFERENCE_F1_THRESHOLD
-
-
-class RuleJudge:
-    """Grades extracted predictions with ``is_correct``; the replies are only read by LLM judges."""
-
-    def judge(
-        self, items: pd.DataFrame, predictions: Sequence[str | None], responses: Sequence[str]
-    ) -> np.ndarray:
-        """Boolean array of shape ``(len(items),)``, row ``i`` judging ``predictions[i]`` against ``items.iloc[i]``."""
-        if not len(items) == len(predictions) == len(responses):
-            raise ValueError(
-                f"RuleJudge: {len(items)} items, {len(predictions)} predictions and {len(responses)} responses differ"
-            )
-        rows = items.to_dict("records")
-        return np.array([is_correct(p, row) for p, row in zip(predictions, rows)], dtype=bool)

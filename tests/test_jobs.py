@@ -1,0 +1,211 @@
+"""The workflow's job functions on small tables written where the workflow writes them.
+
+Each job is the code the workflow runs; these tests call it the way its script does, with paths laid
+out by uqroute.paths, and check that each cell's coordinates come from its path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from uqroute import paths
+from uqroute.analysis import alignment_table, build_calibration_set, pool_confidences, routing_curve
+from uqroute.io import read_parquet, write_parquet
+from uqroute.jobs import analysis, figures, generate, uq
+from uqroute.passes import PASS_COLUMNS
+
+SLMS, LLM, DATASETS, METHODS = ("slm-a", "slm-b"), "llm-x", ("boolq", "piqa", "multiarith"), ("perplexity", "p_true")
+
+
+def uq_frame(rng, n=40, invalid=0) -> pd.DataFrame:
+    confidence = rng.random(n)
+    valid = np.arange(n) >= invalid
+    return pd.DataFrame({"id": [f"q{i}" for i in range(n)], "confidence": np.where(valid, confidence, np.nan),
+                         "prediction": ["A"] * n, "correct": rng.random(n) < confidence, "valid": valid})
+
+
+@pytest.fixture
+def grid(tmp_path):
+    """UQ tables of every (slm, dataset, method) cell, each with its own values, and the LLM's answers."""
+    results = str(tmp_path / "results")
+    rng = np.random.default_rng(7)
+    tables = {}
+    for slm in SLMS:
+        for dataset in DATASETS:
+            for method in METHODS:
+                table = uq_frame(rng, invalid=3 if method == "p_true" else 0)
+                tables[slm, dataset, method] = table
+                write_parquet(table, paths.results_path(results, "uq", slm=slm, dataset=dataset, method=method))
+    for dataset in DATASETS:
+        llm = pd.DataFrame({"id": [f"q{i}" for i in range(40)][::-1], "correct": rng.random(40) < 0.8})
+        write_parquet(llm, paths.results_path(results, "gen", model=LLM, dataset=dataset, split="test",
+                                              pass_name="greedy"))
+    return results, tables
+
+
+def uq_paths(results, cells):
+    return [paths.results_path(results, "uq", slm=s, dataset=d, method=m) for s, d, m in cells]
+
+
+def llm_path(results, dataset):
+    return paths.results_path(results, "gen", model=LLM, dataset=dataset, split="test", pass_name="greedy")
+
+
+def test_paths_round_trip_and_name_a_stranger():
+    path = paths.results_path("results", "routing", slm="llama-3.2-1b", llm="gpt-4o-mini", dataset="gsm8k",
+                              method="p_true")
+    assert path == "results/routing/llama-3.2-1b/gpt-4o-mini/gsm8k/p_true.parquet"
+    assert paths.cell_of(path, "routing") == {"slm": "llama-3.2-1b", "llm": "gpt-4o-mini", "dataset": "gsm8k",
+                                              "method": "p_true"}
+    assert paths.cell_of("/abs/results/calibration/s/m/holdout-piqa.parquet", "calibration") == {
+        "slm": "s", "method": "m", "dataset": "piqa"}
+    replies = paths.results_path("r", "replies", model="m", dataset="d", split="test", pass_name="greedy")
+    assert paths.cell_of(replies, "replies")["pass_name"] == "greedy"
+    with pytest.raises(ValueError, match="not a uq path"):
+        paths.cell_of("results/routing/a/b/c/d.parquet", "uq")
+    with pytest.raises(KeyError, match="method"):
+        paths.results_path("results", "uq", slm="s", dataset="d")
+
+
+def test_alignment_job_labels_each_row_by_its_path_in_any_order(grid, tmp_path):
+    results, tables = grid
+    cells = [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]
+    shuffled = [cells[i] for i in np.random.default_rng(1).permutation(len(cells))]
+    out = str(tmp_path / "alignment.parquet")
+    analysis.alignment(uq=uq_paths(results, shuffled), ece_bins=10, output=out)
+    expected = alignment_table([(*cell, tables[cell]) for cell in shuffled], ece_bins=10)
+    pd.testing.assert_frame_equal(read_parquet(out), expected)
+    assert read_parquet(out).loc[lambda t: t["method"] == "p_true", "n_valid"].eq(37).all()
+
+
+def test_routing_curve_job_aligns_the_llm_by_id(grid, tmp_path):
+    results, tables = grid
+    out = str(tmp_path / "curve.parquet")
+    analysis.routing_curve(uq=uq_paths(results, [("slm-a", "piqa", "perplexity")])[0],
+                           llm=llm_path(results, "piqa"), step=0.1, output=out)
+    table = tables["slm-a", "piqa", "perplexity"]
+    llm = read_parquet(llm_path(results, "piqa")).set_index("id").loc[table["id"], "correct"].to_numpy()
+    expected = routing_curve(table["confidence"], table["correct"], llm, valid=table["valid"],
+                             ratios=np.round(np.arange(0, 1.05, 0.1), 10))
+    pd.testing.assert_frame_equal(read_parquet(out), expected)
+
+
+def test_routing_metrics_job_takes_each_cell_from_its_curve_path(grid, tmp_path):
+    results, _ = grid
+    curves = []
+    for slm, method in (("slm-b", "p_true"), ("slm-a", "perplexity")):
+        curve = paths.results_path(results, "routing", slm=slm, llm=LLM, dataset="boolq", method=method)
+        analysis.routing_curve(uq=uq_paths(results, [(slm, "boolq", method)])[0], llm=llm_path(results, "boolq"),
+                               step=0.05, output=curve)
+        curves.append(curve)
+    out = str(tmp_path / "routing.parquet")
+    analysis.routing_metrics(curves=curves, output=out)
+    table = read_parquet(out)
+    assert list(zip(table["slm"], table["method"])) == [("slm-b", "p_true"), ("slm-a", "perplexity")]
+    first = read_parquet(curves[0])
+    assert table["slm_accuracy"].iloc[0] == first["accuracy"].iloc[0]
+    assert table["llm_accuracy"].iloc[0] == first["accuracy"].iloc[-1]
+
+
+def test_relative_accuracy_job_pairs_each_uq_table_with_its_datasets_llm(grid, tmp_path):
+    results, _ = grid
+    out = str(tmp_path / "relative.parquet")
+    cells = [("slm-a", "piqa", "perplexity"), ("slm-b", "boolq", "p_true")]
+    analysis.relative_accuracy(uq=uq_paths(results, cells), llm=[llm_path(results, d) for d in DATASETS], step=30,
+                               output=out)
+    table = read_parquet(out)
+    assert list(table.columns[:4]) == ["slm", "llm", "dataset", "method"]
+    assert set(zip(table["slm"], table["dataset"], table["method"])) == set(cells)
+    assert (table["llm"] == LLM).all() and sorted(set(table["excluded_pct"])) == [0, 30, 60, 90]
+
+
+def test_calibration_job_pools_the_datasets_its_paths_name(grid, tmp_path):
+    results, tables = grid
+    out = str(tmp_path / "calibration.parquet")
+    sources = [("slm-a", "piqa", "p_true"), ("slm-a", "multiarith", "p_true")]
+    analysis.calibration_set(uq=uq_paths(results, sources), n_bins=5, fraction=0.5, seeds=[50, 51], output=out)
+    table = read_parquet(out)
+    expected = build_calibration_set(pool_confidences({d: tables[s, d, m] for s, d, m in sources}), n_bins=5,
+                                     fraction=0.5, seeds=(50, 51))
+    pd.testing.assert_frame_equal(table.drop(columns="seed"), expected)
+    assert set(table["source_dataset"]) == {"piqa", "multiarith"}
+    assert set(zip(table["run"], table["seed"])) == {(0, 50), (1, 51)}
+
+
+def test_grade_job_grades_replies_with_the_rule_judge(tmp_path):
+    questions = pd.DataFrame({"id": ["b1", "b2"], "dataset": "boolq", "split": "test", "task_type": "tf",
+                              "question": ["q1", "q2"], "context": None, "choices": None, "answer": ["true", "false"],
+                              "answer_aliases": None, "incorrect_answers": None})
+    replies = pd.DataFrame({"id": ["b2", "b1"], "response": ["Yes, it is.", "Yes."], "verbal_confidence": [0.9, np.nan]})
+    write_parquet(questions, tmp_path / "test.parquet")
+    write_parquet(replies, tmp_path / "verbal1s.replies.parquet")
+    generate.grade(pass_name="verbal1s", replies=str(tmp_path / "verbal1s.replies.parquet"),
+                   questions=str(tmp_path / "test.parquet"), judge={"engine": "rule"},
+                   output=str(tmp_path / "verbal1s.parquet"))
+    table = read_parquet(tmp_path / "verbal1s.parquet")
+    assert list(table.columns) == PASS_COLUMNS["verbal1s"]
+    assert table["id"].tolist() == ["b2", "b1"] and table["prediction"].tolist() == ["true", "true"]
+    assert table["correct"].tolist() == [False, True]
+
+
+def test_uq_job_trains_the_probe_on_the_train_split_its_paths_name(tmp_path):
+    rng = np.random.default_rng(3)
+    results = str(tmp_path / "results")
+
+    def write_cell(dataset, split, n, shift):
+        ids = [f"{dataset}-{split}-{i}" for i in range(n)]
+        correct = rng.random(n) < 0.5
+        vectors = [rng.normal(shift * c, 1.0, 8).astype(np.float32) for c in correct]
+        write_parquet(pd.DataFrame({"id": ids, "layer": -8, "vector": vectors}),
+                      paths.results_path(results, "hidden", model="s", dataset=dataset, split=split))
+        write_parquet(pd.DataFrame({"id": ids, "prediction": "A", "correct": correct}),
+                      paths.results_path(results, "gen", model="s", dataset=dataset, split=split,
+                                         pass_name="greedy"))
+        return ids
+
+    test_ids = write_cell("piqa", "test", 30, 2.0)
+    write_cell("piqa", "train", 60, 2.0)
+    write_cell("boolq", "train", 60, 0.0)
+    write_parquet(pd.DataFrame({"id": test_ids, "task_type": "mcq", "question": "q"}), tmp_path / "questions.parquet")
+
+    def score(train_dataset):
+        out = str(tmp_path / f"probe-{train_dataset}.parquet")
+        uq.uq_score(method="trained_probe", dataset="piqa", questions=str(tmp_path / "questions.parquet"),
+                    passes={"greedy": paths.results_path(results, "gen", model="s", dataset="piqa", split="test",
+                                                         pass_name="greedy")},
+                    hidden=paths.results_path(results, "hidden", model="s", dataset="piqa", split="test"),
+                    train_hidden=[paths.results_path(results, "hidden", model="s", dataset=train_dataset,
+                                                     split="train")],
+                    train_greedy=[paths.results_path(results, "gen", model="s", dataset=train_dataset, split="train",
+                                                     pass_name="greedy")],
+                    probe={"epochs": 5, "seed": 50}, max_questions=None, subset_seed=50, output=out)
+        return read_parquet(out)
+
+    from sklearn.metrics import roc_auc_score
+
+    own = score("piqa")
+    assert own["valid"].all() and len(own) == 30
+    assert roc_auc_score(own["correct"], own["confidence"]) > 0.8
+    with pytest.raises(ValueError, match="trained probe of piqa: train splits of \\['boolq'\\]"):
+        score("boolq")
+
+
+def test_probe_training_pairs_refuse_mismatched_datasets(tmp_path):
+    hidden = [paths.results_path("results", "hidden", model="s", dataset="piqa", split="train")]
+    greedy = [paths.results_path("results", "gen", model="s", dataset="boolq", split="train", pass_name="greedy")]
+    with pytest.raises(ValueError, match="piqa.*boolq"):
+        uq.training_pairs(hidden, greedy)
+
+
+def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path):
+    results, _ = grid
+    alignment = paths.results_path(results, "alignment")
+    analysis.alignment(uq=uq_paths(results, [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]),
+                       ece_bins=10, output=alignment)
+    png = paths.results_path(results, "figure_auroc_heatmaps", ext="png")
+    figures.figure(family="auroc_heatmaps", inputs={"alignment": [alignment]}, output_png=png)
+    assert (tmp_path / "results" / "figures" / "auroc_heatmaps.pdf").stat().st_size > 1000
+    with pytest.raises(ValueError, match="unknown figure family 'nope'"):
+        figures.figure(family="nope", inputs={}, output_png=png)
