@@ -116,15 +116,17 @@ def test_empty_table_is_an_error_naming_the_figure(tmp_path):
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """Keeps every figure passed to ``_save``, to inspect what the panels say."""
+    """Keeps every figure passed to ``save_figure``, to inspect what the panels say."""
     kept = []
-    save = figures._save
+    save = figures.save_figure
 
     def keep(fig, out_stem):
         kept.append(fig)
         return save(fig, out_stem)
 
-    monkeypatch.setattr(figures, "_save", keep)
+    # Each family module calls save_figure under its own name.
+    for family in (figures.alignment, figures.routing, figures.distributions, figures.generalization):
+        monkeypatch.setattr(family, "save_figure", keep)
     return kept
 
 

@@ -1,0 +1,142 @@
+"""Routing with calibration-data thresholds on an unseen dataset against the ground truth (paper Figures 5, 14-17), and how close the achieved ratio comes to the target."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+
+from ..datasets import DATASET_NAMES, dataset_label
+from ..uq.registry import METHOD_NAMES, method_label
+
+from .layout import (
+    DATASET_COLORS,
+    METHOD_COLORS,
+    RANDOM_STYLE,
+    Facets,
+    color_of,
+    dataset_handles,
+    note,
+    ordered,
+    percent_axes,
+    require_columns,
+    save_figure,
+)
+from .routing import curve_rows
+
+
+def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem, *,
+                        methods: Sequence[str] | None = None) -> list[Path]:
+    """Routing with leave-one-out calibration thresholds vs the ground truth (Fig. 5, 14-17).
+
+    ``gen``: generalization tables stacked with ``slm, llm, dataset, method`` columns; a row per
+    (LLM, held-out dataset, SLM), a panel per method (a single row wraps into rows of four).
+    Coloured line: accuracy at each target ratio with calibration thresholds, mean over runs,
+    band = min-max over runs. Black line: the ground truth, the target's own routing curve (from
+    ``curves``, stacked routing curves of the same cells; the ``oracle_threshold_accuracy``
+    column when ``curves`` is None or lacks the cell). A method with routing curves (or listed in
+    ``methods``) but no generalization rows, such as one whose calibration set is empty, gets a
+    panel with the ground truth and a note. Empty ``gen`` is fine when ``curves`` has rows.
+    """
+    columns = ("slm", "llm", "dataset", "method", "run", "target_ratio", "accuracy", "oracle_threshold_accuracy")
+    has_curves = curves is not None and len(curves) > 0
+    if gen is not None and len(gen) == 0 and has_curves and all(c in gen.columns for c in columns[4:]):
+        table = gen.reindex(columns=list(dict.fromkeys([*columns, *gen.columns])))
+        frame = curves
+    else:
+        table = require_columns(gen, columns, "generalization")
+        frame = table
+    rows = [(llm, dataset, slm) for llm, dataset in curve_rows(frame)
+            for slm in ordered(frame.loc[(frame["llm"] == llm) & (frame["dataset"] == dataset), "slm"])]
+    names = list(table["method"]) + list(methods or [])
+    if has_curves:
+        in_rows = pd.Series(list(zip(curves["llm"], curves["dataset"], curves["slm"]))).isin(rows).to_numpy()
+        names += list(curves.loc[in_rows, "method"])
+    all_methods = ordered(names, list(METHOD_NAMES))
+    n_runs = table["run"].nunique()
+    runs = f"{n_runs} run{'s' if n_runs != 1 else ''}"
+    handles = [
+        Line2D([], [], color="0.3", lw=1.6, marker="o", ms=3,
+               label=f"Calibration thresholds, mean of {runs}\n(band: min–max over runs)"),
+        Line2D([], [], color="black", lw=1.4, label="Ground truth\n(routing curve of the held-out dataset)"),
+    ]
+    if has_curves:
+        handles.append(Line2D([], [], label="Random routing",
+                              **{k: v for k, v in RANDOM_STYLE.items() if k != "zorder"}))
+    pairs = {(llm, dataset) for llm, dataset, _ in rows}
+    if len(pairs) == 1:
+        llm, dataset = next(iter(pairs))
+        suffix = f" — held out: {dataset_label(dataset)}, LLM: {llm}"
+    else:
+        suffix = ""
+    facets = Facets(rows, all_methods, sharey=True, handles=handles,
+                     title=f"Routing an unseen dataset with thresholds from calibration data of the other "
+                           f"datasets{suffix}")
+    fallback = sns.color_palette("husl", 12)
+    for ((llm, dataset, slm), method), ax in facets:
+        cell = table[(table["llm"] == llm) & (table["dataset"] == dataset) & (table["slm"] == slm)
+                     & (table["method"] == method)]
+        head = f"{slm} · {method_label(method)}"
+        facets.title(ax, head if suffix else f"{slm} → {llm} · {method_label(method)}\n"
+                                             f"held out: {dataset_label(dataset)}")
+        percent_axes(ax, xlabel="Target routing ratio (%)",
+                      ylabel="Overall accuracy (%)" if facets.first_in_row(ax) else None)
+        truth = None
+        if has_curves:
+            truth = curves[(curves["llm"] == llm) & (curves["dataset"] == dataset) & (curves["slm"] == slm)
+                           & (curves["method"] == method)].sort_values("ratio")
+        if truth is not None and len(truth):
+            ax.plot(truth["ratio"] * 100, truth["accuracy"] * 100, color="black", lw=1.4, zorder=3)
+            ax.plot(truth["ratio"] * 100, truth["random_accuracy"] * 100, **RANDOM_STYLE)
+        elif len(cell):
+            own = cell.groupby("target_ratio")["oracle_threshold_accuracy"].mean()
+            ax.plot(own.index * 100, own.to_numpy() * 100, color="black", lw=1.4, zorder=3)
+        if cell.empty:
+            note(ax, "No calibration thresholds\n(empty calibration set,\ne.g. no valid confidence)")
+            continue
+        stats = cell.groupby("target_ratio")["accuracy"].agg(["mean", "min", "max"])
+        x = stats.index.to_numpy(dtype=float) * 100
+        color = color_of(method, METHOD_COLORS, fallback, all_methods.index(method))
+        ax.fill_between(x, stats["min"] * 100, stats["max"] * 100, color=color, alpha=0.25, lw=0, zorder=1)
+        ax.plot(x, stats["mean"] * 100, color=color, lw=1.6, marker="o", ms=2.5, zorder=2)
+    return save_figure(facets.fig, out_stem)
+
+
+def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] | None = None) -> list[Path]:
+    """Achieved vs target routing ratio under calibration thresholds, with the identity line.
+
+    ``gen``: generalization tables stacked with ``slm, llm, dataset, method`` columns; a panel per
+    (SLM, method), a line per held-out dataset (mean over runs; the achieved ratio does not
+    depend on the LLM, so LLMs are averaged too). ``methods`` adds panels (with a note) for
+    methods that have no rows at all, e.g. an empty calibration set.
+    """
+    table = require_columns(gen, ("slm", "dataset", "method", "target_ratio", "achieved_ratio"), "ratio fidelity")
+    slms = ordered(table["slm"])
+    all_methods = ordered(list(table["method"]) + list(methods or []), list(METHOD_NAMES))
+    datasets = ordered(table["dataset"], list(DATASET_NAMES))
+    single = len(slms) == 1
+    handles = [Line2D([], [], color="black", ls=":", lw=1.2, label="Achieved = target")] + dataset_handles(datasets)
+    facets = Facets(slms, all_methods, panel=(3.3, 3.3), handles=handles, legend_title="Held-out dataset",
+                     title="Share of queries actually routed with calibration thresholds vs. the share targeted"
+                           + (f" — SLM: {slms[0]}" if single else ""))
+    fallback = sns.color_palette("husl", 12)
+    for (slm, method), ax in facets:
+        cell = table[(table["slm"] == slm) & (table["method"] == method)]
+        facets.title(ax, method_label(method) if single else f"{slm} · {method_label(method)}")
+        percent_axes(ax, xlabel="Target routing ratio (%)",
+                      ylabel="Achieved routing ratio (%)" if facets.first_in_row(ax) else None)
+        ax.set_ylim(0, 100)
+        ax.set_aspect("equal")
+        ax.plot([0, 100], [0, 100], color="black", ls=":", lw=1.2, zorder=3)
+        if cell.empty:
+            note(ax, "No calibration thresholds\n(empty calibration set)")
+            continue
+        for i, dataset in enumerate(datasets):
+            line = cell[cell["dataset"] == dataset].groupby("target_ratio")["achieved_ratio"].mean()
+            if len(line):
+                ax.plot(line.index * 100, line.to_numpy() * 100, lw=1.2,
+                        color=color_of(dataset, DATASET_COLORS, fallback, i))
+    return save_figure(facets.fig, out_stem)
