@@ -114,7 +114,7 @@ def test_routing_endpoints_and_random_line():
     rng = np.random.default_rng(1)
     conf, slm, llm = rng.random(50), rng.random(50) < 0.4, rng.random(50) < 0.8
     curve = routing_curve(conf, slm, llm, ratios=np.linspace(0, 1, 11))
-    assert list(curve.columns) == ["ratio", "accuracy", "random_accuracy", "oracle_accuracy"]
+    assert list(curve.columns) == ["ratio", "accuracy", "random_accuracy", "oracle_accuracy", "n"]
     assert curve["accuracy"].iloc[0] == pytest.approx(slm.mean())
     assert curve["accuracy"].iloc[-1] == pytest.approx(llm.mean())
     expected = slm.mean() + curve["ratio"] * (llm.mean() - slm.mean())  # 50 * r is an integer here
@@ -141,19 +141,49 @@ def test_oracle_by_hand():
     np.testing.assert_allclose(curve["oracle_accuracy"], [0.5, 0.75, 0.75, 0.75, 0.5])
 
 
-def test_ties_broken_by_input_order_and_invalid_routed_first():
+def test_tied_confidences_count_at_their_expected_accuracy_whatever_the_row_order():
     slm = np.array([1, 0, 1, 0], bool)
     llm = np.array([0, 1, 1, 1], bool)
     ratios = [0, 0.25, 0.5, 0.75, 1]
-    # All tied: route rows 0, 1, 2, 3 in that order.
+    # All tied: routing k rows at random keeps 2 (4 - k) / 4 SLM hits and gains 3 k / 4 LLM hits.
     tied = routing_curve([0.3] * 4, slm, llm, ratios=ratios)
-    np.testing.assert_allclose(tied["accuracy"], [0.5, 0.25, 0.5, 0.5, 0.75])
-    pd.testing.assert_frame_equal(tied, routing_curve([0.3] * 4, slm, llm, ratios=ratios))
-    # Row 3 invalid goes first although its stored confidence is the highest.
-    routed = routing_curve([0.1, 0.2, 0.3, 0.99], slm, llm, valid=[1, 1, 1, 0], ratios=ratios)
+    np.testing.assert_allclose(tied["accuracy"], [(8 + k) / 16 for k in range(5)])
+    for order in ([3, 2, 1, 0], [1, 3, 0, 2]):
+        pd.testing.assert_frame_equal(routing_curve([0.3] * 4, slm[order], llm[order], ratios=ratios), tied)
+    # A tie between two rows of four: the curve passes halfway between the two orders.
+    conf = [0.1, 0.5, 0.5, 0.9]
+    first = routing_curve([0.1, 0.4, 0.5, 0.9], slm, llm, ratios=ratios)["accuracy"].to_numpy()
+    second = routing_curve([0.1, 0.5, 0.4, 0.9], slm, llm, ratios=ratios)["accuracy"].to_numpy()
+    np.testing.assert_allclose(routing_curve(conf, slm, llm, ratios=ratios)["accuracy"], (first + second) / 2)
+    relative = relative_accuracy([0.3] * 4, slm, llm, excluded=[0, 50, 75])
+    np.testing.assert_allclose(relative["slm_accuracy"], [0.5, 0.5, 0.5])
+    np.testing.assert_allclose(relative["llm_accuracy"], [0.75, 0.75, 0.75])
+
+
+def test_invalid_rows_are_dropped_by_default_or_routed_first():
+    slm = np.array([1, 0, 1, 0], bool)
+    llm = np.array([0, 1, 1, 1], bool)
+    ratios = [0, 0.25, 0.5, 0.75, 1]
+    conf, valid = [0.1, 0.2, 0.3, 0.99], [1, 1, 1, 0]
+    # The paper's rule: the curve is over the three scored rows (k = 0, 1, 2, 2, 3 of 3).
+    dropped = routing_curve(conf, slm, llm, valid=valid, ratios=ratios)
+    np.testing.assert_allclose(dropped["accuracy"], [2 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3])
+    assert (dropped["n"] == 3).all()
+    # A router's rule: row 3 has no confidence and goes first although its stored value is the highest.
+    routed = routing_curve(conf, slm, llm, valid=valid, ratios=ratios, invalid="route_first")
     np.testing.assert_allclose(routed["accuracy"], [0.5, 0.75, 0.5, 0.75, 0.75])
-    np.testing.assert_allclose(routing_curve([0.1, 0.2, 0.3, np.nan], slm, llm, ratios=ratios)["accuracy"],
-                               routed["accuracy"])
+    assert (routed["n"] == 4).all()
+    np.testing.assert_allclose(routing_curve([0.1, 0.2, 0.3, np.nan], slm, llm, ratios=ratios,
+                                             invalid="route_first")["accuracy"], routed["accuracy"])
+    relative = relative_accuracy(conf, slm, llm, valid=valid, excluded=[0])
+    assert relative["n_kept"].tolist() == [3] and relative["slm_accuracy"].tolist() == [2 / 3]
+    with pytest.raises(ValueError, match="analysis.invalid"):
+        routing_curve(conf, slm, llm, valid=valid, invalid="keep")
+
+
+def test_no_valid_confidence_gives_an_empty_curve_under_the_papers_rule():
+    curve = routing_curve([np.nan] * 3, [1, 0, 1], [1, 1, 1], ratios=[0, 1])
+    assert curve["accuracy"].isna().all() and (curve["n"] == 0).all()
 
 
 def test_round_half_up_routing_count():
@@ -307,12 +337,29 @@ def test_generalization_from_the_same_distribution_hits_the_target_ratio():
     np.testing.assert_allclose(ends["achieved_ratio"], ends["target_ratio"])
 
 
-def test_generalization_routes_invalid_rows_always():
+def test_generalization_drops_invalid_rows_or_routes_them_always():
     target = uq_table([0.1, 0.5, np.nan, 0.9], [1, 1, 0, 1], valid=[1, 1, 0, 1])
     calibration = pd.DataFrame({"run": 0, "confidence": [0.2, 0.6, 0.8]})
-    gen = generalization(calibration, target, [False, False, True, True], target_ratios=[0.0, 1.0])
-    np.testing.assert_allclose(gen["achieved_ratio"], [0.25, 1.0])
-    np.testing.assert_allclose(gen["accuracy"], [1.0, 0.5])
+    llm = [False, False, True, True]
+    dropped = generalization(calibration, target, llm, target_ratios=[0.0, 1.0])
+    np.testing.assert_allclose(dropped["achieved_ratio"], [0.0, 1.0])
+    np.testing.assert_allclose(dropped["accuracy"], [1.0, 1 / 3])
+    routed = generalization(calibration, target, llm, target_ratios=[0.0, 1.0], invalid="route_first")
+    np.testing.assert_allclose(routed["achieved_ratio"], [0.25, 1.0])
+    np.testing.assert_allclose(routed["accuracy"], [1.0, 0.5])
+
+
+def test_generalization_routes_the_calibration_sets_share_of_a_tie():
+    # Half of the four tied calibration items are routed at r = 0.5; so are half the tied target rows.
+    calibration = pd.DataFrame({"run": 0, "confidence": [0.5] * 4})
+    target = uq_table([0.5, 0.5], [1, 0])
+    gen = generalization(calibration, target, [True, True], target_ratios=[0.5])
+    np.testing.assert_allclose(gen["threshold"], [0.5])
+    np.testing.assert_allclose(gen["achieved_ratio"], [0.5])
+    np.testing.assert_allclose(gen["accuracy"], [0.75])
+    np.testing.assert_allclose(gen["oracle_threshold_accuracy"], [0.75])
+    curve = routing_curve(target["confidence"], target["correct"], [True, True], ratios=[0.5])
+    np.testing.assert_allclose(gen["oracle_threshold_accuracy"], curve["accuracy"])
 
 
 # ---------------------------------------------------------------- findings

@@ -98,7 +98,8 @@ def test_follow_ups_reuse_the_answer_conversation(prompts, task_type):
     assert "0 to 100" in prompts.verbal2s(item, reply)[-1]["content"]
     ptrue_turn = prompts.ptrue(item, reply)[-1]["content"]
     assert f"Proposed answer: {proposed}\n" in ptrue_turn
-    assert ptrue_turn.endswith("Is the proposed answer True or False?")
+    # The paper: the model "evaluates the generated response using only True or False".
+    assert ptrue_turn.endswith("Is the proposed answer True or False? Answer with True or False only.")
 
 
 def test_ptrue_falls_back_to_the_reply_when_nothing_is_extracted(prompts):

@@ -39,6 +39,7 @@ rule routing_curve:
         pattern("routing"),
     params:
         step=config["analysis"]["routing_step"],
+        invalid=config["analysis"]["invalid"],
     log:
         f"{LOGS}/routing_curve/{{slm}}/{{llm}}/{{dataset}}/{{method}}.log",
     threads: 1
@@ -78,6 +79,7 @@ rule relative_accuracy:
         path("relative_accuracy"),
     params:
         step=config["analysis"]["exclusion_step"],
+        invalid=config["analysis"]["invalid"],
     log:
         f"{LOGS}/relative_accuracy.log",
     threads: 1
@@ -122,6 +124,7 @@ rule generalization:
         pattern("generalization"),
     params:
         step=config["calibration"]["target_ratio_step"],
+        invalid=config["analysis"]["invalid"],
     log:
         f"{LOGS}/generalization/{{slm}}/{{llm}}/{{method}}/{{dataset}}.log",
     threads: 1

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
-from uqroute.analysis.routing import check_ratios, round_half_up
+from uqroute.analysis.routing import INVALID_RULES, check_ratios, round_half_up
 
 POOL_COLUMNS = ("source_dataset", "id", "confidence")
 log = logging.getLogger(__name__)
@@ -181,17 +181,43 @@ def thresholds_for_ratios(calibration_confidences, target_ratios) -> np.ndarray:
     return np.where(k == 0, -np.inf, np.where(k == n, np.inf, mid))
 
 
+def tie_shares_for_ratios(calibration_confidences, target_ratios) -> np.ndarray:
+    """Share (R,) of the items tied at each threshold of :func:`thresholds_for_ratios` that are routed.
+
+    When c_(k) = c_(k+1) the threshold falls inside a group of tied calibration items; routing
+    them in uniformly random order sends (k - first index of the group) / group size of them (the
+    same rule the routing curves use). 0 where the threshold lies between two distinct values.
+    """
+    conf = np.sort(as_float_array(calibration_confidences))
+    ratios = check_ratios(target_ratios, what="target ratios")
+    n = len(conf)
+    k = round_half_up(ratios * n)
+    shares = np.zeros(len(ratios))
+    inside = (k > 0) & (k < n)
+    if inside.any():
+        value = conf[np.clip(k - 1, 0, n - 1)]
+        tied = inside & (conf[np.clip(k, 0, n - 1)] == value)
+        first = np.searchsorted(conf, value, side="left")
+        last = np.searchsorted(conf, value, side="right")
+        shares = np.where(tied, (k - first) / np.maximum(last - first, 1), 0.0)
+    return shares
+
+
 def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_correct,
-                   target_ratios=TARGET_RATIOS) -> pd.DataFrame:
+                   target_ratios=TARGET_RATIOS, *, invalid: str = "drop") -> pd.DataFrame:
     """Routing on an unseen target with thresholds from each calibration run.
 
     ``calibration``: :func:`build_calibration_set` output (``run, confidence`` used).
     ``target_uq``: the target's ``uq`` table (``id, confidence, correct, valid``); ``llm_correct``:
-    whether the LLM answers each of its rows right, aligned by position.
-    For each run and target ratio r: ``threshold`` from the run's confidences; the target routes
-    its rows with confidence < threshold plus every invalid row; ``achieved_ratio`` = routed / n;
-    ``accuracy`` = (SLM right on kept + LLM right on routed) / n. ``oracle_threshold_accuracy`` is
-    the ground truth: the same with the threshold taken from the target's own valid confidences.
+    whether the LLM answers each of its rows right, aligned by position. ``invalid``: the target's
+    rows without a confidence are left out (``"drop"``, the paper's rule) or always routed
+    (``"route_first"``).
+    For each run and target ratio r: ``threshold`` and tie share from the run's confidences; the
+    target routes its rows with confidence < threshold, the tie share of the rows equal to it (in
+    expectation, as the routing curves treat ties) and, under ``"route_first"``, every invalid row;
+    ``achieved_ratio`` = routed / n; ``accuracy`` = E[SLM right on kept + LLM right on routed] / n.
+    ``oracle_threshold_accuracy`` is the ground truth: the same with the thresholds taken from the
+    target's own valid confidences (its routing curve at r). n: the rows of the target it is over.
     """
     missing = [c for c in ("id", "confidence", "correct", "valid") if c not in target_uq.columns]
     if missing:
@@ -203,28 +229,40 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
         raise ValueError(f"llm_correct has {len(llm)} rows, the target uq table {len(conf)}")
     if len(conf) == 0:
         raise ValueError("target uq table is empty")
+    if invalid not in INVALID_RULES:
+        raise ValueError(f"invalid rows: rule {invalid!r} is not one of {INVALID_RULES} (config key analysis.invalid)")
     valid = valid_mask(conf, target_uq["valid"], what="target uq table", ids=target_uq["id"])
     ratios = check_ratios(target_ratios, what="target ratios")
+    if invalid == "drop":
+        conf, slm, llm, valid = conf[valid], slm[valid], llm[valid], valid[valid]
     n, n_invalid = len(conf), int((~valid).sum())
+    if n == 0:
+        log.warning("target has no valid confidence: no generalization rows")
+        return pd.DataFrame({column: pd.Series(dtype=float) for column in GENERALIZATION_COLUMNS})
     order = np.argsort(conf[valid], kind="stable")
     sorted_conf = conf[valid][order]
     cum_slm = np.concatenate([[0], np.cumsum(slm[valid][order])])
     cum_llm = np.concatenate([[0], np.cumsum(llm[valid][order])])
     always_routed = int(llm[~valid].sum())
 
-    def route(thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m = np.searchsorted(sorted_conf, thresholds, side="left")
-        accuracy = (always_routed + cum_slm[-1] - cum_slm[m] + cum_llm[m]) / n
-        return (n_invalid + m) / n, accuracy
+    def route(thresholds: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        below = np.searchsorted(sorted_conf, thresholds, side="left")
+        upto = np.searchsorted(sorted_conf, thresholds, side="right")
+        routed = below + shares * (upto - below)
+        slm_routed = cum_slm[below] + shares * (cum_slm[upto] - cum_slm[below])
+        llm_routed = cum_llm[below] + shares * (cum_llm[upto] - cum_llm[below])
+        accuracy = (always_routed + cum_slm[-1] - slm_routed + llm_routed) / n
+        return (n_invalid + routed) / n, accuracy
 
     if len(sorted_conf):
-        _, oracle = route(thresholds_for_ratios(sorted_conf, ratios))
+        _, oracle = route(thresholds_for_ratios(sorted_conf, ratios), tie_shares_for_ratios(sorted_conf, ratios))
     else:
         oracle = np.full(len(ratios), always_routed / n)
     frames = []
     for run, runs in calibration.groupby("run", sort=True):
-        thresholds = thresholds_for_ratios(runs["confidence"].to_numpy(dtype=float), ratios)
-        achieved, accuracy = route(thresholds)
+        run_confidences = runs["confidence"].to_numpy(dtype=float)
+        thresholds = thresholds_for_ratios(run_confidences, ratios)
+        achieved, accuracy = route(thresholds, tie_shares_for_ratios(run_confidences, ratios))
         frames.append(pd.DataFrame({
             "run": run, "target_ratio": ratios, "threshold": thresholds, "achieved_ratio": achieved,
             "accuracy": accuracy, "oracle_threshold_accuracy": oracle,

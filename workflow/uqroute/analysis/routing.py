@@ -1,10 +1,15 @@
 """Uncertainty-based routing: send the least confident queries from the SLM to the LLM.
 
-Order of routing (shared by every function here): rows without a confidence (``valid`` false
-or a non-finite confidence) go first, in their input order, since nothing vouches for the SLM's
-answer there; then valid rows by ascending confidence, ties in input order (a stable sort on
-(confidence, position)), so the same table always gives the same curve. Sending ``k`` queries
-at ratio ``r`` means k = round-half-up(r * n) over all n rows.
+Rows without a confidence (``valid`` false or a non-finite confidence), by ``invalid``:
+``"drop"`` (the paper's rule, the default) leaves them out, so curves are over the n_valid
+scored rows; ``"route_first"`` keeps them and routes them before any scored row, since nothing
+vouches for the SLM's answer there (what a deployed router does with a reply it cannot score).
+
+Order of routing: ascending confidence (rows without one first, as one group). Tied rows are
+routed in uniformly random order, so every curve is the *expected* accuracy over that order: the
+same treatment AUROC gives ties, and never the input order (a file sorted by subject would
+otherwise route whole subjects first). Sending ``k`` queries at ratio ``r`` means
+k = round-half-up(r * n) over the n rows the curve is over.
 
 Inputs are aligned arrays of length n (position i is the same question in each): the SLM's
 confidence, whether the SLM's answer is right, whether the LLM's answer is right.
@@ -17,7 +22,8 @@ import pandas as pd
 
 from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
 
-CURVE_COLUMNS = ("ratio", "accuracy", "random_accuracy", "oracle_accuracy")
+CURVE_COLUMNS = ("ratio", "accuracy", "random_accuracy", "oracle_accuracy", "n")
+INVALID_RULES = ("drop", "route_first")
 SUMMARY_KEYS = ("area", "apgr", "cpt20", "cpt50", "cpt80")
 RELATIVE_COLUMNS = ("excluded_pct", "n_kept", "slm_accuracy", "llm_accuracy", "relative_accuracy")
 # Default grid: every percent from 0 % to 100 % routed (read-only, shared as a default argument).
@@ -45,10 +51,35 @@ def _checked_routing_arrays(confidence, slm_correct, llm_correct, valid):
     return conf, slm, llm, valid_mask(conf, valid, what="confidence")
 
 
-def routing_order(confidence: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Permutation (n,) that lists rows in routing order: invalid first, then ascending confidence."""
-    filled = np.where(valid, confidence, 0.0)
-    return np.lexsort((filled, valid))
+def routing_rows(confidence, slm_correct, llm_correct, valid=None, invalid: str = "drop"):
+    """The checked arrays ``(confidence, slm, llm, valid)`` a curve is over: all rows, or the valid ones."""
+    if invalid not in INVALID_RULES:
+        raise ValueError(f"invalid rows: rule {invalid!r} is not one of {INVALID_RULES} (config key analysis.invalid)")
+    conf, slm, llm, valid = _checked_routing_arrays(confidence, slm_correct, llm_correct, valid)
+    if invalid == "drop":
+        conf, slm, llm, valid = conf[valid], slm[valid], llm[valid], valid[valid]
+    return conf, slm, llm, valid
+
+
+def expected_routed_sums(confidence: np.ndarray, valid: np.ndarray, *values: np.ndarray) -> list[np.ndarray]:
+    """For k = 0..n, the expected sum of each of ``values`` over the k rows routed first; each (n + 1,).
+
+    Rows go in ascending confidence (invalid rows first, as one group); within a group of tied
+    confidences the order is uniformly random, so the expected sum grows linearly across the group:
+    the cumulative sums interpolated between the groups' boundaries.
+    """
+    key = np.where(valid, confidence, -np.inf)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    n = len(key)
+    starts = np.flatnonzero(np.concatenate([[True], key[1:] != key[:-1]])) if n else np.zeros(0, dtype=np.int64)
+    boundaries = np.append(starts, n)
+    steps = np.arange(n + 1)
+    sums = []
+    for value in values:
+        cumulative = np.concatenate([[0.0], np.cumsum(np.asarray(value, dtype=float)[order])])
+        sums.append(np.interp(steps, boundaries, cumulative[boundaries]))
+    return sums
 
 
 def check_ratios(ratios, *, what: str = "routing ratios") -> np.ndarray:
@@ -59,23 +90,27 @@ def check_ratios(ratios, *, what: str = "routing ratios") -> np.ndarray:
     return np.clip(ratios, 0.0, 1.0)
 
 
-def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTING_RATIOS) -> pd.DataFrame:
+def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTING_RATIOS, *,
+                  invalid: str = "drop") -> pd.DataFrame:
     """Overall accuracy vs routing ratio (``routing/{slm}/{llm}/{dataset}/{method}.parquet``).
 
     For each ratio r in ``ratios`` (fractions in [0, 1]) the first k = round-half-up(r * n) rows
-    in routing order go to the LLM. Columns:
-    ``ratio``; ``accuracy`` = (SLM right on kept + LLM right on routed) / n;
+    in routing order go to the LLM (see the module docstring for ``invalid`` and ties). Columns:
+    ``ratio``; ``accuracy`` = E[SLM right on kept + LLM right on routed] / n;
     ``random_accuracy`` = (1 - k/n) * acc_SLM + (k/n) * acc_LLM, the expected accuracy of routing
     a uniformly random k-subset; ``oracle_accuracy`` = the best achievable with k routed: route
     first where the SLM is wrong and the LLM right, then where the two agree, last where the SLM
-    is right and the LLM wrong.
+    is right and the LLM wrong; ``n``: the rows the curve is over (n_valid under ``"drop"``).
+    With no row to route (no valid confidence under ``"drop"``) every accuracy is NaN.
     """
-    conf, slm, llm, valid = _checked_routing_arrays(confidence, slm_correct, llm_correct, valid)
+    conf, slm, llm, valid = routing_rows(confidence, slm_correct, llm_correct, valid, invalid)
     ratios = check_ratios(ratios)
     n = len(conf)
-    order = routing_order(conf, valid)
-    cum_slm = np.concatenate([[0], np.cumsum(slm[order])])
-    cum_llm = np.concatenate([[0], np.cumsum(llm[order])])
+    if n == 0:
+        nothing = np.full(len(ratios), np.nan)
+        return pd.DataFrame({"ratio": ratios, "accuracy": nothing, "random_accuracy": nothing,
+                             "oracle_accuracy": nothing, "n": 0})
+    cum_slm, cum_llm = expected_routed_sums(conf, valid, slm, llm)
     k = round_half_up(ratios * n)
     accuracy = (cum_slm[n] - cum_slm[k] + cum_llm[k]) / n
     acc_slm, acc_llm = cum_slm[n] / n, cum_llm[n] / n
@@ -87,6 +122,7 @@ def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTI
         "accuracy": accuracy,
         "random_accuracy": (1 - frac) * acc_slm + frac * acc_llm,
         "oracle_accuracy": acc_slm + best_first[k] / n,
+        "n": n,
     })
 
 
@@ -121,28 +157,29 @@ def routing_summary(curve: pd.DataFrame, slm_accuracy: float, llm_accuracy: floa
 
 def routing_metrics_row(curve: pd.DataFrame, *, slm: str, llm: str, dataset: str, method: str) -> dict:
     """One row of ``metrics/routing.parquet``: the cell, the accuracies at both ends of its curve (ratio 0:
-    the SLM alone, ratio 1: the LLM alone) and :func:`routing_summary`."""
+    the SLM alone, ratio 1: the LLM alone), :func:`routing_summary`, and ``n``, the rows routed over."""
     slm_accuracy, llm_accuracy = float(curve["accuracy"].iloc[0]), float(curve["accuracy"].iloc[-1])
     return {"slm": slm, "llm": llm, "dataset": dataset, "method": method, "slm_accuracy": slm_accuracy,
-            "llm_accuracy": llm_accuracy, **routing_summary(curve, slm_accuracy, llm_accuracy)}
+            "llm_accuracy": llm_accuracy, **routing_summary(curve, slm_accuracy, llm_accuracy),
+            "n": int(curve["n"].iloc[0])}
 
 
-def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded=range(0, 91, 10)) -> pd.DataFrame:
+def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded=range(0, 91, 10), *,
+                      invalid: str = "drop") -> pd.DataFrame:
     """SLM vs LLM accuracy on the most confident queries (paper Fig. 3).
 
     For each percentage p in ``excluded`` the first round-half-up(p/100 * n) rows in routing order
-    (the least confident, invalid ones first) are dropped. Columns: ``excluded_pct``, ``n_kept``,
-    ``slm_accuracy`` and ``llm_accuracy`` on the kept rows, ``relative_accuracy`` = their ratio
-    (NaN when the LLM gets none of the kept rows right or nothing is kept).
+    (the least confident; ties and ``invalid`` as in the module docstring) are dropped. Columns:
+    ``excluded_pct``, ``n_kept``, the expected ``slm_accuracy`` and ``llm_accuracy`` on the kept
+    rows, ``relative_accuracy`` = their ratio (NaN when the LLM gets none of the kept rows right or
+    nothing is kept).
     """
-    conf, slm, llm, valid = _checked_routing_arrays(confidence, slm_correct, llm_correct, valid)
+    conf, slm, llm, valid = routing_rows(confidence, slm_correct, llm_correct, valid, invalid)
     pct = np.asarray(list(excluded), dtype=float)
     if np.any((pct < 0) | (pct > 100)):
         raise ValueError(f"excluded percentages must be in [0, 100]; got {pct!r}")
     n = len(conf)
-    order = routing_order(conf, valid)
-    cum_slm = np.concatenate([[0], np.cumsum(slm[order])])
-    cum_llm = np.concatenate([[0], np.cumsum(llm[order])])
+    cum_slm, cum_llm = expected_routed_sums(conf, valid, slm, llm)
     k = round_half_up(pct / 100 * n)
     n_kept = n - k
     with np.errstate(invalid="ignore", divide="ignore"):

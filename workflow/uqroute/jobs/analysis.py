@@ -36,23 +36,24 @@ def alignment(*, uq: Sequence[str], ece_bins: int, output: str) -> None:
     write_parquet(alignment_table(cells, ece_bins=ece_bins), output)
 
 
-def routing_curve(*, uq: str, llm: str, step: float, output: str) -> None:
+def routing_curve(*, uq: str, llm: str, step: float, output: str, invalid: str = "drop") -> None:
     from ..analysis.routing import routing_curve as curve
 
     table, llm_correct = _uq_and_llm(uq, llm)
     write_parquet(curve(table["confidence"], table["correct"], llm_correct, valid=table["valid"],
-                        ratios=ratio_grid(step)), output)
+                        ratios=ratio_grid(step), invalid=invalid), output)
 
 
 def routing_metrics(*, curves: Sequence[str], output: str) -> None:
     from ..analysis.routing import routing_metrics_row
 
-    rows = [routing_metrics_row(read_parquet(path, ["ratio", "accuracy"]), **cell_of(path, "routing"))
+    rows = [routing_metrics_row(read_parquet(path, ["ratio", "accuracy", "n"]), **cell_of(path, "routing"))
             for path in curves]
     write_parquet(pd.DataFrame(rows), output)
 
 
-def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, output: str) -> None:
+def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, output: str,
+                      invalid: str = "drop") -> None:
     """Every (SLM, dataset, method) UQ table against every LLM's answers on the same dataset."""
     from ..analysis.routing import relative_accuracy as relative
 
@@ -66,7 +67,7 @@ def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, outpu
         for llm_name, llm_path in llm_by_dataset.get(cell["dataset"], []):
             table, llm_correct = _uq_and_llm(uq_path, llm_path)
             result = relative(table["confidence"], table["correct"], llm_correct, valid=table["valid"],
-                              excluded=range(0, 91, step))
+                              excluded=range(0, 91, step), invalid=invalid)
             frames.append(result.assign(slm=cell["slm"], llm=llm_name, dataset=cell["dataset"],
                                         method=cell["method"]))
     table = pd.concat(frames, ignore_index=True)
@@ -85,11 +86,12 @@ def calibration_set(*, uq: Sequence[str], n_bins: int, fraction: float, seeds: S
     write_parquet(table, output)
 
 
-def generalization(*, calibration: str, uq: str, llm: str, step: float, output: str) -> None:
+def generalization(*, calibration: str, uq: str, llm: str, step: float, output: str, invalid: str = "drop") -> None:
     from ..analysis.calibration import generalization as apply
 
     table, llm_correct = _uq_and_llm(uq, llm)
-    write_parquet(apply(read_parquet(calibration), table, llm_correct, target_ratios=ratio_grid(step)), output)
+    write_parquet(apply(read_parquet(calibration), table, llm_correct, target_ratios=ratio_grid(step),
+                        invalid=invalid), output)
 
 
 def tagged(paths: Sequence[str], kind: str, names: Sequence[str] | None = None) -> pd.DataFrame:
