@@ -40,7 +40,16 @@ def _span_text(response, task_type, n_choices=None, **kwargs):
         ("E. outdoors", 5, "E", "E"),
         ("The correct answer is: (A) bank", 5, "A", "A"),
         ("I think it is B", 4, "B", "B"),
-        ("A. bank\n\nThe answer is D. mall.", 5, "D", "D"),  # explicit pattern beats the leading letter
+        ("A. bank\n\nThe answer is D. mall.", 5, "D", "D"),  # a concluding answer statement beats the leading letter
+        # The option the reply commits to first wins over options it discusses afterwards.
+        ("B) Paris. Option A (London) is wrong.", 4, "B", "B"),
+        ("B) Paris, not (C) Rome.", 4, "B", "B"),
+        ("C. The sun rises in the east, so options A and B are wrong.", 4, "C", "C"),
+        ("(B) because option (A) describes a mammal", 4, "B", "B"),
+        ("The answer is B.\nOption (A) is tempting: it names the capital of another country.", 4, "B", "B"),
+        ("Answer: D\nExplanation: A and B are too small, and option C is not a fruit.", 4, "D", "D"),
+        ("Option A is wrong because it is too small. The correct answer is C.", 4, "C", "C"),
+        ("Let's compare the options.\nA is a bird, B is a fish.\nSo the answer is B.", 4, "B", "B"),
         ("D, Confidence: N%", 5, "D", "D"),
         ("A", 4, "A", "A"),
         ("A is correct", 4, "A", "A"),

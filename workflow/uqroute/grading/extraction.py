@@ -70,19 +70,30 @@ def _letters(n_choices: int | None) -> str:
     return string.ascii_uppercase[:n]
 
 
-def _mcq_patterns(letters: str) -> list[re.Pattern]:
+def _mcq_patterns(letters: str) -> tuple[re.Pattern, re.Pattern]:
+    """An answer statement ("The answer is (B)", "Answer: C", "the correct option is D") and a bracketed label.
+
+    "Option A" alone is a mention (often of a wrong option), not a statement: only "answer", or
+    "correct/final/best/right answer|option|choice", introduces the letter a reply commits to.
+    """
     upper = f"[{letters}]"
     either = f"[{letters}{letters.lower()}]"
     # A letter in brackets is a label whatever its case; a bare one must be a capital standing alone.
     label = rf"(?:\(({either})\)|\[({either})\]|({upper})(?![\w']))"
-    cue = r"\b(?:(?:correct|final|best|right)\s+)?(?:answer|option|choice)\b(?:\s+(?:is|would\s+be|will\s+be))?"
-    return [
+    cue = (r"\b(?:(?:correct|final|best|right)\s+(?:answer|option|choice)|answer)\b"
+           r"(?:\s+(?:is|would\s+be|will\s+be))?")
+    return (
         re.compile(rf"(?i:{cue})[\s:*=\-]*(?i:option\s+|choice\s+)?{label}"),
         re.compile(rf"[(\[]({either})[)\]]"),
-    ]
+    )
 
 
-_LEADING_LETTER = re.compile(r"^[\s*_\"'`>#]*([A-Z])(?![\w'])")
+def _labelled(match: re.Match) -> _Found:
+    group = next(g for g in range(1, (match.lastindex or 0) + 1) if match.group(g))
+    return _Found(match.group(group).upper(), match.start(group), match.end(group))
+
+
+_LEADING_LETTER = re.compile(r"^[\s*_\"'`>#(\[]*([A-Z])(?![\w'])")
 # After a leading "A" or "I", these words mean the letter is an option label rather than English.
 _LABEL_CONTINUATIONS = frozenset({"is"})
 
@@ -124,13 +135,25 @@ def _loose_letter(text: str, letters: str) -> _Found | None:
 
 
 def _extract_mcq(text: str, n_choices: int | None, choices: Sequence[str] | None) -> _Found | None:
+    """The option the reply commits to first, unless its last line states a final answer.
+
+    In order: an answer statement in the reply's last line (its conclusion: "..., so the answer is
+    C"); the letter the reply leads with ("B) Paris. Option A (London) is wrong." is B); the first
+    answer statement anywhere; the first bracketed label; the first option text; a lone capital.
+    """
     letters = _letters(n_choices)
-    for pattern in _mcq_patterns(letters):
-        match = pattern.search(text)
-        if match:
-            group = next(g for g in range(1, (match.lastindex or 0) + 1) if match.group(g))
-            return _Found(match.group(group).upper(), match.start(group), match.end(group))
+    statement, bracketed = _mcq_patterns(letters)
+    statements = [_labelled(match) for match in statement.finditer(text)]
+    last_line = text.rstrip().rfind("\n") + 1
+    concluding = [found for found in statements if found.start >= last_line]
+    if concluding:
+        return concluding[-1]
     found = _leading_letter(text, letters)
+    if found is None and statements:
+        found = statements[0]
+    if found is None:
+        match = bracketed.search(text)
+        found = _labelled(match) if match else None
     if found is None and choices is not None:
         found = _option_text(text, letters, choices)
     return found if found is not None else _loose_letter(text, letters)
