@@ -16,6 +16,7 @@ from uqroute.datasets import (
     dataset_info,
     load_split,
     normalize_number,
+    probe_training,
     required_files,
     take_subset,
 )
@@ -90,10 +91,11 @@ def test_registry_covers_the_14_datasets_with_paper_sizes():
     assert len(DATASET_NAMES) == 14
     for name in DATASET_NAMES:
         info = dataset_info(name)
-        assert info["probe_training"] in ("in_domain", "crossfit")
+        assert probe_training(name, local=True) in ("in_domain", "crossfit")
         assert set(info["hub"]) == {"test", "train"}
         assert info["paper"]["test"] > 0 and info["paper"]["train"] > 0
-    assert dataset_info("boolq")["probe_training"] == "crossfit"
+    # Local BoolQ train has no passages: cross-fitted; the hub's has them: trained in domain.
+    assert probe_training("boolq", local=True) == "crossfit" and probe_training("boolq", local=False) == "in_domain"
     assert dataset_info("coqa")["local"] is None
     assert dataset_info("gsm8k")["paper"] == {"test": 1319, "train": 7473}
     assert dataset_info("truthfulqa")["paper"] == {"test": 164, "train": 653}

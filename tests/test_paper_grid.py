@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from uqroute import REPO_ROOT
-from uqroute.datasets import dataset_info
+from uqroute.datasets import probe_training
 from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.models import model_spec
 from uqroute.passes import GRADED_PASSES
@@ -104,7 +104,7 @@ def expected_counts(config: dict) -> dict[str, int]:
     # A train split is read by the in-domain trained probe of its dataset and by every other dataset's OOD probe.
     train = [
         dataset for dataset in datasets
-        if ("trained_probe" in methods and dataset_info(dataset)["probe_training"] == "in_domain")
+        if ("trained_probe" in methods and probe_training(dataset, local=config["data_dir"] is not None) == "in_domain")
         or ("ood_probe" in methods and len(datasets) > 1)
     ]
     probes_read_test = bool(PROBE_METHODS & set(methods))
@@ -167,7 +167,9 @@ def test_paper_config_is_the_papers_grid():
     config = paper_config()
     assert len(config["slms"]) == 8 and len(config["llms"]) == 2
     assert len(config["datasets"]) == 14 and len(config["methods"]) == 8
-    assert config["data_dir"] is None and config["subset"]["max_test"] is None and config["subset"]["max_train"] is None
+    assert config["data_dir"] is None and config["subset"]["max_test"] is None
+    # Probes learn from an equal, seeded subsample of each train split (the paper: "a fixed subsample").
+    assert config["subset"]["max_train"] == 2000 and config["subset"]["seed"] == 50
     generation = config["generation"]
     assert (generation["seed"], generation["top_p"], generation["n_samples"], generation["sample_temperature"]) == (
         50, 1.0, 5, 1.0)

@@ -190,3 +190,17 @@ def test_every_pass_renders_a_loaded_item(prompts, data_dir, dataset):
 def test_ptrue_shows_the_proposed_number(prompts, data_dir):
     item = load_split("gsm8k", "test", data_dir).iloc[0].to_dict()
     assert "Proposed answer: 42" in prompts.ptrue(item, "3 + 39 = 42. The answer is 42.")[-1]["content"]
+
+
+def test_one_step_verbalization_can_reason_first_where_the_config_asks(prompts):
+    from uqroute.passes import pass_settings
+
+    item = SAMPLES["ff_num"]
+    short = prompts.verbal1s(item)[-1]["content"]
+    reasoned = prompts.verbal1s(item, reasoning=True)[-1]["content"]
+    assert "step by step" not in short and "step by step" in reasoned
+    assert reasoned.endswith("Answer: <number>\nConfidence: <0-100>%")
+    generation = {"max_new_tokens": {"ff_num": 512, "mcq": 64}, "verbal_max_new_tokens": 64,
+                  "verbal1s_reasoning": ["ff_num"], "part_size": 8}
+    assert pass_settings("verbal1s", generation, ["ff_num"])["verbal1s_reasoning"] == ["ff_num"]
+    assert pass_settings("verbal1s", generation, ["mcq"])["verbal1s_reasoning"] == []

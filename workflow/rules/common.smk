@@ -6,6 +6,7 @@ from pathlib import Path
 
 from uqroute import paths
 from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files, dataset_info
+from uqroute.datasets import probe_training as dataset_probe_training
 from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.gguf import check_model_files
 from uqroute.models import model_spec
@@ -175,7 +176,7 @@ def probe_settings(wildcards):
 
 
 def probe_training(dataset):
-    return dataset_info(dataset)["probe_training"]
+    return dataset_probe_training(dataset, local=DATA_DIR is not None)
 
 
 # ---- input functions ---------------------------------------------------------------------------

@@ -57,7 +57,7 @@ REPLY_COLUMNS: dict[str, list[str]] = {
 PASS_SETTINGS: dict[str, tuple[str, ...]] = {
     "greedy": ("max_new_tokens", "part_size"),
     "sample": ("max_new_tokens", "part_size", "seed", "top_p", "n_samples", "sample_temperature"),
-    "verbal1s": ("max_new_tokens", "verbal_max_new_tokens", "part_size"),
+    "verbal1s": ("max_new_tokens", "verbal_max_new_tokens", "verbal1s_reasoning", "part_size"),
     "verbal2s": ("verbal_max_new_tokens", "part_size"),
     "ptrue": ("part_size",),
 }
@@ -80,6 +80,8 @@ def pass_settings(pass_name: str, generation: Mapping[str, Any], task_types: Seq
         if lacking:
             raise KeyError(f"config key generation.max_new_tokens has no budget for task type(s) {lacking}")
         settings["max_new_tokens"] = {task: budgets[task] for task in sorted(set(task_types))}
+    if "verbal1s_reasoning" in settings:
+        settings["verbal1s_reasoning"] = sorted(set(settings["verbal1s_reasoning"]) & set(task_types))
     return settings
 
 
@@ -242,7 +244,8 @@ def run_pass(
         build = prompts.verbal2s if pass_name == "verbal2s" else prompts.ptrue
         conversations = [build(r, resp) for r, resp in zip(records, responses)]
     elif pass_name == "verbal1s":
-        conversations = [prompts.verbal1s(r) for r in records]
+        reasoned = set(settings.get("verbal1s_reasoning") or ())
+        conversations = [prompts.verbal1s(r, reasoning=r["task_type"] in reasoned) for r in records]
     else:
         conversations = [prompts.answer(r) for r in records]
 

@@ -25,11 +25,12 @@ _FIELDS: dict[str, frozenset[str]] = {
     "item": frozenset({"context", "question", "options"}),
     "answer": frozenset({"item"}),
     "verbal1s": frozenset({"item"}),
+    "verbal1s_reasoned": frozenset({"item"}),
     "verbal2s": frozenset(),
     "ptrue": frozenset({"proposed_answer"}),
 }
 # Templates that may differ by task type (a mapping) or be shared (a string).
-_PER_TASK = ("item", "answer", "verbal1s", "verbal2s", "ptrue")
+_PER_TASK = ("item", "answer", "verbal1s", "verbal1s_reasoned", "verbal2s", "ptrue")
 
 
 def _present(value: Any) -> bool:
@@ -115,9 +116,10 @@ class PromptSet:
         """[system], user(question + answer instruction): greedy, sample and hidden passes."""
         return self._messages(self._for("answer", _field(item, "task_type")).format(item=self.render_item(item)))
 
-    def verbal1s(self, item: Mapping[str, Any]) -> Conversation:
-        """[system], user(question + "Answer: ... Confidence: N%" format)."""
-        return self._messages(self._for("verbal1s", _field(item, "task_type")).format(item=self.render_item(item)))
+    def verbal1s(self, item: Mapping[str, Any], *, reasoning: bool = False) -> Conversation:
+        """[system], user(question + "Answer: ... Confidence: N%" format; brief reasoning first if ``reasoning``)."""
+        key = "verbal1s_reasoned" if reasoning else "verbal1s"
+        return self._messages(self._for(key, _field(item, "task_type")).format(item=self.render_item(item)))
 
     def hidden(self, item: Mapping[str, Any], response: str) -> Conversation:
         """The answer conversation closed by the model's reply (prefilled to read hidden states)."""

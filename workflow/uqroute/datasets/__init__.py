@@ -24,11 +24,12 @@ from .registry import (
     check_data_files,
     dataset_info,
     dataset_label,
+    probe_training,
     required_files,
 )
 
 __all__ = [
     "DATASET_NAMES", "ITEM_COLUMNS", "ITEM_SCHEMA", "PROBE_TRAINING", "REGISTRY_PATH", "SPLITS", "TASK_TYPES",
     "check_data_files", "dataset_info", "dataset_label", "derived_split_rank", "load_split", "normalize_number",
-    "required_files", "take_subset",
+    "probe_training", "required_files", "take_subset",
 ]

@@ -152,6 +152,12 @@ def check_data_files(datasets: Iterable[str], data_dir: Path) -> None:
 DATASET_NAMES: tuple[str, ...] = tuple(_registry())
 
 
+def probe_training(name: str, local: bool) -> str:
+    """How the trained probe of ``name`` learns (``in_domain`` or ``crossfit``) from the local files or the hub."""
+    rule = dataset_info(name)["probe_training"]
+    return rule["local" if local else "hub"] if isinstance(rule, dict) else rule
+
+
 def dataset_label(name: str) -> str:
     """Display name of a dataset; an unknown name is shown as it is."""
     return _registry()[name]["label"] if name in _registry() else name
