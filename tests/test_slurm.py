@@ -33,6 +33,7 @@ OVERLAY = REPO_ROOT / "tests" / "slurm" / "profile" / "config.yaml"
 CPU_PARTITION = os.environ.get("UQROUTE_SLURM_PARTITION", "cpu")
 PAPER_CPU_PARTITION = os.environ.get("UQROUTE_SLURM_PAPER_CPU_PARTITION", "paper-cpu")
 PAPER_GPU_PARTITION = os.environ.get("UQROUTE_SLURM_PAPER_GPU_PARTITION", "paper-gpu")
+ACCOUNT = os.environ.get("UQROUTE_SLURM_ACCOUNT")  # the test cluster takes none
 GREEDY = "results/gen/smollm2-135m/multiarith/test/greedy.parquet"
 GREEDY_PARTS = "results/.checkpoints/gen/smollm2-135m/multiarith/test/greedy"
 GREEDY_LOG = "logs/generate/smollm2-135m/multiarith/test/greedy.log"
@@ -44,8 +45,11 @@ def _slurm_answers() -> str | None:
     """None when a controller answers `sinfo`, else why not."""
     if shutil.which("sinfo") is None:
         return "no SLURM client commands on PATH (CI starts a cluster with tests/slurm/cluster.sh start)"
-    probe = subprocess.run(["sinfo", "--noheader", "--partition", CPU_PARTITION, "--format=%a"],
-                           capture_output=True, text=True, timeout=60)
+    try:
+        probe = subprocess.run(["sinfo", "--noheader", "--partition", CPU_PARTITION, "--format=%a"],
+                               capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "sinfo found no SLURM controller within 60 s (CI starts one with tests/slurm/cluster.sh start)"
     if probe.returncode != 0 or "up" not in probe.stdout:
         return (f"no SLURM controller answers with partition {CPU_PARTITION!r} up ({probe.stderr.strip()}); "
                 "start one with tests/slurm/cluster.sh start (root, apt) or set UQROUTE_SLURM_PARTITION")
@@ -63,10 +67,17 @@ def slurm_env():
         yield
 
 
+def _with_account(profile: dict) -> dict:
+    if ACCOUNT:
+        profile["default-resources"]["slurm_account"] = ACCOUNT
+        profile.pop("slurm-no-account", None)
+    return profile
+
+
 @pytest.fixture(scope="module")
 def overlay(tmp_path_factory) -> Path:
     """tests/slurm/profile with the partition this run uses (the overlay's own unless overridden)."""
-    profile = yaml.safe_load(OVERLAY.read_text())
+    profile = _with_account(yaml.safe_load(OVERLAY.read_text()))
     profile["default-resources"]["slurm_partition"] = CPU_PARTITION
     for rule in profile["set-resources"].values():
         rule["slurm_partition"] = CPU_PARTITION
@@ -86,9 +97,9 @@ def model_dirs(smollm2_dir, gemma3_dir):
 
 
 def _slice_config(data_dir: Path) -> dict:
-    """Two datasets, six questions, three methods: every job kind (data, passes, hidden states, UQ, analysis)."""
+    """Two datasets with short answers, six questions, three methods: every kind of job, in minutes."""
     config = tiny_config(data_dir)
-    config["datasets"] = ["multiarith", "boolq"]
+    config["datasets"] = ["commonsenseqa", "boolq"]
     config["methods"] = ["avg_token_prob", "p_true", "trained_probe"]
     config["subset"].update(max_test=6, max_train=6)
     return config
@@ -227,6 +238,7 @@ def _paper_profile(folder: Path) -> Path:
     profile = yaml.safe_load(text)
     del profile["default-resources"]["slurm_account"]
     profile.update({"slurm-no-account": True, "software-deployment-method": "env-modules"})
+    profile = _with_account(profile)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
 

@@ -2,7 +2,8 @@
 # A throwaway one-node SLURM cluster on this machine, for the workflow's `slurm` tests.
 #   tests/slurm/cluster.sh start    install slurm-wlm + munge if missing, write the config, start the
 #                                   daemons, wait until the nodes are idle
-#   tests/slurm/cluster.sh stop     stop the daemons this script started, remove the files it wrote
+#   tests/slurm/cluster.sh stop     stop the daemons this script started, remove the files it wrote and
+#                                   the packages it installed (UQROUTE_SLURM_KEEP_PACKAGES=1 keeps them)
 #   tests/slurm/cluster.sh status   sinfo; exit 0 only when our cluster answers
 # Needs root (it writes /etc/slurm and starts daemons). It never touches a real cluster: it refuses
 # when /etc/slurm/slurm.conf or gres.conf exists without its marker, or a slurmctld it did not start runs.
@@ -14,6 +15,7 @@ CONF_DIR=/etc/slurm
 STATE=${UQROUTE_SLURM_STATE:-/var/tmp/uqroute-slurm}
 HOST=$(hostname -s)
 MUNGE_RUN=/run/munge
+PACKAGES_RECORD=/var/lib/uqroute-slurm-packages  # outside $STATE: it outlives a stop that keeps packages
 START_TIMEOUT=${UQROUTE_SLURM_START_TIMEOUT:-120}
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -31,12 +33,26 @@ refuse_foreign_cluster() {
     fi
 }
 
+installed_packages() { dpkg-query --show --showformat='${db:Status-Status} ${Package}\n' | awk '$1 == "installed" {print $2}' | sort; }
+
 install_packages() {
     command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null && return
     [ "$(id -u)" = 0 ] || die "slurm-wlm and munge are missing and installing them needs root"
     echo "cluster.sh: installing slurm-wlm and munge with apt-get"
+    installed_packages >"$STATE/packages.before"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null
+    # Recorded so that stop removes exactly these: SLURM commands left installed without a controller cost
+    # every later snakemake start ~10 s (the slurm plugin asks `scontrol show config` when it loads).
+    installed_packages | comm -13 "$STATE/packages.before" - >"$PACKAGES_RECORD"
+}
+
+remove_packages() {
+    [ -s "$PACKAGES_RECORD" ] || return 0
+    echo "cluster.sh: removing the packages start installed"
+    # shellcheck disable=SC2046  # one package name per line
+    DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq $(cat "$PACKAGES_RECORD") >/dev/null
+    rm -f "$PACKAGES_RECORD"
 }
 
 render() {  # template -> file, atomically
@@ -78,8 +94,8 @@ start() {
     if pid_alive "$STATE/slurmctld.pid" && nodes_idle; then
         echo "cluster.sh: already running"; return
     fi
-    install_packages
     mkdir -p "$STATE/slurmctld" "$STATE/slurmd" "$CONF_DIR"
+    install_packages
     render "$HERE/slurm.conf.template" "$CONF_DIR/slurm.conf"
     render "$HERE/gres.conf.template" "$CONF_DIR/gres.conf"
     for i in 0 1 2 3; do [ -e "$STATE/gpu$i" ] || mknod "$STATE/gpu$i" c 1 3; done  # /dev/null's numbers
@@ -113,6 +129,7 @@ stop() {
         [ -e "$conf" ] && ours "$conf" && rm -f "$conf"
     done
     rm -rf "$STATE"
+    [ "${UQROUTE_SLURM_KEEP_PACKAGES:-0}" = 1 ] || remove_packages
     echo "cluster.sh: stopped"
 }
 

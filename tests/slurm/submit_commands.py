@@ -23,13 +23,14 @@ from snakemake_executor_plugin_slurm.utils import get_job_wildcards, set_gres_st
 
 
 def _submit_command(job) -> str:
-    """What the plugin's Executor.run_job builds, for a cluster without accounts (slurm-no-account)."""
+    """What the plugin's Executor.run_job builds (its account and partition arguments, without their checks)."""
     wildcards = get_job_wildcards(job)
+    account = job.resources.get("slurm_account")
     params = {
         "run_uuid": "submit-check",
         "slurm_logfile": f".snakemake/slurm_logs/rule_{job.name}/{wildcards}/%j.log",
         "comment_str": f"rule_{job.name}_wildcards_{wildcards}" if wildcards else f"rule_{job.name}",
-        "account": "",
+        "account": f" -A {shlex.quote(str(account))}" if account else "",
         "partition": f" -p {shlex.quote(str(job.resources.slurm_partition))}",
         "workdir": None,
     }
