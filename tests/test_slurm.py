@@ -1,0 +1,269 @@
+"""The workflow through profiles/slurm on a real SLURM cluster.
+
+CI starts a throwaway one-node cluster with tests/slurm/cluster.sh; against a real cluster, point the
+tests at its test partition (README, "Run the paper's grid on SLURM"). Jobs run with the PATH they are
+submitted with (sbatch --export=ALL), so the tests put this interpreter's folder first on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from test_workflow_e2e import SLM, LLM, run_workflow, tiny_config
+from uqroute import REPO_ROOT
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+USER_PROFILE = REPO_ROOT / "profiles" / "slurm"
+OVERLAY = REPO_ROOT / "tests" / "slurm" / "profile" / "config.yaml"
+# A real cluster's partitions (defaults: those of tests/slurm/slurm.conf.template): test jobs run in the
+# first; the paper grid's requests are checked (sbatch --test-only, nothing runs) against the other two.
+CPU_PARTITION = os.environ.get("UQROUTE_SLURM_PARTITION", "cpu")
+PAPER_CPU_PARTITION = os.environ.get("UQROUTE_SLURM_PAPER_CPU_PARTITION", "paper-cpu")
+PAPER_GPU_PARTITION = os.environ.get("UQROUTE_SLURM_PAPER_GPU_PARTITION", "paper-gpu")
+ACCOUNT = os.environ.get("UQROUTE_SLURM_ACCOUNT")  # the test cluster takes none
+GREEDY = "results/gen/smollm2-135m/multiarith/test/greedy.parquet"
+GREEDY_PARTS = "results/.checkpoints/gen/smollm2-135m/multiarith/test/greedy"
+GREEDY_LOG = "logs/generate/smollm2-135m/multiarith/test/greedy.log"
+SLURM_LOGS = ".snakemake/slurm_logs"
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
+
+
+def _slurm_answers() -> str | None:
+    """None when a controller answers `sinfo`, else why not."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM client commands on PATH (CI starts a cluster with tests/slurm/cluster.sh start)"
+    try:
+        probe = subprocess.run(["sinfo", "--noheader", "--partition", CPU_PARTITION, "--format=%a"],
+                               capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "sinfo found no SLURM controller within 60 s (CI starts one with tests/slurm/cluster.sh start)"
+    if probe.returncode != 0 or "up" not in probe.stdout:
+        return (f"no SLURM controller answers with partition {CPU_PARTITION!r} up ({probe.stderr.strip()}); "
+                "start one with tests/slurm/cluster.sh start (root, apt) or set UQROUTE_SLURM_PARTITION")
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_env():
+    """The cluster answers, and jobs find this environment's python and snakemake first on PATH."""
+    reason = _slurm_answers()
+    if reason:
+        pytest.skip(reason)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PATH", f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}")
+        yield
+
+
+def _with_account(profile: dict) -> dict:
+    if ACCOUNT:
+        profile["default-resources"]["slurm_account"] = ACCOUNT
+        profile.pop("slurm-no-account", None)
+    return profile
+
+
+@pytest.fixture(scope="module")
+def overlay(tmp_path_factory) -> Path:
+    """tests/slurm/profile with the partition this run uses (the overlay's own unless overridden)."""
+    profile = _with_account(yaml.safe_load(OVERLAY.read_text()))
+    profile["default-resources"]["slurm_partition"] = CPU_PARTITION
+    for rule in profile["set-resources"].values():
+        rule["slurm_partition"] = CPU_PARTITION
+    folder = tmp_path_factory.mktemp("overlay")
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def _slurm_options(overlay: Path) -> list[str]:
+    # `--opt=value` forms: --configfile and --profile take several values and would swallow the targets.
+    return [f"--profile={USER_PROFILE}", f"--profile={overlay}"]
+
+
+@pytest.fixture(scope="module")
+def model_dirs(smollm2_dir, gemma3_dir):
+    return {SLM: smollm2_dir, LLM: gemma3_dir}
+
+
+def _slice_config(data_dir: Path) -> dict:
+    """Two datasets with short answers, six questions, three methods: every kind of job, in minutes."""
+    config = tiny_config(data_dir)
+    config["datasets"] = ["commonsenseqa", "boolq"]
+    config["methods"] = ["avg_token_prob", "p_true", "trained_probe"]
+    config["subset"].update(max_test=6, max_train=6)
+    return config
+
+
+def _parquet_bytes(results: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(results)): path.read_bytes() for path in sorted(results.rglob("*.parquet"))
+            if ".checkpoints" not in path.parts and "models" not in path.parts}
+
+
+def test_tiny_slice_through_slurm_gives_the_local_tables(slurm_env, overlay, tmp_path_factory, data_dir,
+                                                        model_dirs):
+    """Byte-identical Parquet files from the local executor and from SLURM jobs."""
+    config_file = tmp_path_factory.mktemp("slice") / "slice.yaml"
+    config_file.write_text(yaml.safe_dump(_slice_config(data_dir)))
+    local = tmp_path_factory.mktemp("local")
+    result = run_workflow(local, data_dir, model_dirs, f"--configfile={config_file}", "tables")
+    assert result.returncode == 0, result.stderr[-6000:]
+
+    cluster = tmp_path_factory.mktemp("cluster")
+    result = run_workflow(cluster, data_dir, model_dirs, *_slurm_options(overlay),
+                          f"--configfile={config_file}", "tables")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-6000:]
+    slurm_jobs = set(SUBMITTED.findall(log))
+    model_jobs = len(list((cluster / "results" / "gen").rglob("*.parquet")))
+    assert len(slurm_jobs) > model_jobs, "every data, model and UQ job ran as its own SLURM job"
+
+    local_tables, cluster_tables = _parquet_bytes(local / "results"), _parquet_bytes(cluster / "results")
+    assert local_tables.keys() == cluster_tables.keys()
+    assert len(local_tables) > 40
+    differing = [name for name in local_tables if local_tables[name] != cluster_tables[name]]
+    assert not differing, f"Parquet bytes differ: {differing}"
+
+
+def _write_workdir(workdir: Path, data_dir: Path, smollm2_dir: Path) -> Path:
+    """One dataset, eight questions in batches of two: a greedy pass of four checkpointed batches."""
+    config = tiny_config(data_dir)
+    config.update(datasets=["multiarith"], subset={"max_test": 8, "max_train": 8, "seed": 50})
+    config["engines"][SLM].update(batch_size=2, dtype="float32")
+    config["generation"]["batch_size"] = 2
+    config_file = workdir / "config" / "config.yaml"
+    config_file.parent.mkdir(parents=True)
+    config_file.write_text(yaml.safe_dump(config))
+    (workdir / "results" / "models").mkdir(parents=True)
+    (workdir / "results" / "models" / SLM).symlink_to(smollm2_dir, target_is_directory=True)
+    return config_file
+
+
+def _snakemake(workdir: Path, config_file: Path, overlay: Path, *targets: str) -> list[str]:
+    return [str(SNAKEMAKE), "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
+            *_slurm_options(overlay), f"--configfile={config_file}", *targets]
+
+
+def _running_job(comment: str) -> str | None:
+    """Id of the running SLURM job whose comment starts so (the plugin's comment: rule_<rule>_wildcards_<...>)."""
+    listing = subprocess.run(["squeue", "--noheader", "--states=RUNNING", "--format=%i|%k"],
+                             capture_output=True, text=True, check=True).stdout
+    for line in listing.splitlines():
+        job_id, job_comment = line.split("|", 1)
+        if job_comment.startswith(comment):
+            return job_id
+    return None
+
+
+def _job_state(job_id: str) -> str:
+    return subprocess.run(["squeue", "--noheader", "--states=all", "--jobs", job_id, "--format=%T"],
+                          capture_output=True, text=True).stdout.strip()
+
+
+def test_cancelled_job_is_resubmitted_and_resumes_from_its_checkpoint(slurm_env, overlay, tmp_path, data_dir,
+                                                                      smollm2_dir):
+    config_file = _write_workdir(tmp_path, data_dir, smollm2_dir)
+    run = subprocess.Popen(_snakemake(tmp_path, config_file, overlay, GREEDY), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        parts = tmp_path / GREEDY_PARTS
+        deadline = time.monotonic() + 900
+        while not list(parts.glob("*.parquet")):
+            assert run.poll() is None, run.stdout.read()[-4000:]
+            assert time.monotonic() < deadline, "no batch of the pass finished in time"
+            time.sleep(0.2)
+        job_id = _running_job("rule_generate_wildcards_smollm2-135m_multiarith_test_greedy")
+        assert job_id, "the pass runs as a SLURM job"
+        subprocess.run(["scancel", job_id], check=True)
+        while _job_state(job_id) not in ("CANCELLED", ""):
+            assert time.monotonic() < deadline, f"job {job_id} did not end after scancel"
+            time.sleep(0.2)
+        finished = {path.stem for path in parts.glob("*.parquet")}
+        log = run.communicate(timeout=900)[0]
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, 9)
+            run.wait()
+    assert run.returncode == 0, log[-6000:]
+    assert finished and len(finished) < 4, f"cancelled half way: {sorted(finished)}"
+    jobs = SUBMITTED.findall(log)
+    assert job_id in jobs and len(jobs) == len(set(jobs)) and jobs[-1] != job_id, "the pass was resubmitted"
+    resumed = set(re.findall(r"resumed batch (\S+)", (tmp_path / GREEDY_LOG).read_text()))
+    assert resumed == finished, "the resubmitted job reloads every finished batch and recomputes none"
+    table = pd.read_parquet(tmp_path / GREEDY)
+    assert len(table) == 8 and table["id"].is_unique
+    assert not parts.exists(), "parts are removed once the table is written"
+
+
+def test_job_failing_for_good_is_reported_with_its_logs(slurm_env, overlay, tmp_path, data_dir, smollm2_dir):
+    """A corrupt weights file fails every attempt; the run names the job and keeps both logs."""
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    for item in smollm2_dir.iterdir():
+        (broken / item.name).symlink_to(item)
+    weights = broken / "model.safetensors"
+    assert weights.is_symlink(), "the fp32 copy keeps its weights in model.safetensors"
+    weights.unlink()
+    weights.write_bytes(b"\x00" * 64)  # root reads any file mode: corrupt bytes are what makes it unreadable
+    config_file = _write_workdir(tmp_path / "run", data_dir, broken)
+    # One retry instead of the profile's two: each attempt costs a job start (a minute on a loaded machine).
+    result = subprocess.run(_snakemake(tmp_path / "run", config_file, overlay, GREEDY, "--retries=1"),
+                            capture_output=True, text=True, timeout=1800)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error in rule generate" in log and "model=smollm2-135m" in log.replace(": ", "=")
+    job_log = tmp_path / "run" / GREEDY_LOG
+    assert job_log.is_file() and "safetensors" in job_log.read_text().lower(), "the job's own log says why"
+    assert str(job_log.relative_to(tmp_path / "run")) in log, "the report points at the job's log"
+    attempts = SUBMITTED.findall(log)[1:]  # the first job makes the data file
+    assert len(attempts) == 2, "tried once more, then given up"
+    slurm_logs = {path.stem for path in (tmp_path / "run" / SLURM_LOGS / "rule_generate").rglob("*.log")}
+    assert slurm_logs == set(attempts), "every failed attempt keeps its SLURM log"
+
+
+def _paper_profile(folder: Path) -> Path:
+    """profiles/slurm as a user fills it in: partitions, no account, and (no conda here) no conda."""
+    text = (USER_PROFILE / "config.yaml").read_text()
+    text = text.replace("<your-cpu-partition>", PAPER_CPU_PARTITION).replace("<your-gpu-partition>", PAPER_GPU_PARTITION)
+    profile = yaml.safe_load(text)
+    del profile["default-resources"]["slurm_account"]
+    profile.update({"slurm-no-account": True, "software-deployment-method": "env-modules"})
+    profile = _with_account(profile)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+def _test_only(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(f"{command} --test-only --wrap true", shell=True, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_paper_grid_requests_are_accepted_by_sbatch(slurm_env, tmp_path):
+    """Every rule's request under config/paper.yaml, GPUs included, as the plugin builds it, passes sbatch --test-only."""
+    profile = _paper_profile(tmp_path)
+    listing = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "tests" / "slurm" / "submit_commands.py"), "-n", "--quiet", "all",
+         "--cores=1024", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path),
+         f"--profile={profile}", f"--configfile={REPO_ROOT / 'config' / 'paper.yaml'}"],
+        capture_output=True, text=True, timeout=1200)
+    assert listing.returncode == 0, listing.stderr[-4000:]
+    jobs = [json.loads(line) for line in listing.stdout.splitlines() if line.startswith("{")]
+    assert {job["rule"] for job in jobs} == {"dataset", "generate", "hidden_states", "uq"}
+    commands = {job["wildcards"].get("model"): job["command"] for job in jobs if job["rule"] == "generate"}
+    assert "--gpus=4" in commands["llama-3.1-70b"] and "--gpus=1" in commands["llama-3.2-1b"]
+    assert "--gpus" not in commands["gpt-4o-mini"] and f"-p {PAPER_CPU_PARTITION}" in commands["gpt-4o-mini"]
+    rejected = {job["command"]: result.stderr for job in jobs if (result := _test_only(job["command"])).returncode}
+    assert not rejected, rejected
+    # The check has teeth: a request beyond the node (five GPUs where there are four) is refused.
+    too_many = _test_only(commands["llama-3.1-70b"].replace("--gpus=4", "--gpus=5"))
+    assert too_many.returncode != 0 and "not available" in too_many.stderr
