@@ -182,7 +182,7 @@ def test_cancelled_job_is_resubmitted_and_resumes_from_its_checkpoint(slurm_env,
             assert run.poll() is None, run.stdout.read()[-4000:]
             assert time.monotonic() < deadline, "no batch of the pass finished in time"
             time.sleep(0.2)
-        job_id = _running_job("rule_generate_wildcards_smollm2-135m_multiarith_test_greedy")
+        job_id = _running_job("rule_generate_replies_wildcards_smollm2-135m_multiarith_test_greedy")
         assert job_id, "the pass runs as a SLURM job"
         subprocess.run(["scancel", job_id], check=True)
         while _job_state(job_id) not in ("CANCELLED", ""):
@@ -227,7 +227,7 @@ def test_job_failing_for_good_is_reported_with_its_logs(slurm_env, overlay, tmp_
     assert str(job_log.relative_to(tmp_path / "run")) in log, "the report points at the job's log"
     attempts = SUBMITTED.findall(log)[1:]  # the first job makes the data file
     assert len(attempts) == 2, "tried once more, then given up"
-    slurm_logs = {path.stem for path in (tmp_path / "run" / SLURM_LOGS / "rule_generate").rglob("*.log")}
+    slurm_logs = {path.stem for path in (tmp_path / "run" / SLURM_LOGS / "rule_generate_replies").rglob("*.log")}
     assert slurm_logs == set(attempts), "every failed attempt keeps its SLURM log"
 
 
@@ -258,8 +258,10 @@ def test_paper_grid_requests_are_accepted_by_sbatch(slurm_env, tmp_path):
         capture_output=True, text=True, timeout=1200)
     assert listing.returncode == 0, listing.stderr[-4000:]
     jobs = [json.loads(line) for line in listing.stdout.splitlines() if line.startswith("{")]
-    assert {job["rule"] for job in jobs} == {"dataset", "generate", "hidden_states", "uq"}
-    commands = {job["wildcards"].get("model"): job["command"] for job in jobs if job["rule"] == "generate"}
+    assert {job["rule"] for job in jobs} == {"dataset", "generate", "generate_replies", "grade", "hidden_states", "uq"}
+    # A model's passes all ask for the same resources (its greedy pass is a generate_replies job).
+    commands = {job["wildcards"].get("model"): job["command"] for job in jobs
+                if job["rule"] in ("generate", "generate_replies")}
     assert "--gpus=4" in commands["llama-3.1-70b"] and "--gpus=1" in commands["llama-3.2-1b"]
     assert "--gpus" not in commands["gpt-4o-mini"] and f"-p {PAPER_CPU_PARTITION}" in commands["gpt-4o-mini"]
     rejected = {job["command"]: result.stderr for job in jobs if (result := _test_only(job["command"])).returncode}
