@@ -292,6 +292,11 @@ def materialize(spec: ModelSpec, out_dir: str | os.PathLike) -> Path | None:
 # --------------------------------------------------------------------------- engines
 
 
+VLLM_ONLY_OPTIONS = (
+    "tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "kv_cache_memory_bytes", "enforce_eager",
+)
+
+
 def make_engine(
     spec: ModelSpec,
     *,
@@ -334,6 +339,10 @@ def make_engine(
     if kind == "hf":
         from .engines.hf import HFEngine
 
+        # One `engines.<model>` entry serves a vLLM model's generate passes and its hidden pass,
+        # which always runs on transformers: the vLLM-only settings do not apply there.
+        for key in VLLM_ONLY_OPTIONS:
+            opts.pop(key, None)
         return HFEngine(spec, weights, **opts)
     from .engines.vllm_engine import VLLMEngine
 
