@@ -215,6 +215,9 @@ class VLLMEngine:
             ) from err
         if device is not None:
             _check_device(vllm, device, spec.name)
+        # The CPU build's automatic binding pins every engine to the NUMA node's first core (it keeps the
+        # others for the front end), so two jobs running side by side would share one core.
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self._vllm = vllm
         self.spec = spec
         self.model_name = spec.name
