@@ -14,7 +14,6 @@ the message when vLLM is not installed.
 
 from __future__ import annotations
 
-import gc
 import sys
 import types
 from dataclasses import dataclass
@@ -203,20 +202,21 @@ def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines, conver
             assert (hf.text, hf.tokens) == (mine.text, mine.tokens)
 
 
-def _live_children() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE}
+def _vllm_processes() -> list[psutil.Process]:
+    """vLLM's engine core and worker processes (they name themselves VLLM::...)."""
+    return [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
 
 
 @slow
 def test_close_frees_the_engine_so_a_second_one_starts(engines, conversations, greedy):
     """Runs last for each model: replaces the module's engine by a fresh one, which must answer the same."""
     _, vllm_replies = greedy
-    engine_processes = _live_children()
+    engine_processes = _vllm_processes()
     assert engine_processes, "vLLM runs its engine core in child processes"
     engines.vllm.close()
     assert engines.vllm.llm is None
-    gc.collect()
-    assert not engine_processes & _live_children(), "close() ends the engine's processes"
+    _, alive = psutil.wait_procs(engine_processes, timeout=60)
+    assert not alive, f"close() ends the engine's processes; still running: {alive}"
     engines.vllm = make_engine(model_spec(engines.name), kind="vllm", model_dir=engines.model_dir,
                                **VLLM_CPU_OPTIONS)
     (again,) = engines.vllm.generate(conversations[:1], max_new_tokens=BUDGET)[0]
@@ -280,3 +280,14 @@ def test_missing_vllm_names_the_model(monkeypatch, smollm2_dir):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ImportError, match="smollm2-135m.*vllm.*engine kind 'hf'"):
         make_engine(model_spec("smollm2-135m"), kind="vllm", model_dir=Path(smollm2_dir))
+
+
+def test_the_hidden_pass_of_a_vllm_model_leaves_the_vllm_only_settings_out(smollm2_dir):
+    """One `engines.<model>` entry (config/vllm-cpu.yaml) also builds the transformers engine of the hidden pass."""
+    overlay = dict(device="cpu", dtype="bfloat16", enforce_eager=True, kv_cache_memory_bytes=1 << 29,
+                   max_model_len=2048, gpu_memory_utilization=0.2, tensor_parallel_size=1)
+    engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, progress=False, **overlay)
+    try:
+        assert type(engine).__name__ == "HFEngine" and engine.model.dtype == torch.bfloat16
+    finally:
+        engine.close()

@@ -166,6 +166,11 @@ def _generation_config(model_path: str | os.PathLike):
         return None
 
 
+def _tqdm_disabled() -> bool:
+    """Whether TQDM_DISABLE turns bars off: vLLM's own bar then divides by its zero elapsed time."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
+
+
 def _check_device(vllm, device: str, model_name: str) -> None:
     """Refuse a device the installed vLLM build does not drive (it picks its platform itself)."""
     platform = getattr(getattr(getattr(vllm, "platforms", None), "current_platform", None), "device_type", None)
@@ -256,7 +261,7 @@ class VLLMEngine:
     def _run(self, prompt_ids: Sequence[Sequence[int]], params: list[dict[str, Any]]):
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
         sampling = [self._vllm.SamplingParams(**p) for p in params]
-        return self.llm.generate(requests, sampling, use_tqdm=self.progress)
+        return self.llm.generate(requests, sampling, use_tqdm=self.progress and not _tqdm_disabled())
 
     def generate(
         self,
