@@ -291,3 +291,13 @@ def test_the_hidden_pass_of_a_vllm_model_leaves_the_vllm_only_settings_out(smoll
         assert type(engine).__name__ == "HFEngine" and engine.model.dtype == torch.bfloat16
     finally:
         engine.close()
+
+
+def test_the_cpu_build_gets_whole_prefills(fake_cuda_vllm, smollm2_dir, monkeypatch):
+    """vLLM 0.32's CPU build crashes on a seeded request whose prefill is chunked (seen in the sample pass of
+    the embedded DAG: 12 prompts x 5 samples exceed one step's token budget); the real e2e run covers it."""
+    import vllm
+
+    monkeypatch.setattr(vllm.platforms.current_platform, "device_type", "cpu")
+    make_engine(model_spec("smollm2-135m"), kind="vllm", model_dir=smollm2_dir, device="cpu", progress=False)
+    assert fake_cuda_vllm[0]["enable_chunked_prefill"] is False

@@ -171,9 +171,14 @@ def _tqdm_disabled() -> bool:
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
 
 
+def _platform(vllm) -> str | None:
+    """The device type the installed vLLM build drives (``cpu``, ``cuda``, ...)."""
+    return getattr(getattr(getattr(vllm, "platforms", None), "current_platform", None), "device_type", None)
+
+
 def _check_device(vllm, device: str, model_name: str) -> None:
     """Refuse a device the installed vLLM build does not drive (it picks its platform itself)."""
-    platform = getattr(getattr(getattr(vllm, "platforms", None), "current_platform", None), "device_type", None)
+    platform = _platform(vllm)
     if platform and device.split(":")[0] != platform:
         raise ValueError(
             f"model {model_name}: engine device {device!r}, but the installed vLLM build runs on {platform!r} "
@@ -241,6 +246,11 @@ class VLLMEngine:
             kwargs["max_model_len"] = int(max_model_len)
         if kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+        if _platform(vllm) == "cpu":
+            # vLLM 0.32's CPU build dies when a seeded request's prefill is split across steps: it
+            # rewinds that request's generator offset, which CPU generators do not have
+            # ("CPU Generator does not use offset"). Whole prefills avoid it.
+            kwargs["enable_chunked_prefill"] = False
         start = time.perf_counter()
         self.llm = vllm.LLM(**kwargs)
         logger.info(STARTUP_MESSAGE, spec.name, time.perf_counter() - start)
