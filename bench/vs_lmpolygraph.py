@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="uqroute's engine dtype (lm-polygraph always runs fp32); the embedded "
                              "default config runs bfloat16")
     parser.add_argument("--polygraph-batch-size", type=int, default=None,
-                        help="questions per UEManager batch (default: the config's generation.batch_size)")
+                        help="questions per UEManager batch (default: the config's generation.part_size)")
     parser.add_argument("--polygraph-defaults", action="store_true",
                         help="keep its greedy calculator's attention maps and hidden states (eager attention)")
     args = parser.parse_args(argv)
@@ -185,12 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     follow_up = prompts.verbal2s(questions.iloc[0].to_dict(), "")[-1]["content"]
     if any(prompts.verbal2s(item, "")[-1]["content"] != follow_up for item in questions.to_dict("records")):
         raise ValueError(f"{prompts.path}: verbal2s differs by task type; Verbalized2S takes one follow-up prompt")
-    batch_size = args.polygraph_batch_size or int(settings["batch_size"])
+    batch_size = args.polygraph_batch_size or int(settings["part_size"])
 
     start = time.perf_counter()
     model_dir = slm_dir()
     engine = make_engine(model_spec(SLM), model_dir=model_dir, device="cpu", dtype=args.dtype,
-                         batch_size=int(settings["batch_size"]), threads=args.threads, progress=False)
+                         batch_size=int(settings["part_size"]), threads=args.threads, progress=False)
     polygraph = polygraph_model(model_dir, "eager" if args.polygraph_defaults else "sdpa")
     warm_up(engine, polygraph, prompts, questions, texts)
     print(f"models loaded and warmed up in {time.perf_counter() - start:.1f} s (not timed below)")

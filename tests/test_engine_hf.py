@@ -319,15 +319,3 @@ def test_vllm_requests_and_next_token_probs():
     outs = [SimpleNamespace(prompt_logprobs=[None] * (len(p) - 1) + [{p[-1]: _logprob(math.log(v))}])
             for p, v in zip(prompts, [0.6, 0.2, 0.01, 0.5])]
     assert np.allclose(probs_from_prompt_logprobs(outs, cands), [[0.6, 0.2], [0.01, 0.5]])
-
-
-def test_vllm_engine_reports_a_missing_vllm():
-    pytest.importorskip("transformers")
-    try:
-        import vllm  # noqa: F401
-
-        pytest.skip("vllm is installed here; this test covers machines without it")
-    except ImportError:
-        pass
-    with pytest.raises(ImportError, match="llama-3.1-70b.*vllm"):
-        make_engine(model_spec("llama-3.1-70b"))

@@ -53,8 +53,11 @@ def make_engine(
         weights = spec.hub_id
     if kind == "hf":
         from .hf import HFEngine
+        from .options import KIND_ONLY
 
-        return HFEngine(spec, weights, **opts)
+        # One `engines.<model>` entry serves a vLLM model's generate passes and its hidden pass, which always
+        # runs on transformers: the vLLM-only settings do not apply there.
+        return HFEngine(spec, weights, **{k: v for k, v in opts.items() if k not in KIND_ONLY["vllm"]})
     from .vllm_engine import VLLMEngine
 
     opts.setdefault("tensor_parallel_size", spec.tensor_parallel_size)

@@ -14,7 +14,8 @@ from ..models import ModelSpec
 # Settings only one kind of engine takes; a job on another kind leaves them out.
 KIND_ONLY: dict[str, frozenset[str]] = {
     "hf": frozenset({"batch_size", "threads"}),
-    "vllm": frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager"}),
+    "vllm": frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager",
+                       "kv_cache_memory_bytes"}),
     "openai": frozenset({"base_url", "model", "api_key_env", "max_concurrency", "max_retries", "timeout"}),
 }
 WEIGHT_SETTINGS = frozenset({"device", "dtype"})
@@ -57,6 +58,7 @@ def job_engine_options(spec: ModelSpec, configured: Mapping[str, Any], kind: str
         options.setdefault("dtype", GPU_DTYPE)
     if kind == "vllm":
         options.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
-        options.setdefault("dtype", GPU_DTYPE)
-        options.setdefault("gpu_memory_utilization", GPU_MEMORY_FRACTION)
+        if job_gpus(spec, configured, kind):
+            options.setdefault("dtype", GPU_DTYPE)
+            options.setdefault("gpu_memory_utilization", GPU_MEMORY_FRACTION)
     return {"kind": kind, **options}
