@@ -124,6 +124,9 @@ def _serve(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # The openai client's HTTP library logs every request it sends; the router's metrics count them.
+    for name in ("httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return _threshold(args) if args.command == "threshold" else _serve(args)
     except (ValueError, KeyError, FileNotFoundError) as err:
