@@ -116,7 +116,7 @@ def vllm_command(model_dir: Path, port: int, name: str, *, dtype: str, chat_temp
     command = [str(VENV_BIN / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
                "--max-model-len", "1024", "--gpu-memory-utilization", "0.1", "--enforce-eager",
-               "--max-logprobs", "20", "--disable-log-stats"]
+               "--max-logprobs", "20"]
     if chat_template is not None:
         command += ["--chat-template", str(chat_template)]
     return command
