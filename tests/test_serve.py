@@ -1,0 +1,172 @@
+"""Fast checks of the router's parts: the threshold command, settings, calibration files, drift metrics.
+
+The router itself, with real models and servers, is tested in test_serve_e2e.py.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from uqroute import REPO_ROOT, jobs
+from uqroute.io import read_parquet, write_parquet
+from uqroute.serve.calibration import CalibrationError, calibration_threshold, check_calibration_file
+from uqroute.serve.config import ConfigError, load_config
+from uqroute.serve.metrics import RouterMetrics
+
+UQROUTE = str(Path(sys.executable).parent / "uqroute")
+REQUIRED = {"calibration": "c.parquet", "method": "perplexity", "ratio": 0.3, "slm.model": "smollm2-135m",
+            "llm.model": "gemma3-270m", "llm.base_url": "http://127.0.0.1:9/v1"}
+
+
+def _uq_table(rng: np.random.Generator, n: int, prefix: str) -> pd.DataFrame:
+    confidence = rng.beta(2, 2, n)
+    confidence[rng.random(n) < 0.1] = np.nan  # invalid rows, as methods leave them
+    return pd.DataFrame({"id": [f"{prefix}{i}" for i in range(n)], "confidence": confidence,
+                         "prediction": "A", "correct": rng.random(n) < confidence, "valid": np.isfinite(confidence)})
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A release file built by the workflow's job, and a target uq + LLM table for the generalization job."""
+    root = tmp_path_factory.mktemp("release")
+    rng = np.random.default_rng(7)
+    sources = ["boolq", "piqa", "commonsenseqa"]
+    paths = []
+    for source in sources:
+        paths.append(str(write_parquet(_uq_table(rng, 400, source), root / "uq" / f"{source}.parquet")))
+    calibration = root / "release" / "smollm2-135m" / "perplexity.parquet"
+    jobs.calibration_set(inputs=paths, sources=sources, n_bins=30, fraction=0.1, seeds=[50, 51, 52],
+                         output=str(calibration))
+    target = _uq_table(rng, 200, "t")
+    uq = write_parquet(target, root / "uq" / "target.parquet")
+    llm = write_parquet(pd.DataFrame({"id": target["id"], "correct": rng.random(200) < 0.7}), root / "llm.parquet")
+    return calibration, uq, llm
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    """The installed console script, as a user runs it."""
+    return subprocess.run([UQROUTE, *args], capture_output=True, text=True, timeout=300)
+
+
+def _main(capsys, *args: str) -> tuple[int, str, str]:
+    """The same command in this process (no interpreter start-up: seconds saved per call on a busy machine)."""
+    from uqroute.cli import main
+
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_threshold_command_equals_generalization_rule(release, tmp_path):
+    calibration, uq, llm = release
+    output = tmp_path / "generalization.parquet"
+    jobs.generalization(calibration=str(calibration), uq=str(uq), llm=str(llm), step=0.05, output=str(output))
+    table = read_parquet(output)
+    expected = table.loc[(table["run"] == 2) & np.isclose(table["target_ratio"], 0.75), "threshold"]
+    result = _cli("threshold", "--calibration", str(calibration), "--ratio", "0.75", "--calibration-run", "2")
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) == float(expected.iloc[0])
+    # The command's function, at every ratio the rule writes.
+    for row in table.itertuples():
+        assert calibration_threshold(calibration, row.target_ratio, run=row.run) == row.threshold
+
+
+def test_threshold_reads_config_file_and_cli_wins(release, tmp_path, capsys):
+    calibration, _, _ = release
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"calibration": str(calibration), "ratio": 0.3, "calibration_run": 1}))
+    code, from_file, err = _main(capsys, "threshold", "--config", str(config))
+    assert code == 0, err
+    assert float(from_file) == calibration_threshold(calibration, 0.3, run=1)
+    _, overridden, _ = _main(capsys, "threshold", "--config", str(config), "--ratio", "0.6")
+    assert float(overridden) == calibration_threshold(calibration, 0.6, run=1)
+    assert float(overridden) > float(from_file)
+
+
+def test_threshold_extremes_and_bad_run(release):
+    calibration, _, _ = release
+    assert calibration_threshold(calibration, 0.0) == -np.inf
+    assert calibration_threshold(calibration, 1.0) == np.inf
+    with pytest.raises(CalibrationError, match=r"no calibration run 7; runs in the file: \[0, 1, 2\]"):
+        calibration_threshold(calibration, 0.3, run=7)
+
+
+def test_help_of_every_subcommand():
+    for args in (["--help"], ["threshold", "--help"], ["serve", "--help"]):
+        result = _cli(*args)
+        assert result.returncode == 0 and "usage: uqroute" in result.stdout, result.stderr
+
+
+def test_mismatched_calibration_file_refuses_to_start_naming_both(release, capsys):
+    calibration, _, _ = release
+    code, _, err = _main(capsys, "serve", "--calibration", str(calibration), "--method", "p_true", "--ratio", "0.3",
+                         "--slm", "smollm2-135m", "--llm", "gemma3-270m", "--llm-base-url", "http://127.0.0.1:9/v1")
+    assert code == 2
+    assert "calibrates SLM smollm2-135m with method perplexity" in err
+    assert "serves SLM smollm2-135m with method p_true" in err
+    with pytest.raises(CalibrationError, match="calibrates SLM smollm2-135m .* serves SLM gemma3-270m"):
+        check_calibration_file(calibration, "gemma3-270m", "perplexity")
+    with pytest.raises(CalibrationError, match="not found; for SLM smollm2-135m and method p_true"):
+        check_calibration_file(calibration.with_name("p_true.parquet"), "smollm2-135m", "p_true")
+
+
+def test_config_errors_name_the_key(tmp_path, monkeypatch):
+    config = tmp_path / "router.yaml"
+    config.write_text(yaml.safe_dump({"llm": {"base_url": "http://x/v1", "retries": 3}}))
+    with pytest.raises(ConfigError, match=r"router.yaml: unknown key 'llm.retries'"):
+        load_config(config, REQUIRED)
+    with pytest.raises(ConfigError, match="ratio is required"):
+        load_config(None, {**REQUIRED, "ratio": None})
+    with pytest.raises(ConfigError, match="ratio must be a number in"):
+        load_config(None, {**REQUIRED, "ratio": 1.5})
+    with pytest.raises(ConfigError, match="method 'trained_probe' is not served: the workflow keeps no trained"):
+        load_config(None, {**REQUIRED, "method": "trained_probe"})
+    monkeypatch.delenv("UQROUTE_TEST_ROUTER_KEY", raising=False)
+    with pytest.raises(ConfigError, match="server.api_key_env names environment variable UQROUTE_TEST_ROUTER_KEY"):
+        load_config(None, {**REQUIRED, "server.api_key_env": "UQROUTE_TEST_ROUTER_KEY"})
+
+
+def test_example_config_documents_every_key():
+    from uqroute.serve.config import DEFAULTS
+
+    example = yaml.safe_load((REPO_ROOT / "config" / "router.yaml").read_text())
+
+    def keys(tree, prefix=""):
+        out = set()
+        for key, value in tree.items():
+            nested = isinstance(value, dict) and key not in ("engine_options", "max_new_tokens")
+            out |= keys(value, f"{prefix}{key}.") if nested else {f"{prefix}{key}"}
+        return out
+
+    assert keys(example) == keys(DEFAULTS)
+    assert load_config(REPO_ROOT / "config" / "router.yaml")["method"] == "perplexity"
+
+
+def test_drift_warning_when_routed_share_leaves_the_band(caplog):
+    metrics = RouterMetrics(0.3, window=10, band=0.1, min_requests=5)
+    with caplog.at_level(logging.WARNING, logger="uqroute.serve"):
+        for routed in [True, False, False, True]:
+            metrics.observe("llm" if routed else "slm", 0.2, routed)
+        assert not caplog.records  # fewer than min_requests answers: no verdict yet
+        metrics.observe("llm", 0.3, True)
+        assert len(caplog.records) == 1 and "routing drift: 0.600 of the last 5 requests" in caplog.text
+        for routed in [False] * 7 + [True] * 3:  # the window ends on target: 3 of 10 routed
+            metrics.observe("llm" if routed else "slm", 0.1, routed)
+        assert "back within 0.300 ± 0.100" in caplog.records[-1].getMessage()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.exposition().decode()) for s in family.samples}
+    assert samples[("uqroute_routed_share", ())] == pytest.approx(0.3)
+    assert samples[("uqroute_target_ratio", ())] == 0.3
+    assert samples[("uqroute_drift_alert", ())] == 0
+    assert samples[("uqroute_requests_total", (("path", "llm"),))] == 6
+    assert samples[("uqroute_request_seconds_count", (("path", "slm"),))] == 9
+    assert samples[("uqroute_requests_total", (("path", "fallback"),))] == 0

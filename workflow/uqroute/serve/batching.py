@@ -1,0 +1,116 @@
+"""Concurrent requests into one engine call: a single worker thread owns the engine.
+
+Requests wait in a queue; the worker takes the first one, then whatever arrives within
+``max_wait`` seconds (up to ``max_batch_size``), groups them by call (``generate`` with the
+same decoding parameters, or ``next_token_probs`` with the same candidates) and makes one
+engine call per group. The HF and vLLM engines batch inside that call, so throughput grows
+with concurrency; an API engine sends the group's requests in parallel. One thread also keeps
+the in-process engines, which are not thread-safe, to one call at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from uqroute.engines.base import Completion, Conversation, Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    call: str  # "generate" or "next_token_probs"
+    params: tuple  # hashable decoding parameters; jobs with equal (call, params) share an engine call
+    conversation: Conversation
+    future: Future = field(default_factory=Future)
+
+
+class EngineBatcher:
+    """Runs ``engine`` in one thread, merging concurrent single-conversation calls into batches."""
+
+    def __init__(self, engine: Engine, *, max_batch_size: int = 32, max_wait: float = 0.01,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self.engine = engine
+        self.max_batch_size = int(max_batch_size)
+        self.max_wait = float(max_wait)
+        self.on_batch = on_batch  # told the size of every engine call (the batch-size metric)
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=f"batcher-{engine.model_name}", daemon=True)
+        self._thread.start()
+
+    async def generate(self, conversation: Conversation, *, max_new_tokens: int, temperature: float = 0.0,
+                       top_p: float = 1.0, n: int = 1, seed: int = 0) -> list[Completion]:
+        """The ``n`` completions of one conversation (see :meth:`uqroute.engines.base.Engine.generate`)."""
+        params = (("max_new_tokens", int(max_new_tokens)), ("temperature", float(temperature)),
+                  ("top_p", float(top_p)), ("n", int(n)), ("seed", int(seed)))
+        return await self._submit("generate", params, conversation)
+
+    async def next_token_probs(self, conversation: Conversation, candidates: tuple[str, ...]) -> np.ndarray:
+        """Probabilities ``(len(candidates),)`` of the candidates as the assistant's next token."""
+        return await self._submit("next_token_probs", (("candidates", tuple(candidates)),), conversation)
+
+    async def _submit(self, call: str, params: tuple, conversation: Conversation) -> Any:
+        job = _Job(call, params, conversation)
+        self._queue.put(job)
+        return await asyncio.wrap_future(job.future)
+
+    def _collect(self, first: _Job) -> list[_Job]:
+        jobs = [first]
+        deadline = time.monotonic() + self.max_wait
+        while len(jobs) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:  # closing: serve what was collected, then stop
+                self._queue.put(None)
+                break
+            jobs.append(job)
+        return jobs
+
+    def _work(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            groups: dict[tuple, list[_Job]] = {}
+            for job in self._collect(first):
+                groups.setdefault((job.call, job.params), []).append(job)
+            for (call, params), jobs in groups.items():
+                self._run(call, dict(params), jobs)
+
+    def _run(self, call: str, params: dict, jobs: list[_Job]) -> None:
+        live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
+        if not live:
+            return
+        conversations = [job.conversation for job in live]
+        if self.on_batch is not None:
+            self.on_batch(len(live))
+        try:
+            if call == "generate":
+                results = self.engine.generate(conversations, **params)
+            else:
+                results = list(self.engine.next_token_probs(conversations, list(params["candidates"])))
+        except Exception as err:  # every waiting request gets the failure, the worker lives on
+            log.warning("%s %s failed for a batch of %d: %s", self.engine.model_name, call, len(live), err)
+            for job in live:
+                job.future.set_exception(err)
+            return
+        for job, result in zip(live, results):
+            job.future.set_result(result)
+
+    def close(self) -> None:
+        """Finish the queued work, stop the worker, then close the engine."""
+        self._queue.put(None)
+        self._thread.join()
+        self.engine.close()

@@ -1,0 +1,218 @@
+"""One request's route: the SLM answers, the workflow's UQ function scores it, the threshold decides.
+
+The conversations the SLM sees are the workflow's: the user's messages for the answer (the
+greedy pass), the same messages with the SLM's reply and the prompt file's follow-up turn for
+p(True) and verbal-2s, and ``n_samples`` sampled replies at the study's temperature for the
+Jaccard degree. The confidence is then :func:`uqroute.uq.score_method` on one-row pass tables,
+so it is the number the study would have computed for the same conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from uqroute import REPO_ROOT
+from uqroute.engines.base import Completion, Conversation, Engine, EngineError
+from uqroute.engines.openai_engine import OpenAIEngine
+from uqroute.grading import extract_item_prediction, parse_verbal_confidence
+from uqroute.engines import make_engine
+from uqroute.gguf import materialize
+from uqroute.models import model_spec
+from uqroute.passes import p_true_from_probs
+from uqroute.prompts import PromptSet
+from uqroute.uq import score_method
+
+from .batching import EngineBatcher
+from .calibration import calibration_threshold, check_calibration_file
+from .config import RouterConfig
+from .metrics import RouterMetrics
+
+log = logging.getLogger("uqroute.serve")
+_REQUEST_ID = "request"
+
+
+class UpstreamError(RuntimeError):
+    """A model behind the router did not answer; the message names which (never a key)."""
+
+
+@dataclass(frozen=True)
+class RoutedAnswer:
+    """What the router replies: the answering model's text and the routing record."""
+
+    text: str
+    model: str
+    finish_reason: str
+    completion_tokens: int
+    routed: bool
+    fallback: bool
+    confidence: float  # NaN when the method gave no score (such answers are always routed)
+    threshold: float
+
+
+def _finish_reason(completion: Completion, budget: int) -> str:
+    return "length" if len(completion.tokens) >= budget else "stop"
+
+
+def model_cache_dir() -> Path:
+    """Where fp32 copies of GGUF models live: ``$UQROUTE_MODEL_CACHE`` or the workflow's results/models."""
+    return Path(os.environ.get("UQROUTE_MODEL_CACHE", REPO_ROOT / "results" / "models"))
+
+
+def build_slm_engine(config: RouterConfig) -> Engine:
+    """The SLM: in-process (registry model on hf or vllm) or an OpenAI-compatible endpoint with logprobs."""
+    slm = config.slm
+    if slm["kind"] == "openai":
+        return OpenAIEngine(slm["model"], model=slm["api_model"] or slm["model"], base_url=slm["base_url"],
+                            api_key_env=slm["api_key_env"], cache_dir=None, timeout=float(slm["timeout"]),
+                            max_concurrency=int(slm["max_concurrency"]))
+    spec = model_spec(slm["model"])
+    model_dir = slm["model_dir"]
+    if model_dir is None and spec.is_gguf:
+        model_dir = materialize(spec, model_cache_dir() / spec.name)
+    options = dict(slm["engine_options"])
+    if slm["kind"] == "hf":
+        options.setdefault("progress", False)
+    return make_engine(spec, kind=slm["kind"], model_dir=model_dir, **options)
+
+
+def build_llm_engine(config: RouterConfig) -> OpenAIEngine:
+    llm = config.llm
+    return OpenAIEngine(llm["model"], model=llm["api_model"] or llm["model"], base_url=llm["base_url"],
+                        api_key_env=llm["api_key_env"], cache_dir=llm["cache_dir"], max_retries=int(llm["max_retries"]),
+                        timeout=float(llm["timeout"]), backoff_base=float(llm["backoff_base"]),
+                        max_concurrency=int(llm["max_concurrency"]))
+
+
+class Router:
+    """Answers conversations: SLM first, LLM when the SLM's confidence is below the threshold."""
+
+    def __init__(self, config: RouterConfig, slm: Engine, llm: OpenAIEngine, threshold: float,
+                 metrics: RouterMetrics, prompts: PromptSet | None = None) -> None:
+        self.config = config
+        self.method = config["method"]
+        self.threshold = float(threshold)
+        self.slm_name = config.slm["model"]
+        self.llm_name = config.llm["model"]
+        self.prompts = prompts or PromptSet.load()
+        self.generation = config["generation"]
+        self.batcher = EngineBatcher(slm, max_batch_size=config["batching"]["max_batch_size"],
+                                     max_wait=float(config["batching"]["max_wait_ms"]) / 1000.0,
+                                     on_batch=metrics.slm_batch_size.observe)
+        self.metrics = metrics
+        self.llm = llm
+        self._llm_pool = ThreadPoolExecutor(max_workers=int(config.llm["max_concurrency"]),
+                                            thread_name_prefix="llm")
+
+    @classmethod
+    def from_config(cls, config: RouterConfig) -> "Router":
+        """Check the calibration file first (cheap), then load the models; metrics from the drift settings."""
+        check_calibration_file(config["calibration"], config.slm["model"], config["method"])
+        threshold = calibration_threshold(config["calibration"], float(config["ratio"]),
+                                          int(config["calibration_run"]))
+        log.info("threshold %.6g routes %.3f of calibration run %d of %s", threshold, config["ratio"],
+                 config["calibration_run"], config["calibration"])
+        llm = build_llm_engine(config)
+        try:
+            slm = build_slm_engine(config)
+        except BaseException:
+            llm.close()
+            raise
+        drift = config["drift"]
+        metrics = RouterMetrics(float(config["ratio"]), window=drift["window"], band=drift["band"],
+                                min_requests=drift["min_requests"])
+        return cls(config, slm, llm, threshold, metrics)
+
+    # ------------------------------------------------------------------ confidence
+
+    def item(self, messages: Conversation, task_type: str, choices: Sequence[str] | None) -> dict[str, Any]:
+        """The request as a data-contract row: what the grading and prompt helpers read."""
+        question = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        return {"id": _REQUEST_ID, "dataset": "request", "task_type": task_type, "question": question,
+                "context": None, "choices": list(choices) if choices else None}
+
+    async def slm_answer(self, messages: Conversation, item: Mapping[str, Any],
+                         max_tokens: int | None) -> tuple[Completion, int]:
+        budget = int(max_tokens or self.generation["max_new_tokens"][item["task_type"]])
+        (completion,) = await self.batcher.generate(messages, max_new_tokens=budget, temperature=0.0)
+        return completion, budget
+
+    async def confidence(self, messages: Conversation, item: Mapping[str, Any], answer: Completion) -> float:
+        """The method's confidence in ``answer``, by the workflow's function; NaN when it gives none."""
+        greedy = pd.DataFrame({
+            "id": [_REQUEST_ID], "response": [answer.text], "tokens": [list(answer.tokens)],
+            "token_logprobs": [list(answer.token_logprobs)],
+            "prediction": [extract_item_prediction(answer.text, item)],
+            # Correctness is unknown when serving; the methods carry it through, none reads it to score.
+            "correct": [False],
+        })
+        passes = {"greedy": greedy}
+        if self.method == "p_true":
+            follow_up = self.prompts.ptrue(item, answer.text)[-1]
+            conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]
+            probs = await self.batcher.next_token_probs(conversation, self.prompts.ptrue_candidates)
+            passes["ptrue"] = pd.DataFrame({"id": [_REQUEST_ID],
+                                            "p_true": p_true_from_probs(np.asarray([probs], dtype=np.float64))})
+        elif self.method == "verbal_2s":
+            follow_up = self.prompts.verbal2s(item, answer.text)[-1]
+            conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]
+            (reply,) = await self.batcher.generate(
+                conversation, max_new_tokens=int(self.generation["verbal_max_new_tokens"]), temperature=0.0)
+            stated = parse_verbal_confidence(reply.text, require_cue=False)
+            passes["verbal2s"] = pd.DataFrame({"id": [_REQUEST_ID],
+                                               "verbal_confidence": [math.nan if stated is None else stated]})
+        elif self.method == "jaccard_degree":
+            samples = await self.batcher.generate(
+                messages, max_new_tokens=int(self.generation["max_new_tokens"][item["task_type"]]),
+                temperature=float(self.generation["sample_temperature"]), top_p=float(self.generation["top_p"]),
+                n=int(self.generation["n_samples"]), seed=int(self.generation["seed"]))
+            passes["sample"] = pd.DataFrame({"id": _REQUEST_ID, "sample_idx": range(len(samples)),
+                                             "response": [s.text for s in samples]})
+        questions = pd.DataFrame([item])
+        scored = score_method(self.method, passes, questions)
+        return float(scored["confidence"].iloc[0])
+
+    # ------------------------------------------------------------------ answer
+
+    async def answer(self, messages: Conversation, *, task_type: str, choices: Sequence[str] | None = None,
+                     max_tokens: int | None = None, temperature: float | None = None) -> RoutedAnswer:
+        """Route one conversation; :class:`UpstreamError` when no model could answer."""
+        item = self.item(messages, task_type, choices)
+        try:
+            slm_reply, budget = await self.slm_answer(messages, item, max_tokens)
+            confidence = await self.confidence(messages, item, slm_reply)
+        except (EngineError, OSError) as err:
+            raise UpstreamError(f"SLM {self.slm_name} failed: {err}") from err
+        # The study's rule: keep the answer when confidence >= threshold; no confidence: route.
+        routed = not confidence >= self.threshold
+        common = {"routed": routed, "confidence": confidence, "threshold": self.threshold}
+        if not routed:
+            return RoutedAnswer(slm_reply.text, self.slm_name, _finish_reason(slm_reply, budget),
+                                len(slm_reply.tokens), fallback=False, **common)
+        llm_budget = int(max_tokens or self.config.llm["max_tokens"])
+        try:
+            (llm_reply,), = await asyncio.get_running_loop().run_in_executor(
+                self._llm_pool, lambda: self.llm.generate([messages], max_new_tokens=llm_budget,
+                                                          temperature=float(temperature or 0.0)))
+        except EngineError as err:
+            if self.config.llm["on_failure"] == "error":
+                raise UpstreamError(f"LLM {self.llm_name} failed: {err}") from err
+            log.warning("LLM %s failed, answering with the SLM (fallback): %s", self.llm_name, err)
+            return RoutedAnswer(slm_reply.text, self.slm_name, _finish_reason(slm_reply, budget),
+                                len(slm_reply.tokens), fallback=True, **common)
+        return RoutedAnswer(llm_reply.text, self.llm_name, _finish_reason(llm_reply, llm_budget),
+                            len(llm_reply.tokens), fallback=False, **common)
+
+    def close(self) -> None:
+        self._llm_pool.shutdown(wait=False, cancel_futures=True)
+        self.batcher.close()
+        self.llm.close()
