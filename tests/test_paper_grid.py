@@ -150,11 +150,11 @@ def paper_dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, float]
 
 @pytest.fixture(scope="module")
 def passes_present(paper_dry_run, tmp_path_factory) -> Path:
-    """A results folder holding every model output of the grid (data, passes, hidden states) and nothing else,
+    """A results folder holding every model output of the grid (data, graded passes, hidden states) and nothing else,
     all older than the checkout: the state after copying the Parquet files into a fresh clone."""
     workdir = tmp_path_factory.mktemp("reviewer")
     for job in planned_jobs(paper_dry_run[0].stdout):
-        if job["rule"] in MODEL_RULES:
+        if job["rule"] in MODEL_RULES | {"grade"}:  # the pass tables, graded
             for output in job["output"]:
                 path = workdir / output
                 path.parent.mkdir(parents=True, exist_ok=True)

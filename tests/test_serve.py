@@ -16,7 +16,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from uqroute import REPO_ROOT, jobs
+from uqroute import REPO_ROOT
+from uqroute.jobs import analysis as analysis_jobs
+from uqroute.paths import results_path
 from uqroute.io import read_parquet, write_parquet
 from uqroute.serve.calibration import CalibrationError, calibration_threshold, check_calibration_file
 from uqroute.serve.config import ConfigError, load_config
@@ -42,10 +44,10 @@ def release(tmp_path_factory) -> tuple[Path, Path, Path]:
     sources = ["boolq", "piqa", "commonsenseqa"]
     paths = []
     for source in sources:
-        paths.append(str(write_parquet(_uq_table(rng, 400, source), root / "uq" / f"{source}.parquet")))
+        path = results_path(str(root), "uq", slm="smollm2-135m", dataset=source, method="perplexity")
+        paths.append(str(write_parquet(_uq_table(rng, 400, source), path)))
     calibration = root / "release" / "smollm2-135m" / "perplexity.parquet"
-    jobs.calibration_set(inputs=paths, sources=sources, n_bins=30, fraction=0.1, seeds=[50, 51, 52],
-                         output=str(calibration))
+    analysis_jobs.calibration_set(uq=paths, n_bins=30, fraction=0.1, seeds=[50, 51, 52], output=str(calibration))
     target = _uq_table(rng, 200, "t")
     uq = write_parquet(target, root / "uq" / "target.parquet")
     llm = write_parquet(pd.DataFrame({"id": target["id"], "correct": rng.random(200) < 0.7}), root / "llm.parquet")
@@ -69,7 +71,8 @@ def _main(capsys, *args: str) -> tuple[int, str, str]:
 def test_threshold_command_equals_generalization_rule(release, tmp_path):
     calibration, uq, llm = release
     output = tmp_path / "generalization.parquet"
-    jobs.generalization(calibration=str(calibration), uq=str(uq), llm=str(llm), step=0.05, output=str(output))
+    analysis_jobs.generalization(calibration=str(calibration), uq=str(uq), llm=str(llm), step=0.05,
+                                 output=str(output))
     table = read_parquet(output)
     expected = table.loc[(table["run"] == 2) & np.isclose(table["target_ratio"], 0.75), "threshold"]
     result = _cli("threshold", "--calibration", str(calibration), "--ratio", "0.75", "--calibration-run", "2")

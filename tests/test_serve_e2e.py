@@ -28,7 +28,12 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 import serve_processes as sp
-from uqroute import REPO_ROOT, jobs
+from uqroute import REPO_ROOT
+from uqroute.jobs import analysis as analysis_jobs
+from uqroute.jobs import data as data_jobs
+from uqroute.jobs import generate as generate_jobs
+from uqroute.jobs import uq as uq_jobs
+from uqroute.paths import results_path
 from uqroute.analysis.calibration import generalization, thresholds_for_ratios
 from uqroute.io import read_parquet, write_parquet
 from uqroute.prompts import PromptSet
@@ -52,8 +57,8 @@ CONFIDENCE_TOLERANCE = 1e-4
 
 def _subset(data_dir: Path, root: Path, dataset: str) -> pd.DataFrame:
     full = root / "data" / dataset / "test.parquet"
-    jobs.prepare_dataset(dataset, "test", str(data_dir), str(full))
-    return jobs.load_questions(str(full), STUDY["subset"]["max_test"], STUDY["subset"]["seed"])
+    data_jobs.prepare_dataset(dataset, "test", str(data_dir), str(full))
+    return generate_jobs.load_questions(str(full), STUDY["subset"]["max_test"], STUDY["subset"]["seed"])
 
 
 @pytest.fixture(scope="module")
@@ -74,15 +79,18 @@ def study(workdir, data_dir, smollm2_dir):
         cell = workdir / "cell" / dataset
         write_parquet(questions, cell / "questions.parquet")
         common = dict(model="smollm2-135m", questions=str(cell / "questions.parquet"), engine_options=FP32,
-                      settings=gen, judge={"engine": "rule"}, max_questions=None, subset_seed=50,
-                      model_dir=str(smollm2_dir), threads=1)
-        jobs.generate(pass_name="greedy", output=str(cell / "greedy.parquet"), **common)
+                      settings=gen, max_questions=None, subset_seed=50, model_dir=str(smollm2_dir), threads=1)
+        # The workflow's greedy pass: the model's replies, then the rule judge's grading.
+        generate_jobs.generate(pass_name="greedy", output=str(cell / "greedy.replies.parquet"), **common)
+        generate_jobs.grade(pass_name="greedy", replies=str(cell / "greedy.replies.parquet"),
+                            questions=str(cell / "questions.parquet"), judge={"engine": "rule"},
+                            output=str(cell / "greedy.parquet"))
         greedy_paths.append(cell / "greedy.parquet")
-        jobs.generate(pass_name="ptrue", output=str(cell / "ptrue.parquet"), greedy=str(cell / "greedy.parquet"),
-                      **common)
+        generate_jobs.generate(pass_name="ptrue", output=str(cell / "ptrue.parquet"),
+                               greedy=str(cell / "greedy.replies.parquet"), **common)
         for method, passes in (("p_true", ("greedy", "ptrue")), ("perplexity", ("greedy",))):
-            out = cell / f"{method}.parquet"
-            jobs.uq_score(method=method, dataset=dataset, questions=str(cell / "questions.parquet"),
+            out = results_path(str(workdir), "uq", slm="smollm2-135m", dataset=dataset, method=method)
+            uq_jobs.uq_score(method=method, dataset=dataset, questions=str(cell / "questions.parquet"),
                           passes={p: str(cell / f"{p}.parquet") for p in passes}, output=str(out), probe={},
                           max_questions=None, subset_seed=50)
             uq_paths[method].append(str(out))
@@ -90,8 +98,8 @@ def study(workdir, data_dir, smollm2_dir):
     releases = {}
     for method, paths in uq_paths.items():
         releases[method] = workdir / "release" / "smollm2-135m" / f"{method}.parquet"
-        jobs.calibration_set(inputs=paths, sources=list(CONSISTENCY), n_bins=calibration["n_bins"],
-                             fraction=calibration["fraction"], seeds=calibration["seeds"], output=str(releases[method]))
+        analysis_jobs.calibration_set(uq=paths, n_bins=calibration["n_bins"], fraction=calibration["fraction"],
+                                      seeds=calibration["seeds"], output=str(releases[method]))
     uq = {method: pd.concat([read_parquet(p) for p in paths], ignore_index=True) for method, paths in uq_paths.items()}
     return {"items": pd.concat(items, ignore_index=True), "uq": uq, "release": releases, "greedy": greedy_paths}
 

@@ -89,7 +89,8 @@ def pass_settings(pass_name: str, generation: Mapping[str, Any], task_types: Seq
 
 
 def _check_settings(pass_name: str, settings: Mapping[str, Any], task_types: Sequence[str]) -> None:
-    missing = [k for k in PASS_SETTINGS[pass_name] if k not in settings]
+    # verbal1s_reasoning may be left out: no task type reasons first.
+    missing = [k for k in PASS_SETTINGS[pass_name] if k not in settings and k != "verbal1s_reasoning"]
     if missing:
         raise KeyError(f"pass {pass_name} settings: missing key(s) {missing}; expected {list(PASS_SETTINGS[pass_name])}")
     budgets = settings.get("max_new_tokens")
