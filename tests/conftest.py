@@ -1,4 +1,4 @@
-"""Shared fixtures: the real data directory and the real tiny models."""
+"""Shared fixtures: the real data directory, the real tiny models and one local run of the tiny slice."""
 
 from __future__ import annotations
 
@@ -50,3 +50,21 @@ def smollm2_engine(smollm2_dir):
     engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, threads=1)
     yield engine
     engine.close()
+
+
+@pytest.fixture(scope="session")
+def model_dirs(smollm2_dir, gemma3_dir) -> dict[str, Path]:
+    from workflow_runs import LLM, SLM
+
+    return {SLM: smollm2_dir, LLM: gemma3_dir}
+
+
+@pytest.fixture(scope="session")
+def slice_run(tmp_path_factory, data_dir, model_dirs) -> Path:
+    """The tiny slice's tables made by the local executor; the determinism and SLURM tests compare to it."""
+    from workflow_runs import run_workflow, slice_config
+
+    workdir = tmp_path_factory.mktemp("slice-local")
+    result = run_workflow(workdir, data_dir, model_dirs, "tables", config=slice_config(data_dir))
+    assert result.returncode == 0, result.stderr[-6000:]
+    return workdir

@@ -63,7 +63,9 @@ def api_run(tmp_path_factory, data_dir, smollm2_dir):
         first = _snakemake(workdir, "--report-after-run", "--report", "report.html")
         requests_first_run = server.n_requests
         faults_left = server.pending_faults
-        rerun = _snakemake(workdir, "--forcerun", "generate", "uq")
+        # Only the jobs that call the API: the LLM's passes and the grading (the judge is the API model too).
+        api_passes = [f"results/gen/{LLM}/{dataset}/test/greedy.replies.parquet" for dataset in ("multiarith", "boolq")]
+        rerun = _snakemake(workdir, "--forcerun", "grade", *api_passes)
         requests_after_rerun = server.n_requests
         yield {"workdir": workdir, "first": first, "rerun": rerun, "faults_left": faults_left,
                "requests": requests_first_run, "rerun_requests": requests_after_rerun - requests_first_run,
@@ -84,6 +86,8 @@ def test_each_distinct_request_is_answered_once_and_a_rerun_makes_none(api_run):
     retried = 4  # the four injected faults each cost one extra request
     assert api_run["requests"] == len(server.counts()) + retried
     assert api_run["rerun"].returncode == 0, api_run["rerun"].stderr[-3000:]
+    rerun_log = api_run["rerun"].stdout + api_run["rerun"].stderr
+    assert rerun_log.count("rule generate_replies:") == 2 and "rule grade:" in rerun_log, "the API jobs did rerun"
     assert api_run["rerun_requests"] == 0, "rerunning the API passes is served from the cache"
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_workflow_e2e import SLM, LLM, run_workflow, tiny_config
+from workflow_runs import SLM, parquet_bytes, run_workflow, slice_config, tiny_config
 from uqroute import REPO_ROOT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -91,44 +91,19 @@ def _slurm_options(overlay: Path) -> list[str]:
     return [f"--profile={USER_PROFILE}", f"--profile={overlay}"]
 
 
-@pytest.fixture(scope="module")
-def model_dirs(smollm2_dir, gemma3_dir):
-    return {SLM: smollm2_dir, LLM: gemma3_dir}
-
-
-def _slice_config(data_dir: Path) -> dict:
-    """Two datasets with short answers, six questions, three methods: every kind of job, in minutes."""
-    config = tiny_config(data_dir)
-    config["datasets"] = ["commonsenseqa", "boolq"]
-    config["methods"] = ["avg_token_prob", "p_true", "trained_probe"]
-    config["subset"].update(max_test=6, max_train=6)
-    return config
-
-
-def _parquet_bytes(results: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(results)): path.read_bytes() for path in sorted(results.rglob("*.parquet"))
-            if ".checkpoints" not in path.parts and "models" not in path.parts}
-
-
-def test_tiny_slice_through_slurm_gives_the_local_tables(slurm_env, overlay, tmp_path_factory, data_dir,
+def test_tiny_slice_through_slurm_gives_the_local_tables(slurm_env, overlay, slice_run, tmp_path_factory, data_dir,
                                                         model_dirs):
-    """Byte-identical Parquet files from the local executor and from SLURM jobs."""
-    config_file = tmp_path_factory.mktemp("slice") / "slice.yaml"
-    config_file.write_text(yaml.safe_dump(_slice_config(data_dir)))
-    local = tmp_path_factory.mktemp("local")
-    result = run_workflow(local, data_dir, model_dirs, f"--configfile={config_file}", "tables")
-    assert result.returncode == 0, result.stderr[-6000:]
-
+    """Byte-identical Parquet files from the local executor (the session's slice run) and from SLURM jobs."""
     cluster = tmp_path_factory.mktemp("cluster")
-    result = run_workflow(cluster, data_dir, model_dirs, *_slurm_options(overlay),
-                          f"--configfile={config_file}", "tables")
+    result = run_workflow(cluster, data_dir, model_dirs, *_slurm_options(overlay), "tables",
+                          config=slice_config(data_dir))
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-6000:]
     slurm_jobs = set(SUBMITTED.findall(log))
     model_jobs = len(list((cluster / "results" / "gen").rglob("*.parquet")))
     assert len(slurm_jobs) > model_jobs, "every data, model and UQ job ran as its own SLURM job"
 
-    local_tables, cluster_tables = _parquet_bytes(local / "results"), _parquet_bytes(cluster / "results")
+    local_tables, cluster_tables = parquet_bytes(slice_run / "results"), parquet_bytes(cluster / "results")
     assert local_tables.keys() == cluster_tables.keys()
     assert len(local_tables) > 40
     differing = [name for name in local_tables if local_tables[name] != cluster_tables[name]]

@@ -1,61 +1,21 @@
 """The embedded DAG end to end on a tiny slice of real data with the real tiny models.
 
 One run builds every table and figure family; the tests then check the contracts, that no model
-pass ran twice, the report, and (with a second run) that results are byte-for-byte reproducible.
+pass ran twice, the report, which jobs a changed setting reruns, and (with a second run of the
+smaller slice) that results are byte-for-byte reproducible.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from uqroute import REPO_ROOT
+from workflow_runs import DATASETS, LLM, METHODS, SLM, parquet_bytes, run_workflow, slice_config, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-DATASETS = ["multiarith", "commonsenseqa", "boolq", "piqa"]
-METHODS = ["avg_token_prob", "p_true", "perplexity", "jaccard_degree", "verbal_1s", "verbal_2s",
-           "trained_probe", "ood_probe"]
-SLM, LLM = "smollm2-135m", "gemma3-270m"
-
-
-def tiny_config(data_dir: Path) -> dict:
-    config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
-    config["data_dir"] = str(data_dir)
-    config["datasets"] = DATASETS
-    config["subset"] = {"max_test": 10, "max_train": 12, "seed": 50}
-    config["generation"]["max_new_tokens"] = {"mcq": 8, "tf": 6, "ff_num": 40, "ff_text": 16}
-    config["generation"]["verbal_max_new_tokens"] = 10
-    config["calibration"].update(n_bins=5, fraction=0.5)
-    return config
-
-
-def run_workflow(workdir: Path, data_dir: Path, model_dirs: dict[str, Path], *extra: str) -> subprocess.CompletedProcess:
-    (workdir / "config").mkdir(parents=True, exist_ok=True)
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(tiny_config(data_dir)))
-    for name, folder in model_dirs.items():
-        link = workdir / "results" / "models" / name
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(folder, target_is_directory=True)
-    return subprocess.run(
-        [str(SNAKEMAKE), "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
-         "--cores", "2", *extra],
-        capture_output=True, text=True, timeout=3000, env={**os.environ, "TQDM_DISABLE": "1"},
-    )
-
-
-@pytest.fixture(scope="module")
-def model_dirs(smollm2_dir, gemma3_dir):
-    return {SLM: smollm2_dir, LLM: gemma3_dir}
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +169,9 @@ def test_one_task_types_budget_reruns_only_its_datasets(finished_run, data_dir, 
     model_jobs = [job for rule in MODEL_RULES & set(jobs) for job in jobs[rule]]
     assert model_jobs and {job["wildcards"]["dataset"] for job in model_jobs} == {"boolq"}
     passes = [job for rule in ("generate", "generate_replies") for job in jobs.get(rule, [])]
-    assert _passes(passes) == {"greedy", "sample", "verbal1s"}
+    # greedy, sample and verbal1s read the answer budget; ptrue and verbal2s follow, as they read greedy replies.
+    assert _passes(passes) == {"greedy", "sample", "verbal1s", "ptrue", "verbal2s"}
+    assert {job["wildcards"]["dataset"] for job in jobs["hidden_states"]} == {"boolq"}
 
 
 def test_routing_step_reruns_no_model_job(finished_run, data_dir, model_dirs):
@@ -231,24 +193,16 @@ def test_probe_settings_rerun_only_probe_scores(finished_run, data_dir, model_di
     assert {job["wildcards"]["method"] for job in jobs["uq"]} == {"trained_probe", "ood_probe"}
 
 
-def _table_hashes(results: Path) -> dict[str, str]:
-    hashes = {}
-    for path in sorted(results.rglob("*.parquet")):
-        if ".checkpoints" in path.parts:
-            continue
-        frame = pd.read_parquet(path)
-        digest = hashlib.sha256(pd.util.hash_pandas_object(frame.astype(str), index=False).to_numpy().tobytes())
-        hashes[str(path.relative_to(results))] = digest.hexdigest()
-    return hashes
+def test_two_runs_give_identical_tables(slice_run, tmp_path_factory, data_dir, model_dirs):
+    """Determinism: a second run from scratch writes every table of the slice byte for byte the same.
 
-
-def test_two_runs_give_identical_tables(finished_run, tmp_path_factory, data_dir, model_dirs):
-    """Determinism: a second run from scratch reproduces every table's contents exactly."""
-    workdir, _ = finished_run
-    second = tmp_path_factory.mktemp("e2e-again")
-    result = run_workflow(second, data_dir, model_dirs, "tables")
+    The slice (two datasets, three methods) has every kind of job: data, the greedy and p(True) passes,
+    grading, hidden states, the probe, and the routing, calibration and generalization tables.
+    """
+    second = tmp_path_factory.mktemp("slice-again")
+    result = run_workflow(second, data_dir, model_dirs, "tables", config=slice_config(data_dir))
     assert result.returncode == 0, result.stderr[-6000:]
-    first_hashes, second_hashes = _table_hashes(workdir / "results"), _table_hashes(second / "results")
-    assert first_hashes.keys() == second_hashes.keys()
-    differing = [name for name in first_hashes if first_hashes[name] != second_hashes[name]]
-    assert not differing
+    first, again = parquet_bytes(slice_run / "results"), parquet_bytes(second / "results")
+    assert first.keys() == again.keys() and len(first) > 40
+    differing = [name for name in first if first[name] != again[name]]
+    assert not differing, f"Parquet bytes differ: {differing}"

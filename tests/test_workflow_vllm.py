@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 import test_workflow_e2e as e2e
+from workflow_runs import LLM, SLM, run_workflow, tiny_config
 from uqroute import REPO_ROOT
 
 pytestmark = [
@@ -30,9 +31,10 @@ OVERLAY = REPO_ROOT / "config" / "vllm-cpu.yaml"
 def vllm_run(tmp_path_factory, data_dir, smollm2_dir, gemma3_dir):
     workdir = tmp_path_factory.mktemp("e2e-vllm")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(e2e, "DATASETS", DATASETS)  # the helpers' slice and contract checks read it
-        result = e2e.run_workflow(workdir, data_dir, {e2e.SLM: smollm2_dir, e2e.LLM: gemma3_dir},
-                                  "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY))
+        patch.setattr(e2e, "DATASETS", DATASETS)  # the contract checks read it
+        result = run_workflow(workdir, data_dir, {SLM: smollm2_dir, LLM: gemma3_dir},
+                              "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY),
+                              config=tiny_config(data_dir, DATASETS))
         assert result.returncode == 0, result.stderr[-6000:]
         yield workdir, result
 
