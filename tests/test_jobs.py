@@ -199,6 +199,76 @@ def test_probe_training_pairs_refuse_mismatched_datasets(tmp_path):
         uq.training_pairs(hidden, greedy)
 
 
+def _probe_cells(results: str, rng, datasets, splits=("test", "train"), n=30) -> None:
+    """Hidden states and greedy grades where correctness shifts each vector, for every (dataset, split)."""
+    for dataset in datasets:
+        for split in splits:
+            ids = [f"{dataset}-{split}-{i}" for i in range(n)]
+            correct = rng.random(n) < 0.5
+            vectors = [rng.normal(1.5 * c, 1.0, 8).astype(np.float32) for c in correct]
+            write_parquet(pd.DataFrame({"id": ids, "layer": -8, "vector": vectors}),
+                          paths.results_path(results, "hidden", model="s", dataset=dataset, split=split))
+            write_parquet(pd.DataFrame({"id": ids, "prediction": "A", "correct": correct}),
+                          paths.results_path(results, "gen", model="s", dataset=dataset, split=split,
+                                             pass_name="greedy"))
+            if split == "test":
+                write_parquet(pd.DataFrame({"id": ids, "task_type": "mcq", "question": "q"}),
+                              paths.results_path(results, "data", dataset=dataset, split=split))
+
+
+def test_holdout_pool_scores_each_dataset_with_a_probe_that_saw_neither_it_nor_the_holdout(tmp_path):
+    """Issue 13 item 8: the OOD probe's calibration pool for hold-out T holds nothing learned from T."""
+    results, holdout, others = str(tmp_path / "results"), "boolq", ["piqa", "multiarith", "commonsenseqa"]
+    _probe_cells(results, np.random.default_rng(5), [holdout, *others])
+
+    def cell(kind, dataset, split="test"):
+        extra = {"pass_name": "greedy"} if kind == "gen" else {}
+        model = {} if kind == "data" else {"model": "s"}
+        return paths.results_path(results, kind, dataset=dataset, split=split, **model, **extra)
+
+    probe = {"epochs": 5, "seed": 50, "ood_lr": 1e-3}
+    pool = str(tmp_path / "results" / paths.template("holdout_uq").format(slm="s", method="ood_probe",
+                                                                         dataset=holdout))
+
+    def pooled(train):
+        uq.holdout_uq(method="ood_probe", holdout=holdout, questions=[cell("data", d) for d in others],
+                      greedy=[cell("gen", d) for d in others], hidden=[cell("hidden", d) for d in others],
+                      train_hidden=[cell("hidden", d, "train") for d in train],
+                      train_greedy=[cell("gen", d, "train") for d in train], probe=probe, max_questions=None,
+                      subset_seed=50, output=pool)
+        return read_parquet(pool)
+
+    table = pooled(others)
+    assert table["dataset"].unique().tolist() == others and len(table) == 90
+
+    def ood_score(dataset, train):
+        out = str(tmp_path / f"{dataset}-{'-'.join(train)}.parquet")
+        uq.uq_score(method="ood_probe", dataset=dataset, questions=cell("data", dataset),
+                    passes={"greedy": cell("gen", dataset)}, hidden=cell("hidden", dataset),
+                    train_hidden=[cell("hidden", d, "train") for d in train],
+                    train_greedy=[cell("gen", d, "train") for d in train], probe=probe, max_questions=None,
+                    subset_seed=50, output=out)
+        return read_parquet(out)
+
+    for dataset in others:
+        rest = [d for d in others if d != dataset]
+        expected = ood_score(dataset, rest)
+        got = table[table["dataset"] == dataset].drop(columns="dataset").reset_index(drop=True)
+        pd.testing.assert_frame_equal(got, expected)
+        # The workflow's own OOD score of this dataset learned from the hold-out too: a different probe.
+        leaky = ood_score(dataset, [*rest, holdout])
+        assert not np.allclose(leaky["confidence"], expected["confidence"])
+    with pytest.raises(ValueError, match="boolq: its own train split was given"):
+        pooled([*others, holdout])
+
+    # The hold-out calibration set pools exactly these rows.
+    out = str(tmp_path / "calibration.parquet")
+    analysis.calibration_set(uq=[pool], n_bins=3, fraction=0.5, seeds=[50], output=out)
+    expected = build_calibration_set(pool_confidences(
+        {d: table[table["dataset"] == d].reset_index(drop=True) for d in others}), n_bins=3, fraction=0.5, seeds=(50,))
+    pd.testing.assert_frame_equal(read_parquet(out).drop(columns="seed"), expected)
+
+
 def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path):
     results, _ = grid
     alignment = paths.results_path(results, "alignment")

@@ -76,19 +76,19 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 
 def planned_jobs(stdout: str) -> list[dict]:
-    """Every job block of a verbose dry run: rule, output, wildcards and resources (values as printed)."""
+    """Every job block of a verbose dry run: rule, input, output, wildcards and resources (values as printed)."""
     jobs, job = [], None
     for line in stdout.splitlines():
         header = re.match(r"^(?:local)?rule (\w+):$", line)
         if header:
-            job = {"rule": header.group(1), "output": [], "wildcards": {}, "resources": {}}
+            job = {"rule": header.group(1), "input": [], "output": [], "wildcards": {}, "resources": {}}
             jobs.append(job)
             continue
         if job is None or not line.startswith("    "):
             continue
         key, _, value = line.strip().partition(": ")
-        if key == "output":
-            job["output"] = value.split(", ")
+        if key in ("input", "output"):
+            job[key] = value.split(", ")
         elif key in ("wildcards", "resources"):
             job[key] = dict(item.split("=", 1) for item in value.split(", "))
     return jobs
@@ -127,6 +127,8 @@ def expected_counts(config: dict) -> dict[str, int]:
         "relative_accuracy": 1,
         "findings": 1,
         "calibration_set": n_slm * n_calib * n_data,  # leave-one-dataset-out, per SLM and method
+        # the OOD probe's pool for each hold-out, from probes that never saw it
+        "holdout_uq": n_slm * n_data * ("ood_probe" in calibration),
         "generalization": n_slm * n_llm * n_calib * n_data,
         "release_calibration": n_slm * n_calib,
         "figure_auroc_heatmaps": 1,
@@ -184,6 +186,34 @@ def test_dry_run_plans_the_whole_grid(paper_dry_run):
     result, seconds = paper_dry_run
     print(f"paper dry run: {seconds:.1f} s wall")
     assert job_counts(result.stdout) == expected_counts(paper_config())
+
+
+def test_no_calibration_set_learns_from_its_holdout_dataset(paper_dry_run):
+    """Issue 13 item 8: follow each hold-out calibration set's inputs back to the files they were made from
+    (down to train splits); none belongs to the hold-out dataset."""
+    jobs = planned_jobs(paper_dry_run[0].stdout)
+    made_by = {output: job for job in jobs for output in job["output"]}
+
+    def sources(path, seen):
+        if path in seen:
+            return
+        seen.add(path)
+        for upstream in made_by[path]["input"] if path in made_by else []:
+            sources(upstream, seen)
+
+    checked = 0
+    for job in jobs:
+        if job["rule"] != "calibration_set":
+            continue
+        holdout, seen = job["wildcards"]["dataset"], set()
+        for path in job["input"]:
+            sources(path, seen)
+        leaked = sorted(p for p in seen if f"/{holdout}/" in p or p.endswith(f"/{holdout}.parquet"))
+        assert not leaked, (job["wildcards"], leaked[:5])
+        if job["wildcards"]["method"] == "ood_probe":
+            assert any("/train.parquet" in p for p in seen), "the probes' training data was traced"
+        checked += 1
+    assert checked == expected_counts(paper_config())["calibration_set"]
 
 
 def test_model_jobs_request_their_gpus_and_nothing_else_does(paper_dry_run):

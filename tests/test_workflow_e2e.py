@@ -59,6 +59,10 @@ def test_every_contract_table_exists(finished_run):
             generalization = pd.read_parquet(results / "generalization" / SLM / LLM / method / f"{dataset}.parquet")
             assert {"run", "target_ratio", "threshold", "achieved_ratio", "accuracy",
                     "oracle_threshold_accuracy"} <= set(generalization.columns)
+    for dataset in DATASETS:
+        # The OOD probe's calibration pool for each hold-out, scored by probes that never saw it.
+        pool = pd.read_parquet(results / "holdout-uq" / SLM / "ood_probe" / f"without-{dataset}.parquet")
+        assert set(pool["dataset"]) == set(DATASETS) - {dataset} and len(pool) == 10 * (len(DATASETS) - 1)
     alignment = pd.read_parquet(results / "metrics" / "alignment.parquet")
     assert len(alignment) == len(DATASETS) * len(METHODS)
     assert {"slm", "dataset", "method", "n", "n_valid", "accuracy", "auroc", "prr", "aurc", "ece",

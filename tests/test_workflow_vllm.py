@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 import test_workflow_e2e as e2e
-from workflow_runs import LLM, SLM, run_workflow, tiny_config
+from workflow_runs import LLM, METHODS, SLM, run_workflow, tiny_config
 from uqroute import REPO_ROOT
 
 pytestmark = [
@@ -32,9 +32,11 @@ def vllm_run(tmp_path_factory, data_dir, smollm2_dir, gemma3_dir):
     workdir = tmp_path_factory.mktemp("e2e-vllm")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(e2e, "DATASETS", DATASETS)  # the contract checks read it
+        config = tiny_config(data_dir, DATASETS)
+        # Two datasets leave no third to train a leak-free OOD-probe calibration pool on.
+        config["calibration"]["methods"] = [m for m in METHODS if m != "ood_probe"]
         result = run_workflow(workdir, data_dir, {SLM: smollm2_dir, LLM: gemma3_dir},
-                              "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY),
-                              config=tiny_config(data_dir, DATASETS))
+                              "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY), config=config)
         assert result.returncode == 0, result.stderr[-6000:]
         yield workdir, result
 

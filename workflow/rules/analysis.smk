@@ -95,7 +95,7 @@ rule relative_accuracy:
 rule calibration_set:
     """Paper Algorithm 1 without the target dataset: pooled confidences, 30 bins, 10 % of each."""
     input:
-        uq=other_uq,
+        uq=calibration_uq,
     output:
         pattern("calibration"),
     params:

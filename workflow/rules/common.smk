@@ -219,6 +219,18 @@ def _train_datasets(method, dataset):
     return []
 
 
+def holdout_uq_inputs(wildcards):
+    """Test cells of every dataset but the hold-out, and the train splits of the same datasets (never the hold-out's)."""
+    slm, others = wildcards.slm, [other for other in DATASETS if other != wildcards.dataset]
+    return {
+        "questions": [path("data", dataset=other, split="test") for other in others],
+        "greedy": [pass_output(slm, other, "test", "greedy") for other in others],
+        "hidden": [path("hidden", model=slm, dataset=other, split="test") for other in others],
+        "train_hidden": [path("hidden", model=slm, dataset=other, split="train") for other in others],
+        "train_greedy": [pass_output(slm, other, "train", "greedy") for other in others],
+    }
+
+
 def uq_inputs(wildcards):
     slm, dataset, method = wildcards.slm, wildcards.dataset, wildcards.method
     spec = method_spec(method)
@@ -273,7 +285,11 @@ def all_release():
     return [path("release", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
 
 
-def other_uq(wildcards):
+def calibration_uq(wildcards):
+    """What the calibration set for a hold-out dataset pools: the other datasets' UQ tables, or for a method
+    that learns from other datasets (the OOD probe) its scores from probes that never saw the hold-out."""
+    if method_spec(wildcards.method).needs_train == "other_datasets":
+        return [path("holdout_uq", slm=wildcards.slm, method=wildcards.method, dataset=wildcards.dataset)]
     return [uq_file(wildcards.slm, other, wildcards.method) for other in DATASETS if other != wildcards.dataset]
 
 

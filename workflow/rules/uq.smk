@@ -22,3 +22,30 @@ rule uq:
         "../../envs/hidden.yaml"
     script:
         "../scripts/uq_score.py"
+
+
+rule holdout_uq:
+    """The OOD probe on every dataset but the hold-out, each scored by a probe trained on neither: the hold-out
+    calibration set then holds nothing learned from the dataset its thresholds are applied to."""
+    input:
+        unpack(holdout_uq_inputs),
+    output:
+        pattern("holdout_uq"),
+    params:
+        method=lambda wc: wc.method,
+        holdout=lambda wc: wc.dataset,
+        probe=probe_settings,
+        max_questions=subset_size("test"),
+        subset_seed=config["subset"]["seed"],
+    log:
+        f"{LOGS}/holdout_uq/{{slm}}/{{method}}/without-{{dataset}}.log",
+    benchmark:
+        f"{BENCHMARKS}/holdout_uq/{{slm}}/{{method}}/without-{{dataset}}.tsv"
+    threads: config["resources"]["probe_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/hidden.yaml"
+    script:
+        "../scripts/holdout_uq.py"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import PurePosixPath
+from typing import Sequence
 
 TEMPLATES: dict[str, str] = {
     "data": "data/{dataset}/{split}.parquet",
@@ -21,6 +22,9 @@ TEMPLATES: dict[str, str] = {
     "uq": "uq/{slm}/{dataset}/{method}.parquet",
     "routing": "routing/{slm}/{llm}/{dataset}/{method}.parquet",
     "calibration": "calibration/{slm}/{method}/holdout-{dataset}.parquet",
+    # An OOD probe's confidences on every dataset but the hold-out {dataset}, from probes that never saw it:
+    # what the hold-out calibration set pools for that method.
+    "holdout_uq": "holdout-uq/{slm}/{method}/without-{dataset}.parquet",
     "generalization": "generalization/{slm}/{llm}/{method}/{dataset}.parquet",
     "release": "release/{slm}/{method}.parquet",
     "alignment": "metrics/alignment.parquet",
@@ -92,6 +96,14 @@ def cell_of(path: str, kind: str) -> dict[str, str]:
     if match is None:
         raise ValueError(f"{path}: not a {kind} path ({template(kind)})")
     return match.groupdict()
+
+
+def kind_of(path: str, kinds: Sequence[str]) -> str:
+    """The first of ``kinds`` whose template ``path`` matches; ValueError naming the path and the kinds if none."""
+    for kind in kinds:
+        if _pattern(kind)[0].search(PurePosixPath(path).as_posix()):
+            return kind
+    raise ValueError(f"{path}: none of the results paths {', '.join(f'{k} ({template(k)})' for k in kinds)}")
 
 
 def cells_of(paths, kind: str, names: tuple[str, ...] | None = None) -> list[tuple[str, ...]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..io import read_parquet, write_parquet, write_text
-from ..paths import cell_of
+from ..paths import cell_of, kind_of
 
 UQ_READ = ["id", "confidence", "correct", "valid"]
 
@@ -75,11 +75,23 @@ def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, outpu
     write_parquet(table[leading + [c for c in table.columns if c not in leading]], output)
 
 
+def _uq_by_dataset(paths: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """UQ tables by dataset: one per ``uq`` file, or each dataset's rows of a ``holdout_uq`` file."""
+    tables: dict[str, pd.DataFrame] = {}
+    for path in paths:
+        if kind_of(path, ("uq", "holdout_uq")) == "uq":
+            tables[cell_of(path, "uq")["dataset"]] = read_parquet(path, UQ_READ)
+            continue
+        for dataset, rows in read_parquet(path, [*UQ_READ, "dataset"]).groupby("dataset", sort=False):
+            tables[dataset] = rows[UQ_READ].reset_index(drop=True)
+    return tables
+
+
 def calibration_set(*, uq: Sequence[str], n_bins: int, fraction: float, seeds: Sequence[int], output: str) -> None:
     """Algorithm 1 over the pooled valid confidences of the given datasets' UQ tables."""
     from ..analysis.calibration import build_calibration_set, pool_confidences
 
-    pooled = pool_confidences({cell_of(path, "uq")["dataset"]: read_parquet(path, UQ_READ) for path in uq})
+    pooled = pool_confidences(_uq_by_dataset(uq))
     table = build_calibration_set(pooled, n_bins=n_bins, fraction=fraction, seeds=tuple(seeds))
     # The seed behind each run, so a reused (released) set says how it was drawn.
     table["seed"] = np.asarray(seeds, dtype=np.int64)[table["run"].to_numpy()]

@@ -70,3 +70,48 @@ def uq_score(*, method: str, dataset: str, questions: str, passes: Mapping[str, 
         settings = probes.ProbeSettings.from_config(probe, ood=True)
         scores = probes.ood_probe(test_hidden, tables["greedy"], pairs, settings, **common)
     write_parquet(scores, output)
+
+
+def holdout_uq(*, method: str, holdout: str, questions: Sequence[str], greedy: Sequence[str], hidden: Sequence[str],
+               train_hidden: Sequence[str], train_greedy: Sequence[str], output: str, probe: Mapping[str, Any],
+               max_questions: int | None, subset_seed: int, threads: int = 1) -> None:
+    """The OOD probe's confidences on every dataset but ``holdout``, for the hold-out calibration set.
+
+    Each scored dataset D gets its own probe, trained on the train splits given (which must not include
+    ``holdout``) minus D's own: like the probe applied to ``holdout`` itself, it never saw D, and none of
+    the pool's probes saw ``holdout``. Rows: the uq columns plus ``dataset``, datasets in the order of
+    ``questions`` (each cell matched to its tables by the dataset its paths name).
+    """
+    import torch
+
+    from ..uq import probes
+    from ..uq.registry import method_spec
+
+    if method_spec(method).needs_train != "other_datasets":
+        raise ValueError(f"holdout_uq: {method} does not learn from other datasets; its calibration pool is "
+                         "the other datasets' uq tables")
+    pairs = training_pairs(train_hidden, train_greedy)
+    if holdout in pairs:
+        raise ValueError(f"holdout_uq without {holdout}: its own train split was given, which would leak it into "
+                         "the calibration set")
+    cells = {kind: {cell_of(path, kind)["dataset"]: path for path in paths}
+             for kind, paths in (("data", questions), ("gen", greedy), ("hidden", hidden))}
+    if len({tuple(sorted(by_dataset)) for by_dataset in cells.values()}) != 1:
+        raise ValueError(f"holdout_uq without {holdout}: questions, greedy and hidden name different datasets "
+                         f"{ {kind: sorted(by_dataset) for kind, by_dataset in cells.items()} }")
+    if holdout in cells["data"]:
+        raise ValueError(f"holdout_uq without {holdout}: the hold-out's own test cell was given")
+    torch.set_num_threads(threads)
+    settings = probes.ProbeSettings.from_config(probe, ood=True)
+    frames = []
+    for dataset, questions_path in cells["data"].items():
+        others = {source: pair for source, pair in pairs.items() if source != dataset}
+        if not others:
+            raise ValueError(f"holdout_uq without {holdout}: no dataset is left to train {dataset}'s probe on (a "
+                             "leak-free pool needs 3 datasets or more); leave ood_probe out of calibration.methods")
+        scores = probes.ood_probe(read_parquet(cells["hidden"][dataset], ["id", "layer", "vector"]),
+                                  read_parquet(cells["gen"][dataset]), others, settings, dataset=dataset,
+                                  questions=load_questions(questions_path, max_questions, subset_seed))
+        log.info("%s: OOD probe trained on %s (hold-out %s left out)", dataset, sorted(others), holdout)
+        frames.append(scores.assign(dataset=dataset))
+    write_parquet(pd.concat(frames, ignore_index=True), output)
