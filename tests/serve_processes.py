@@ -115,7 +115,9 @@ def vllm_command(model_dir: Path, port: int, name: str, *, dtype: str, chat_temp
     """vLLM's OpenAI-compatible server of a local HF folder, sized for this shared CPU machine."""
     command = [str(VENV_BIN / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir),
                "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype,
-               "--max-model-len", "1024", "--gpu-memory-utilization", "0.1", "--enforce-eager",
+               # The KV cache sized directly (512 MiB): on CPU --gpu-memory-utilization is a share of what vLLM
+               # counts as the node's memory, and a small share left no room for Gemma 3 beside the other process.
+               "--max-model-len", "1024", "--kv-cache-memory-bytes", str(512 * 2**20), "--enforce-eager",
                "--max-logprobs", "20"]
     if chat_template is not None:
         command += ["--chat-template", str(chat_template)]

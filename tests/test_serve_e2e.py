@@ -202,13 +202,6 @@ def _llm_requests_done(llm_server) -> float:
     return sum(v for (name, _), v in samples.items() if name == "vllm:request_success_total")
 
 
-# Written and partly run before the deadline: the machine's load (10-20 on 2 cores) made one run of this
-# module take 25 min. The 64-request test got all 64 answers with distinct ids and then read the LLM
-# server's request counter as 0 (vLLM started with --disable-log-stats, now dropped); the 400, bearer and
-# kill tests have not run yet. The lead unskips them after one green run (see the branch report).
-UNVERIFIED = pytest.mark.skip(reason="not yet run to completion on this machine (see UNVERIFIED in this file)")
-
-
 def _routed_by_rule(study, method: str) -> tuple[np.ndarray, float]:
     uq = study["uq"][method]
     calibration = read_parquet(study["release"][method])
@@ -266,7 +259,6 @@ def test_slm_behind_vllm_server(vllm_router, study):
     np.testing.assert_allclose(confidences[full], study_conf[full], rtol=0, atol=CONFIDENCE_TOLERANCE)
 
 
-@UNVERIFIED
 def test_64_concurrent_requests_all_answered_none_routed_twice(hf_router, llm_server, data_dir, workdir):
     prompts = PromptSet.load()
     pool = pd.concat([_subset(data_dir, workdir, dataset) for dataset in CONSISTENCY])
@@ -296,7 +288,6 @@ def test_64_concurrent_requests_all_answered_none_routed_twice(hf_router, llm_se
     print(f"64 concurrent requests in {elapsed:.1f} s, {calls:.0f} SLM calls, {sum(routed)} routed")
 
 
-@UNVERIFIED
 def test_bad_requests_get_400_naming_the_field(hf_router):
     client = _client(hf_router)
     cases = [
@@ -321,7 +312,6 @@ def test_bad_requests_get_400_naming_the_field(hf_router):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
 
 
-@UNVERIFIED
 def test_bearer_token_and_no_key_in_logs_or_replies(hf_router):
     with pytest.raises(openai.AuthenticationError):
         _client(hf_router, key="wrong").models.list()
@@ -338,7 +328,6 @@ def test_bearer_token_and_no_key_in_logs_or_replies(hf_router):
     assert ROUTER_KEY not in hf_router.log_text()
 
 
-@UNVERIFIED
 def test_llm_killed_mid_run(hf_router, vllm_router, llm_server, study):
     """The LLM server dies while requests are in flight: all answered in bounded time, routed ones as fallback
     (hf router) or HTTP 502 (vLLM router); none hangs. Runs last: it ends the shared LLM server."""
