@@ -279,3 +279,35 @@ def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path)
     assert (tmp_path / "results" / "figures" / "auroc_heatmaps.pdf").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown figure family 'nope'"):
         figures.figure(family="nope", inputs={}, output_png=png)
+
+
+def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, monkeypatch):
+    """Figure N by number: the heatmap keeps only its datasets' panels, relative accuracy only its pairs."""
+    import uqroute.figures as drawing
+    from uqroute.paper_figures import PAPER_FIGURES, PaperFigure, paper_figure
+
+    results, _ = grid
+    alignment = paths.results_path(results, "alignment")
+    analysis.alignment(uq=uq_paths(results, [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]),
+                       ece_bins=10, output=alignment)
+    # Fig. 6 (AQuA, BoolQ, CoQA) on a grid that has BoolQ of those: one panel, drawn to results/paper/fig6.
+    monkeypatch.setitem(PAPER_FIGURES, 6, PaperFigure("auroc_heatmaps", "test", datasets=("aqua", "boolq")))
+    png = paths.results_path(results, "paper_figure", number="6", ext="png")
+    figures.paper_figure(number="6", inputs={"alignment": [alignment]}, output_png=png)
+    assert (tmp_path / "results" / "paper" / "fig6.pdf").stat().st_size > 1000
+
+    drawn = {}
+    monkeypatch.setattr(drawing, "plot_auroc_heatmaps", lambda table, stem: drawn.update(heatmap=table))
+    figures.paper_figure(number="6", inputs={"alignment": [alignment]}, output_png=png)
+    assert set(drawn["heatmap"]["dataset"]) == {"boolq"} and set(drawn["heatmap"]["slm"]) == set(SLMS)
+
+    relative = paths.results_path(results, "relative_accuracy")
+    analysis.relative_accuracy(uq=uq_paths(results, [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]),
+                               llm=[llm_path(results, d) for d in DATASETS], step=10, output=relative)
+    monkeypatch.setitem(PAPER_FIGURES, 3, PaperFigure("relative_accuracy", "test", pairs=((LLM, "piqa"),)))
+    monkeypatch.setattr(drawing, "plot_relative_accuracy",
+                        lambda table, stem, no_confidence: drawn.update(relative=table))
+    figures.paper_figure(number="3", inputs={"relative": [relative], "alignment": [alignment]}, output_png=png)
+    assert set(map(tuple, drawn["relative"][["llm", "dataset"]].drop_duplicates().to_numpy())) == {(LLM, "piqa")}
+    with pytest.raises(KeyError, match="paper figure '18': the paper has Figures 1-17"):
+        paper_figure("18")

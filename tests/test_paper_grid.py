@@ -22,6 +22,7 @@ from uqroute import REPO_ROOT
 from uqroute.datasets import probe_training
 from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.models import model_spec
+from uqroute.paper_figures import PAPER_FIGURES
 from uqroute.passes import GRADED_PASSES
 from uqroute.uq import PROBE_METHODS, pass_requirements
 
@@ -292,6 +293,34 @@ def test_reviewer_rebuilds_figures_without_a_model(passes_present):
     assert planned["figure_routing_curves"] == n_llm * n_data
     assert planned["figure_confidence_distributions"] == n_slm
     assert planned["figures"] == 1
+
+
+def test_reviewer_names_a_figure_by_its_number(passes_present):
+    """`snakemake paper_figures` draws results/paper/fig1.pdf ... fig17.pdf from the tables, without a model."""
+    result = snakemake(["paper_figures", "--rerun-triggers", "mtime"], passes_present)
+    planned = job_counts(result.stdout)
+    assert not MODEL_RULES & set(planned), planned
+    assert planned["paper_figure"] == len(PAPER_FIGURES) == 17 and planned["paper_figures"] == 1
+    jobs = {job["wildcards"]["number"]: job for job in planned_jobs(result.stdout) if job["rule"] == "paper_figure"}
+    assert sorted(jobs, key=int) == [str(n) for n in range(1, 18)]
+    assert jobs["2"]["output"] == ["results/paper/fig2.pdf", "results/paper/fig2.png"]
+    # Fig. 2 reads only the routing curves of its two (LLM, dataset) pairs: every SLM and method of each.
+    config = paper_config()
+    curves = [p for p in jobs["2"]["input"] if p.startswith("results/routing/")]
+    pairs = {tuple(p.split("/")[3:5]) for p in curves}
+    assert pairs == {("llama-3.1-70b", "openbookqa"), ("gpt-4o-mini", "social_iqa")}
+    assert len(curves) == 2 * len(config["slms"]) * len(config["methods"])
+
+
+def test_a_paper_figure_outside_the_paper_grid_names_what_is_missing(tmp_path):
+    """The embedded default has neither Llama-3.1-70B nor GPT-4o-mini: asking for Fig. 2 says so."""
+    command = [str(SNAKEMAKE), "-n", "results/paper/fig2.pdf", "--cores", "1", "--snakefile",
+               str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
+               str(REPO_ROOT / "config" / "config.yaml")]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "paper figure 2" in log and "needs LLM gpt-4o-mini, LLM llama-3.1-70b" in log and "config/paper.yaml" in log
 
 
 def test_forcerun_on_a_pass_reruns_it_and_what_reads_it(passes_present):

@@ -10,6 +10,7 @@ from uqroute.datasets import probe_training as dataset_probe_training
 from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.gguf import check_model_files
 from uqroute.models import model_spec
+from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
 from uqroute.passes import GRADED_PASSES, PASS_NAMES, pass_settings
 from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
 
@@ -72,6 +73,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     split="|".join(SPLITS),
     method="|".join(METHODS),
+    number="|".join(str(number) for number in PAPER_FIGURES),
 
 
 # ---- paths -------------------------------------------------------------------------------------
@@ -314,6 +316,48 @@ def all_figures():
     for slm in SLMS:
         figures += figure_files("figure_confidence_distributions", slm=slm)
     return figures
+
+
+def _paper_routing_inputs(figure):
+    return {
+        "curves": [routing_file(slm, llm, dataset, method)
+                   for llm, dataset in figure.pairs for slm in SLMS for method in METHODS],
+        "uq": [uq_file(slm, dataset, method) for _, dataset in figure.pairs for slm in SLMS for method in METHODS],
+    }
+
+
+def _paper_generalization_inputs(figure):
+    cells = [(slm, llm, dataset, method)
+             for llm, dataset in figure.pairs for slm in SLMS for method in CALIBRATION_METHODS]
+    return {
+        "generalization": [path("generalization", slm=s, llm=l, method=m, dataset=d) for s, l, d, m in cells],
+        "routing": [routing_file(s, l, d, m) for s, l, d, m in cells],
+    }
+
+
+# A paper figure's inputs by family, named as the family's own rule names them.
+PAPER_FIGURE_INPUTS = {
+    "auroc_heatmaps": lambda figure: {"alignment": path("alignment")},
+    "relative_accuracy": lambda figure: {"relative": path("relative_accuracy"), "alignment": path("alignment")},
+    "confidence_distributions": lambda figure: {
+        "uq": [uq_file(slm, dataset, method) for slm, method in figure.pairs for dataset in DATASETS]},
+    "routing_curves": _paper_routing_inputs,
+    "generalization": _paper_generalization_inputs,
+}
+
+
+def paper_figure_inputs(wildcards):
+    """The tables of the cells the paper's Figure N shows."""
+    figure = paper_figure(wildcards.number)
+    missing = missing_for(figure, slms=SLMS, llms=LLMS, datasets=DATASETS, methods=METHODS)
+    if missing:
+        raise ValueError(f"paper figure {wildcards.number} ({figure.caption}) needs {', '.join(missing)}, which "
+                         "the config does not list; build it with --configfile config/paper.yaml")
+    return PAPER_FIGURE_INPUTS[figure.family](figure)
+
+
+def all_paper_figures():
+    return [path("paper_figure", number=number, ext="pdf") for number in PAPER_FIGURES]
 
 
 def all_tables():

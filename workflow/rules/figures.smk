@@ -9,6 +9,8 @@ localrules:
     figure_confidence_distributions,
     figure_generalization,
     figure_ratio_fidelity,
+    paper_figure,
+    paper_figures,
 
 
 rule figure_auroc_heatmaps:
@@ -176,3 +178,28 @@ rule figures:
     """Every figure, from finished tables (the reviewer's target)."""
     input:
         all_figures(),
+
+
+rule paper_figure:
+    """The paper's Figure N: its family's drawing on the cells its caption names (uqroute.paper_figures)."""
+    input:
+        unpack(paper_figure_inputs),
+    output:
+        pdf=figure_output("paper_figure", "pdf"),
+        png=figure_output("paper_figure", "png"),
+    log:
+        f"{LOGS}/figures/paper/fig{{number}}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/analysis.yaml"
+    script:
+        "../scripts/paper_figure.py"
+
+
+rule paper_figures:
+    """Figures 1-17 of the paper as results/paper/fig<N>.pdf (needs the paper's grid: config/paper.yaml)."""
+    input:
+        all_paper_figures(),

@@ -39,6 +39,8 @@ TEMPLATES: dict[str, str] = {
     "figure_relative_accuracy": "figures/relative_accuracy/{llm}/{dataset}.{ext}",
     "figure_generalization": "figures/generalization/{llm}/{dataset}.{ext}",
     "figure_confidence_distributions": "figures/confidence_distributions/{slm}.{ext}",
+    # The paper's Figures 1-17 by number (uqroute.paper_figures), drawn by the families above.
+    "paper_figure": "paper/fig{number}.{ext}",
     "checkpoints": ".checkpoints/{stage}/{cell}",
     "api_cache": "cache/api",
 }

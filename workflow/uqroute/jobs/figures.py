@@ -1,19 +1,27 @@
 """Jobs of the figures stage: one drawing function per figure family, looked up in :data:`FIGURES`.
 
 A family's function takes the rule's named inputs (each a list of paths) and the PNG output path; the
-PDF is written beside it. What a figure is about (its LLM, dataset or SLM) is read from its output path.
+PDF is written beside it. What a figure is about (its LLM, dataset or SLM) is read from its output path,
+or for a paper figure (``results/paper/fig<N>``) from :data:`uqroute.paper_figures.PAPER_FIGURES`: its
+inputs are the selected cells' tables, and the two families that read grid-wide tables (the heatmaps and
+relative accuracy) filter them to the selection.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
+
+import pandas as pd
 
 from ..io import read_parquet
+from ..paper_figures import PaperFigure
+from ..paper_figures import paper_figure as paper_figure_spec
 from ..paths import cell_of, cells_of
 from .analysis import tagged
 
 Inputs = Mapping[str, Sequence[str]]
+Selection = Optional[PaperFigure]
 
 
 def _stem(output_png: str) -> str:
@@ -25,13 +33,16 @@ def _methods(paths: Sequence[str], kind: str) -> list[str]:
     return list(dict.fromkeys(cell_of(path, kind)["method"] for path in paths))
 
 
-def auroc_heatmaps(inputs: Inputs, output_png: str) -> None:
+def auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
-    figures.plot_auroc_heatmaps(read_parquet(inputs["alignment"][0]), _stem(output_png))
+    table = read_parquet(inputs["alignment"][0])
+    if selection is not None:
+        table = table[table["dataset"].isin(selection.datasets)]
+    figures.plot_auroc_heatmaps(table, _stem(output_png))
 
 
-def routing_curves(inputs: Inputs, output_png: str) -> None:
+def routing_curves(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
     no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
@@ -39,38 +50,42 @@ def routing_curves(inputs: Inputs, output_png: str) -> None:
     figures.plot_routing_curves(tagged(inputs["curves"], "routing"), _stem(output_png), no_confidence=no_confidence)
 
 
-def relative_accuracy(inputs: Inputs, output_png: str) -> None:
+def relative_accuracy(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
     from ..analysis.alignment import cells_without_confidence
 
-    cell = cell_of(output_png, "figure_relative_accuracy")
+    if selection is None:
+        cell = cell_of(output_png, "figure_relative_accuracy")
+        pairs = [(cell["llm"], cell["dataset"])]
+    else:
+        pairs = list(selection.pairs)
     table = read_parquet(inputs["relative"][0])
-    figures.plot_relative_accuracy(table[(table["llm"] == cell["llm"]) & (table["dataset"] == cell["dataset"])],
-                                   _stem(output_png),
+    chosen = pd.MultiIndex.from_frame(table[["llm", "dataset"]]).isin(pairs)
+    figures.plot_relative_accuracy(table[chosen], _stem(output_png),
                                    no_confidence=cells_without_confidence(read_parquet(inputs["alignment"][0])))
 
 
-def confidence_distributions(inputs: Inputs, output_png: str) -> None:
+def confidence_distributions(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
     figures.plot_confidence_distributions(tagged(inputs["uq"], "uq"), _stem(output_png))
 
 
-def generalization(inputs: Inputs, output_png: str) -> None:
+def generalization(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
     figures.plot_generalization(tagged(inputs["generalization"], "generalization"), tagged(inputs["routing"], "routing"),
                                 _stem(output_png), methods=_methods(inputs["generalization"], "generalization"))
 
 
-def ratio_fidelity(inputs: Inputs, output_png: str) -> None:
+def ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
     figures.plot_ratio_fidelity(tagged(inputs["generalization"], "generalization"), _stem(output_png),
                                 methods=_methods(inputs["generalization"], "generalization"))
 
 
-FIGURES: dict[str, Callable[[Inputs, str], None]] = {
+FIGURES: dict[str, Callable[[Inputs, str, Selection], None]] = {
     "auroc_heatmaps": auroc_heatmaps,
     "routing_curves": routing_curves,
     "relative_accuracy": relative_accuracy,
@@ -87,3 +102,9 @@ def figure(*, family: str, inputs: Inputs, output_png: str) -> None:
     except KeyError:
         raise ValueError(f"unknown figure family {family!r}; known: {', '.join(FIGURES)}") from None
     draw(inputs, output_png)
+
+
+def paper_figure(*, number: int | str, inputs: Inputs, output_png: str) -> None:
+    """Draw the paper's Figure ``number`` from its selected cells (its inputs) to ``output_png`` and the PDF."""
+    selection = paper_figure_spec(number)
+    FIGURES[selection.family](inputs, output_png, selection)
