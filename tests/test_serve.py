@@ -131,8 +131,19 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch):
         load_config(None, {**REQUIRED, "ratio": None})
     with pytest.raises(ConfigError, match="ratio must be a number in"):
         load_config(None, {**REQUIRED, "ratio": 1.5})
-    with pytest.raises(ConfigError, match="method 'trained_probe' is not served: the workflow keeps no trained"):
+    with pytest.raises(ConfigError, match="method 'trained_probe' is not served: it learns from one dataset"):
         load_config(None, {**REQUIRED, "method": "trained_probe"})
+    with pytest.raises(ConfigError, match="probe is required"):
+        load_config(None, {**REQUIRED, "method": "ood_probe"})
+    probe = tmp_path / "ood_probe.probe.pt"
+    probe.write_bytes(b"")
+    with pytest.raises(ConfigError, match="ood_probe reads the SLM's hidden states: slm.kind must be hf"):
+        load_config(None, {**REQUIRED, "method": "ood_probe", "probe": str(probe), "slm.kind": "openai",
+                           "slm.base_url": "http://127.0.0.1:9/v1"})
+    with pytest.raises(ConfigError, match="probe file .*absent.pt not found"):
+        load_config(None, {**REQUIRED, "method": "ood_probe", "probe": str(tmp_path / "absent.pt")})
+    with pytest.raises(ConfigError, match="probe is set but method perplexity reads no probe"):
+        load_config(None, {**REQUIRED, "probe": str(probe)})
     monkeypatch.delenv("UQROUTE_TEST_ROUTER_KEY", raising=False)
     with pytest.raises(ConfigError, match="server.api_key_env names environment variable UQROUTE_TEST_ROUTER_KEY"):
         load_config(None, {**REQUIRED, "server.api_key_env": "UQROUTE_TEST_ROUTER_KEY"})
@@ -173,3 +184,29 @@ def test_drift_warning_when_routed_share_leaves_the_band(caplog):
     assert samples[("uqroute_requests_total", (("path", "llm"),))] == 6
     assert samples[("uqroute_request_seconds_count", (("path", "slm"),))] == 9
     assert samples[("uqroute_requests_total", (("path", "fallback"),))] == 0
+
+
+def test_probe_file_for_another_slm_or_method_refuses_to_start_naming_both(tmp_path):
+    """A probe file keeps what it was trained for; the router checks it against what it serves."""
+    from uqroute.serve.router import load_served_probe
+    from uqroute.uq.probes import ProbeSettings, load_probe, save_probe, train_probe
+
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 6)).astype(np.float32), rng.random(40) < 0.5
+    settings = ProbeSettings(epochs=2)
+    model = train_probe(X, y, settings)
+    path = tmp_path / "ood_probe.probe.pt"
+    save_probe(model, path, slm="gemma3-270m", method="ood_probe", layer=-8, settings=settings,
+               datasets=["boolq", "piqa"])
+    loaded, record = load_probe(path)
+    assert record["datasets"] == ["boolq", "piqa"] and record["layer"] == -8
+    from uqroute.uq.probes import probe_confidence
+
+    np.testing.assert_array_equal(probe_confidence(loaded, X), probe_confidence(model, X))
+    config = load_config(None, {**REQUIRED, "method": "ood_probe", "probe": str(path)})
+    with pytest.raises(ValueError, match="trained for SLM gemma3-270m with method ood_probe, but the router serves "
+                                         "SLM smollm2-135m with method ood_probe"):
+        load_served_probe(config)
+    path.write_bytes(b"not a probe")
+    with pytest.raises(ValueError, match="not a probe file the workflow wrote"):
+        load_probe(path)

@@ -105,6 +105,48 @@ def study(workdir, data_dir, smollm2_dir):
 
 
 @pytest.fixture(scope="module")
+def probe_study(workdir, study, smollm2_dir):
+    """The OOD probe the workflow's jobs learn on CommonsenseQA's answers, its scores of PIQA, and the released
+    probe file and calibration set: a router serving it must give PIQA these confidences.
+
+    The probe learns from the consistency questions of CommonsenseQA laid out as its train split (a real train
+    split would cost minutes of greedy and hidden-state passes here); what the router must match is the same
+    whichever answers the probe learned from."""
+    results = str(workdir / "results")
+    hidden_paths = {}
+    for dataset in CONSISTENCY:
+        cell = workdir / "cell" / dataset
+        hidden_paths[dataset] = str(cell / "hidden.parquet")
+        generate_jobs.hidden_states(model="smollm2-135m", questions=str(cell / "questions.parquet"),
+                                    greedy=str(cell / "greedy.replies.parquet"), output=hidden_paths[dataset],
+                                    engine_options=FP32, layer=STUDY["hidden"]["layer"], part_size=16,
+                                    max_questions=None, subset_seed=50, model_dir=str(smollm2_dir), threads=1)
+    learned, scored = "commonsenseqa", "piqa"
+    train_hidden = results_path(results, "hidden", model="smollm2-135m", dataset=learned, split="train")
+    train_greedy = results_path(results, "gen", model="smollm2-135m", dataset=learned, split="train",
+                                pass_name="greedy")
+    write_parquet(read_parquet(hidden_paths[learned]), train_hidden)
+    write_parquet(read_parquet(workdir / "cell" / learned / "greedy.parquet"), train_greedy)
+    probe_settings = {k: v for k, v in STUDY["probe"].items() if k not in ("lr", "crossfit_folds")}
+    probe_file = results_path(results, "release_probe", slm="smollm2-135m", method="ood_probe")
+    uq_jobs.release_probe(slm="smollm2-135m", method="ood_probe", train_hidden=[train_hidden],
+                          train_greedy=[train_greedy], probe=probe_settings, layer=STUDY["hidden"]["layer"],
+                          output=probe_file)
+    cell = workdir / "cell" / scored
+    uq_path = results_path(results, "uq", slm="smollm2-135m", dataset=scored, method="ood_probe")
+    uq_jobs.uq_score(method="ood_probe", dataset=scored, questions=str(cell / "questions.parquet"),
+                     passes={"greedy": str(cell / "greedy.parquet")}, hidden=hidden_paths[scored],
+                     train_hidden=[train_hidden], train_greedy=[train_greedy], probe=probe_settings,
+                     max_questions=None, subset_seed=50, output=uq_path)
+    release = results_path(results, "release", slm="smollm2-135m", method="ood_probe")
+    calibration = STUDY["calibration"]
+    analysis_jobs.calibration_set(uq=[uq_path], n_bins=calibration["n_bins"], fraction=calibration["fraction"],
+                                  seeds=calibration["seeds"], output=release)
+    items = study["items"][study["items"]["dataset"] == scored].reset_index(drop=True)
+    return {"items": items, "uq": read_parquet(uq_path), "release": release, "probe": probe_file}
+
+
+@pytest.fixture(scope="module")
 def llm_server(workdir, gemma3_dir):
     template = workdir / "qa_chat_template.jinja"
     template.write_text(sp.completion_format_template("gemma3-270m"))
@@ -235,6 +277,32 @@ def test_router_confidence_and_route_equal_the_study(hf_router, study):
     # The generalization rule's achieved share on these questions is the router's.
     rows = generalization(read_parquet(study["release"]["p_true"]), uq, np.zeros(len(uq), bool), [RATIO])
     assert rows.loc[rows["run"] == 0, "achieved_ratio"].item() == pytest.approx(routed.mean())
+
+
+def test_ood_probe_router_confidence_equals_the_study(workdir, llm_server, probe_study, smollm2_dir):
+    """The OOD probe served from the released probe file: per question the workflow's uq confidence, and its route."""
+    server = _router(workdir, "router-probe", {
+        "calibration": probe_study["release"], "method": "ood_probe", "probe": probe_study["probe"], "ratio": RATIO,
+        "slm": {"model": "smollm2-135m", "model_dir": str(smollm2_dir),
+                "engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 16, "threads": 1}},
+        "llm": _llm_settings(llm_server),
+    })
+    try:
+        prompts = PromptSet.load()
+        items = probe_study["items"].to_dict("records")
+        answers = _ask_all(_client(server, key=None), [_request(item, prompts) for item in items], workers=8)
+    finally:
+        sp.stop(server)
+    uq = probe_study["uq"]
+    assert uq["valid"].all() and len(uq) == len(items) == CONSISTENCY["piqa"]
+    confidences = np.array([a.model_extra["uqroute"]["confidence"] for a, _ in answers], dtype=float)
+    np.testing.assert_allclose(confidences, uq["confidence"].to_numpy(), rtol=0, atol=CONFIDENCE_TOLERANCE)
+    calibration = read_parquet(probe_study["release"])
+    threshold = thresholds_for_ratios(calibration.loc[calibration["run"] == 0, "confidence"], [RATIO])[0]
+    routed = np.array([a.model_extra["uqroute"]["routed"] for a, _ in answers])
+    np.testing.assert_array_equal(routed, ~(uq["confidence"].to_numpy() >= threshold))
+    assert {a.model_extra["uqroute"]["method"] for a, _ in answers} == {"ood_probe"}
+    assert "learned on commonsenseqa" in server.log_text()
 
 
 def test_slm_behind_vllm_server(vllm_router, study):

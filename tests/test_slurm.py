@@ -234,7 +234,7 @@ def test_paper_grid_requests_are_accepted_by_sbatch(slurm_env, tmp_path):
     assert listing.returncode == 0, listing.stderr[-4000:]
     jobs = [json.loads(line) for line in listing.stdout.splitlines() if line.startswith("{")]
     assert {job["rule"] for job in jobs} == {"dataset", "generate", "generate_replies", "grade", "hidden_states", "uq",
-                                             "holdout_uq"}
+                                             "holdout_uq", "release_probe"}
     # A model's passes all ask for the same resources (its greedy pass is a generate_replies job).
     commands = {job["wildcards"].get("model"): job["command"] for job in jobs
                 if job["rule"] in ("generate", "generate_replies")}

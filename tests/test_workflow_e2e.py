@@ -70,6 +70,10 @@ def test_every_contract_table_exists(finished_run):
     routing = pd.read_parquet(results / "metrics" / "routing.parquet")
     assert {"apgr", "cpt20", "cpt50", "cpt80", "area"} <= set(routing.columns)
     assert len(pd.read_parquet(results / "metrics" / "findings.parquet")) > 0
+    from uqroute.uq.probes import load_probe
+
+    _, probe = load_probe(results / "release" / SLM / "ood_probe.probe.pt")
+    assert (probe["slm"], probe["method"], probe["layer"], probe["datasets"]) == (SLM, "ood_probe", -8, DATASETS)
     for method in METHODS:
         release = pd.read_parquet(results / "release" / SLM / f"{method}.parquet")
         assert set(release["source_dataset"]) <= set(DATASETS)

@@ -287,6 +287,22 @@ def all_release():
     return [path("release", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
 
 
+def released_probe_methods():
+    """Released methods the router serves with a probe file: those learned on other datasets (the OOD probe)."""
+    return [method for method in CALIBRATION_METHODS if method_spec(method).needs_train == "other_datasets"]
+
+
+def all_release_probes():
+    return [path("release_probe", slm=slm, method=method) for slm in SLMS for method in released_probe_methods()]
+
+
+def release_probe_inputs(wildcards):
+    return {
+        "train_hidden": [path("hidden", model=wildcards.slm, dataset=dataset, split="train") for dataset in DATASETS],
+        "train_greedy": [pass_output(wildcards.slm, dataset, "train", "greedy") for dataset in DATASETS],
+    }
+
+
 def calibration_uq(wildcards):
     """What the calibration set for a hold-out dataset pools: the other datasets' UQ tables, or for a method
     that learns from other datasets (the OOD probe) its scores from probes that never saw the hold-out."""
@@ -368,4 +384,5 @@ def all_tables():
         path("findings"),
         *all_generalization(),
         *all_release(),
+        *all_release_probes(),
     ]

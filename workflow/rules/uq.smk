@@ -49,3 +49,26 @@ rule holdout_uq:
         "../../envs/hidden.yaml"
     script:
         "../scripts/holdout_uq.py"
+
+
+rule release_probe:
+    """The OOD probe learned on every dataset's train split, saved for the router (uqroute serve)."""
+    input:
+        unpack(release_probe_inputs),
+    output:
+        pattern("release_probe"),
+    params:
+        probe=probe_settings,
+        layer=config["hidden"]["layer"],
+    log:
+        f"{LOGS}/release_probe/{{slm}}/{{method}}.log",
+    benchmark:
+        f"{BENCHMARKS}/release_probe/{{slm}}/{{method}}.tsv"
+    threads: config["resources"]["probe_threads"]
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/hidden.yaml"
+    script:
+        "../scripts/release_probe.py"

@@ -16,6 +16,7 @@ from typing import Sequence
 _SERVE_FLAGS = {
     "calibration": "calibration",
     "method": "method",
+    "probe": "probe",
     "ratio": "ratio",
     "calibration_run": "calibration_run",
     "slm": "slm.model",
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                     "(see config/router.yaml, which documents all of them).")
     _calibration_options(serve)
     serve.add_argument("--method", help="UQ method (must match the calibration file)")
+    serve.add_argument("--probe", help="ood_probe only: results/release/<slm>/ood_probe.probe.pt")
     serve.add_argument("--slm", help="SLM registry name (must match the calibration file)")
     serve.add_argument("--slm-kind", choices=("hf", "vllm", "openai"), help="SLM in process (hf, vllm) or at an "
                        "OpenAI-compatible endpoint (openai)")

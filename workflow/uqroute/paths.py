@@ -27,6 +27,8 @@ TEMPLATES: dict[str, str] = {
     "holdout_uq": "holdout-uq/{slm}/{method}/without-{dataset}.parquet",
     "generalization": "generalization/{slm}/{llm}/{method}/{dataset}.parquet",
     "release": "release/{slm}/{method}.parquet",
+    # The OOD probe learned on every dataset, for the router (uqroute serve).
+    "release_probe": "release/{slm}/{method}.probe.pt",
     "alignment": "metrics/alignment.parquet",
     "routing_metrics": "metrics/routing.parquet",
     "relative_accuracy": "metrics/relative_accuracy.parquet",

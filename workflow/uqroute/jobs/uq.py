@@ -115,3 +115,26 @@ def holdout_uq(*, method: str, holdout: str, questions: Sequence[str], greedy: S
         log.info("%s: OOD probe trained on %s (hold-out %s left out)", dataset, sorted(others), holdout)
         frames.append(scores.assign(dataset=dataset))
     write_parquet(pd.concat(frames, ignore_index=True), output)
+
+
+def release_probe(*, slm: str, method: str, train_hidden: Sequence[str], train_greedy: Sequence[str], output: str,
+                  probe: Mapping[str, Any], layer: int, threads: int = 1) -> None:
+    """The OOD probe learned on the train splits of every dataset given, saved for the router (``uqroute serve``).
+
+    The same training as the workflow's OOD probe (pooled in the order of ``train_hidden``), on all datasets:
+    the probe to deploy on traffic from none of them.
+    """
+    import torch
+
+    from ..uq import probes
+    from ..uq.registry import method_spec
+
+    if method_spec(method).needs_train != "other_datasets":
+        raise ValueError(f"release_probe: {method} learns from one dataset's own split; the router serves the OOD "
+                         "probe, learned on every dataset")
+    torch.set_num_threads(threads)
+    pairs = training_pairs(train_hidden, train_greedy)
+    settings = probes.ProbeSettings.from_config(probe, ood=True)
+    model = probes.fit_pooled_probe(list(pairs.items()), settings, name=f"{slm} {method} (all datasets)")
+    probes.save_probe(model, output, slm=slm, method=method, layer=layer, settings=settings, datasets=list(pairs))
+    log.info("%s %s: probe learned on %s saved to %s", slm, method, list(pairs), output)

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Job:
-    call: str  # "generate" or "next_token_probs"
+    call: str  # "generate", "next_token_probs" or "hidden_states"
     params: tuple  # hashable decoding parameters; jobs with equal (call, params) share an engine call
     conversation: Conversation
     future: Future = field(default_factory=Future)
@@ -57,6 +57,10 @@ class EngineBatcher:
     async def next_token_probs(self, conversation: Conversation, candidates: tuple[str, ...]) -> np.ndarray:
         """Probabilities ``(len(candidates),)`` of the candidates as the assistant's next token."""
         return await self._submit("next_token_probs", (("candidates", tuple(candidates)),), conversation)
+
+    async def hidden_states(self, conversation: Conversation, layer: int) -> np.ndarray:
+        """The hidden state ``(hidden_size,)`` of layer ``layer`` at the conversation's last token."""
+        return await self._submit("hidden_states", (("layer", int(layer)),), conversation)
 
     async def _submit(self, call: str, params: tuple, conversation: Conversation) -> Any:
         job = _Job(call, params, conversation)
@@ -99,6 +103,8 @@ class EngineBatcher:
         try:
             if call == "generate":
                 results = self.engine.generate(conversations, **params)
+            elif call == "hidden_states":
+                results = list(self.engine.hidden_states(conversations, params["layer"]))
             else:
                 results = list(self.engine.next_token_probs(conversations, list(params["candidates"])))
         except Exception as err:  # every waiting request gets the failure, the worker lives on

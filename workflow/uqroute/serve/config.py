@@ -16,12 +16,14 @@ from uqroute.datasets import TASK_TYPES
 from uqroute.io import load_yaml
 
 # Methods the router computes per request, and why the others are not served (yet).
-SERVED_METHODS = ("perplexity", "avg_token_prob", "p_true", "verbal_2s", "jaccard_degree")
+SERVED_METHODS = ("perplexity", "avg_token_prob", "p_true", "verbal_2s", "jaccard_degree", "ood_probe")
+# Methods that read the SLM's hidden states: the in-process hf engine and a probe file the workflow wrote.
+PROBE_SERVED = ("ood_probe",)
 NOT_SERVED = {
     "verbal_1s": "its confidence comes with an answer to a different prompt (the one-step format), "
                  "not to the user's own messages",
-    "trained_probe": "the workflow keeps no trained probe weights yet, so there is no probe file to load",
-    "ood_probe": "the workflow keeps no trained probe weights yet, so there is no probe file to load",
+    "trained_probe": "it learns from one dataset's own split (or cross-fits over its test questions); serve "
+                     "ood_probe, learned on every dataset (results/release/<slm>/ood_probe.probe.pt)",
 }
 SLM_KINDS = ("hf", "vllm", "openai")
 ON_FAILURE = ("fallback", "error")
@@ -29,6 +31,7 @@ ON_FAILURE = ("fallback", "error")
 DEFAULTS: dict[str, Any] = {
     "calibration": None,
     "method": None,
+    "probe": None,
     "ratio": None,
     "calibration_run": 0,
     "slm": {
@@ -168,6 +171,16 @@ def _check(tree: dict, where: str) -> None:
         raise ConfigError(f"{where}: slm.kind must be one of {SLM_KINDS}, got {slm['kind']!r}")
     if slm["kind"] == "openai":
         _require(tree, "slm.base_url", where)
+    if method in PROBE_SERVED:
+        probe = _require(tree, "probe", where)
+        if slm["kind"] != "hf":
+            raise ConfigError(f"{where}: method {method} reads the SLM's hidden states: slm.kind must be hf "
+                              f"(in process), got {slm['kind']!r}")
+        if not Path(probe).is_file():
+            raise ConfigError(f"{where}: probe file {probe} not found (the workflow writes "
+                              f"results/release/<slm>/{method}.probe.pt)")
+    elif tree["probe"] is not None:
+        raise ConfigError(f"{where}: probe is set but method {method} reads no probe")
     if llm["on_failure"] not in ON_FAILURE:
         raise ConfigError(f"{where}: llm.on_failure must be one of {ON_FAILURE}, got {llm['on_failure']!r}")
     if tree["default_task_type"] not in TASK_TYPES:

@@ -31,6 +31,7 @@ from uqroute.models import model_spec
 from uqroute.passes import p_true_from_probs
 from uqroute.prompts import PromptSet
 from uqroute.uq import score_method
+from uqroute.uq.probes import probe_confidence
 
 from .batching import EngineBatcher
 from .calibration import calibration_threshold, check_calibration_file
@@ -93,12 +94,27 @@ def build_llm_engine(config: RouterConfig) -> OpenAIEngine:
                         max_concurrency=int(llm["max_concurrency"]))
 
 
+def load_served_probe(config: RouterConfig):
+    """The probe file's model and hidden layer, refused (naming both) when it was trained for another SLM or method."""
+    from uqroute.uq.probes import load_probe
+
+    model, record = load_probe(config["probe"])
+    if (record["slm"], record["method"]) != (config.slm["model"], config["method"]):
+        raise ValueError(f"probe file {config['probe']} was trained for SLM {record['slm']} with method "
+                         f"{record['method']}, but the router serves SLM {config.slm['model']} with method "
+                         f"{config['method']}")
+    log.info("probe %s: layer %d, learned on %s", config["probe"], record["layer"], ", ".join(record["datasets"]))
+    return model, int(record["layer"])
+
+
 class Router:
     """Answers conversations: SLM first, LLM when the SLM's confidence is below the threshold."""
 
     def __init__(self, config: RouterConfig, slm: Engine, llm: OpenAIEngine, threshold: float,
-                 metrics: RouterMetrics, prompts: PromptSet | None = None) -> None:
+                 metrics: RouterMetrics, prompts: PromptSet | None = None, probe: Any = None,
+                 probe_layer: int | None = None) -> None:
         self.config = config
+        self.probe, self.probe_layer = probe, probe_layer
         self.method = config["method"]
         self.threshold = float(threshold)
         self.slm_name = config.slm["model"]
@@ -119,6 +135,7 @@ class Router:
         check_calibration_file(config["calibration"], config.slm["model"], config["method"])
         threshold = calibration_threshold(config["calibration"], float(config["ratio"]),
                                           int(config["calibration_run"]))
+        probe, probe_layer = load_served_probe(config) if config["probe"] is not None else (None, None)
         log.info("threshold %.6g routes %.3f of calibration run %d of %s", threshold, config["ratio"],
                  config["calibration_run"], config["calibration"])
         llm = build_llm_engine(config)
@@ -130,7 +147,7 @@ class Router:
         drift = config["drift"]
         metrics = RouterMetrics(float(config["ratio"]), window=drift["window"], band=drift["band"],
                                 min_requests=drift["min_requests"])
-        return cls(config, slm, llm, threshold, metrics)
+        return cls(config, slm, llm, threshold, metrics, probe=probe, probe_layer=probe_layer)
 
     # ------------------------------------------------------------------ confidence
 
@@ -156,6 +173,11 @@ class Router:
             "correct": [False],
         })
         passes = {"greedy": greedy}
+        if self.probe is not None:
+            # The workflow's hidden pass: the answer conversation closed by the reply, then the probe.
+            vector = await self.batcher.hidden_states([*messages, {"role": "assistant", "content": answer.text}],
+                                                      self.probe_layer)
+            return float(probe_confidence(self.probe, np.asarray([vector], dtype=np.float32))[0])
         if self.method == "p_true":
             follow_up = self.prompts.ptrue(item, answer.text)[-1]
             conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]

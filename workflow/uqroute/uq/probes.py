@@ -167,8 +167,10 @@ def _test_rows(test_hidden: pd.DataFrame, test_greedy: pd.DataFrame, questions: 
     return ids, answers, hidden_features(test_hidden, ids, name)
 
 
-def _scored(model: nn.Module, X: np.ndarray) -> np.ndarray:
-    """Probabilities, NaN (invalid) for rows whose hidden state is not finite."""
+def probe_confidence(model: nn.Module, X: np.ndarray) -> np.ndarray:
+    """The probe's confidence for features ``X`` (n, d); NaN (invalid) for rows whose hidden state is not finite.
+
+    The router scores a served answer with this function too."""
     finite = np.isfinite(X).all(axis=1)
     confidence = np.full(len(X), np.nan)
     if finite.any():
@@ -190,7 +192,7 @@ def trained_probe(test_hidden: pd.DataFrame, test_greedy: pd.DataFrame, train_hi
     X_train, y_train = _labelled(train_hidden, train_greedy, f"{name} train")
     ids, answers, X_test = _test_rows(test_hidden, test_greedy, questions, f"{name} test")
     model = train_probe(X_train, y_train, settings, dataset=f"{name} train")
-    return method_frame(ids, _scored(model, X_test), answers["prediction"], answers["correct"])
+    return method_frame(ids, probe_confidence(model, X_test), answers["prediction"], answers["correct"])
 
 
 def crossfit_assignment(correct: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -257,6 +259,13 @@ def ood_probe(test_hidden: pd.DataFrame, test_greedy: pd.DataFrame,
         pairs = [(source, pair) for source, pair in others.items() if source != dataset]
     else:
         pairs = [(f"{name} source {i}", pair) for i, pair in enumerate(others)]
+    ids, answers, X_test = _test_rows(test_hidden, test_greedy, questions, f"{name} test")
+    model = fit_pooled_probe(pairs, settings, name=f"{name} (other datasets)")
+    return method_frame(ids, probe_confidence(model, X_test), answers["prediction"], answers["correct"])
+
+
+def fit_pooled_probe(pairs: Sequence[tuple[str, TablePair]], settings: ProbeSettings, *, name: str) -> nn.Module:
+    """The probe learned on the pooled (hidden, greedy) train tables of ``pairs`` (source name, tables), in order."""
     if not pairs:
         raise ValueError(f"{name}: the OOD probe needs at least one other dataset to train on")
     labelled = [_labelled(hidden, greedy, f"{source} train") for source, (hidden, greedy) in pairs]
@@ -265,6 +274,47 @@ def ood_probe(test_hidden: pd.DataFrame, test_greedy: pd.DataFrame,
         raise ValueError(f"{name}: training datasets have hidden states of different sizes {sorted(widths)}")
     X_train = np.concatenate([X for X, _ in labelled if len(X)]) if widths else np.zeros((0, 0), np.float32)
     y_train = np.concatenate([y for _, y in labelled])
-    ids, answers, X_test = _test_rows(test_hidden, test_greedy, questions, f"{name} test")
-    model = train_probe(X_train, y_train, settings, dataset=f"{name} (other datasets)")
-    return method_frame(ids, _scored(model, X_test), answers["prediction"], answers["correct"])
+    return train_probe(X_train, y_train, settings, dataset=name)
+
+
+# ---- probe files: a probe the workflow trained, for the router ---------------------------------------
+
+PROBE_FILE_VERSION = 1
+
+
+def save_probe(model: nn.Sequential, path, *, slm: str, method: str, layer: int, settings: ProbeSettings,
+               datasets: Sequence[str]) -> None:
+    """Write ``model`` with what it was trained for (SLM, method, hidden layer, settings, datasets), atomically."""
+    import os
+    import tempfile
+    from dataclasses import asdict
+    from pathlib import Path
+
+    first = next(module for module in model if isinstance(module, nn.Linear))
+    record = {"version": PROBE_FILE_VERSION, "slm": slm, "method": method, "layer": int(layer),
+              "n_features": int(first.in_features), "settings": asdict(settings), "datasets": list(datasets),
+              "state_dict": model.state_dict()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            torch.save(record, out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_probe(path) -> tuple[nn.Sequential, dict[str, Any]]:
+    """A probe file written by :func:`save_probe`: the model (eval mode) and its record without the weights."""
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a probe file the workflow wrote ({err})") from None
+    if not isinstance(record, dict) or record.get("version") != PROBE_FILE_VERSION:
+        raise ValueError(f"{path}: not a probe file of version {PROBE_FILE_VERSION}")
+    n = int(record["n_features"])
+    model = build_probe(n, record["settings"]["hidden_sizes"], np.zeros(n, np.float32), np.ones(n, np.float32))
+    model.load_state_dict(record["state_dict"])
+    return model.eval(), {key: value for key, value in record.items() if key != "state_dict"}
