@@ -26,9 +26,20 @@ def finished_run(tmp_path_factory, data_dir, model_dirs):
     return workdir, result
 
 
+def run_grid(workdir: Path) -> tuple[list[str], list[str], list[str]]:
+    """Datasets, methods and calibration methods of the run in ``workdir`` (its config/config.yaml)."""
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    return config["datasets"], config["methods"], config["calibration"]["methods"] or config["methods"]
+
+
 def test_every_contract_table_exists(finished_run):
-    workdir, _ = finished_run
+    check_contracts(finished_run[0])
+
+
+def check_contracts(workdir: Path) -> None:
+    """Every table of the run's grid exists with its contract's columns and rows."""
     results = workdir / "results"
+    datasets, methods, calibrated = run_grid(workdir)
     expected_columns = {
         "greedy": {"id", "prompt", "response", "token_logprobs", "prediction", "correct"},
         "sample": {"id", "sample_idx", "response", "prediction"},
@@ -36,7 +47,7 @@ def test_every_contract_table_exists(finished_run):
         "verbal2s": {"id", "response", "verbal_confidence"},
         "ptrue": {"id", "p_true"},
     }
-    for dataset in DATASETS:
+    for dataset in datasets:
         questions = pd.read_parquet(results / "data" / dataset / "test.parquet")
         assert len(questions) > 10, "data files hold the whole split"
         for pass_name, columns in expected_columns.items():
@@ -47,24 +58,26 @@ def test_every_contract_table_exists(finished_run):
         assert {"id", "layer", "vector"} <= set(hidden.columns) and len(hidden) == 10
         llm = pd.read_parquet(results / "gen" / LLM / dataset / "test" / "greedy.parquet")
         assert set(llm["id"]) == set(hidden["id"]), "SLM and LLM answer the same questions"
-        for method in METHODS:
+        for method in methods:
             uq = pd.read_parquet(results / "uq" / SLM / dataset / f"{method}.parquet")
             assert list(uq.columns[:5]) == ["id", "confidence", "prediction", "correct", "valid"]
             assert len(uq) == 10, "rows a method cannot score are kept, marked invalid"
             routing = pd.read_parquet(results / "routing" / SLM / LLM / dataset / f"{method}.parquet")
             assert list(routing.columns[:4]) == ["ratio", "accuracy", "random_accuracy", "oracle_accuracy"]
             assert len(routing) == 101
+            if method not in calibrated:
+                continue
             calibration = pd.read_parquet(results / "calibration" / SLM / method / f"holdout-{dataset}.parquet")
             assert dataset not in set(calibration["source_dataset"])
             generalization = pd.read_parquet(results / "generalization" / SLM / LLM / method / f"{dataset}.parquet")
             assert {"run", "target_ratio", "threshold", "achieved_ratio", "accuracy",
                     "oracle_threshold_accuracy"} <= set(generalization.columns)
-    for dataset in DATASETS:
+    for dataset in datasets if "ood_probe" in calibrated else []:
         # The OOD probe's calibration pool for each hold-out, scored by probes that never saw it.
         pool = pd.read_parquet(results / "holdout-uq" / SLM / "ood_probe" / f"without-{dataset}.parquet")
-        assert set(pool["dataset"]) == set(DATASETS) - {dataset} and len(pool) == 10 * (len(DATASETS) - 1)
+        assert set(pool["dataset"]) == set(datasets) - {dataset} and len(pool) == 10 * (len(datasets) - 1)
     alignment = pd.read_parquet(results / "metrics" / "alignment.parquet")
-    assert len(alignment) == len(DATASETS) * len(METHODS)
+    assert len(alignment) == len(datasets) * len(methods)
     assert {"slm", "dataset", "method", "n", "n_valid", "accuracy", "auroc", "prr", "aurc", "ece",
             "brier"} <= set(alignment.columns)
     routing = pd.read_parquet(results / "metrics" / "routing.parquet")
@@ -72,20 +85,25 @@ def test_every_contract_table_exists(finished_run):
     assert len(pd.read_parquet(results / "metrics" / "findings.parquet")) > 0
     from uqroute.uq.probes import load_probe
 
-    _, probe = load_probe(results / "release" / SLM / "ood_probe.probe.pt")
-    assert (probe["slm"], probe["method"], probe["layer"], probe["datasets"]) == (SLM, "ood_probe", -8, DATASETS)
-    for method in METHODS:
+    if "ood_probe" in calibrated:
+        _, probe = load_probe(results / "release" / SLM / "ood_probe.probe.pt")
+        assert (probe["slm"], probe["method"], probe["layer"], probe["datasets"]) == (SLM, "ood_probe", -8, datasets)
+    for method in calibrated:
         release = pd.read_parquet(results / "release" / SLM / f"{method}.parquet")
-        assert set(release["source_dataset"]) <= set(DATASETS)
+        assert set(release["source_dataset"]) <= set(datasets)
         assert set(zip(release["run"], release["seed"])) <= {(0, 50), (1, 51), (2, 52)}
 
 
 def test_every_figure_family_is_drawn(finished_run):
-    workdir, _ = finished_run
+    check_figures(finished_run[0])
+
+
+def check_figures(workdir: Path) -> None:
     figures = workdir / "results" / "figures"
+    datasets, _, _ = run_grid(workdir)
     stems = [figures / "auroc_heatmaps", figures / "ratio_fidelity", figures / "confidence_distributions" / SLM]
     for family in ("routing_curves", "relative_accuracy", "generalization"):
-        stems += [figures / family / LLM / dataset for dataset in DATASETS]
+        stems += [figures / family / LLM / dataset for dataset in datasets]
     for stem in stems:
         for suffix in (".pdf", ".png"):
             path = stem.with_suffix(suffix)

@@ -30,20 +30,13 @@ OVERLAY = REPO_ROOT / "config" / "vllm-cpu.yaml"
 @pytest.fixture(scope="module")
 def vllm_run(tmp_path_factory, data_dir, smollm2_dir, gemma3_dir):
     workdir = tmp_path_factory.mktemp("e2e-vllm")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(e2e, "DATASETS", DATASETS)  # the contract checks read it
-        config = tiny_config(data_dir, DATASETS)
-        # Two datasets leave no third to train a leak-free OOD-probe calibration pool on.
-        config["calibration"]["methods"] = [m for m in METHODS if m != "ood_probe"]
-        result = run_workflow(workdir, data_dir, {SLM: smollm2_dir, LLM: gemma3_dir},
-                              "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY), config=config)
-        assert result.returncode == 0, result.stderr[-6000:]
-        yield workdir, result
-
-
-@pytest.fixture
-def same_slice(monkeypatch):
-    monkeypatch.setattr(e2e, "DATASETS", DATASETS)
+    config = tiny_config(data_dir, DATASETS)
+    # Two datasets leave no third to train a leak-free OOD-probe calibration pool on.
+    config["calibration"]["methods"] = [m for m in METHODS if m != "ood_probe"]
+    result = run_workflow(workdir, data_dir, {SLM: smollm2_dir, LLM: gemma3_dir},
+                          "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY), config=config)
+    assert result.returncode == 0, result.stderr[-6000:]
+    return workdir, result
 
 
 def test_generation_ran_on_vllm_and_hidden_states_on_transformers(vllm_run):
@@ -54,13 +47,13 @@ def test_generation_ran_on_vllm_and_hidden_states_on_transformers(vllm_run):
     assert hidden_logs and not any("vLLM engine started" in p.read_text() for p in hidden_logs)
 
 
-def test_every_contract_table_exists(vllm_run, same_slice):
-    e2e.test_every_contract_table_exists(vllm_run)
+def test_every_contract_table_exists(vllm_run):
+    e2e.check_contracts(vllm_run[0])
 
 
-def test_every_figure_family_is_drawn(vllm_run, same_slice):
-    e2e.test_every_figure_family_is_drawn(vllm_run)
+def test_every_figure_family_is_drawn(vllm_run):
+    e2e.check_figures(vllm_run[0])
 
 
-def test_no_model_pass_runs_twice(vllm_run, same_slice):
+def test_no_model_pass_runs_twice(vllm_run):
     e2e.test_no_model_pass_runs_twice(vllm_run)
