@@ -14,6 +14,8 @@ the message when vLLM is not installed.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import types
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import psutil
 import pytest
 import torch
 
+from uqroute import REPO_ROOT
 from uqroute.engines.vllm_engine import generation_params
 from uqroute.engines import make_engine
 from uqroute.models import model_spec
@@ -312,3 +315,15 @@ def test_the_cpu_build_gets_whole_prefills(fake_cuda_vllm, smollm2_dir, monkeypa
     monkeypatch.setattr(vllm.platforms.current_platform, "device_type", "cpu")
     make_engine(model_spec("smollm2-135m"), kind="vllm", model_dir=smollm2_dir, device="cpu", progress=False)
     assert fake_cuda_vllm[0]["enable_chunked_prefill"] is False
+
+
+def test_gpu_smoke_bench_runs_on_the_cpu_build(smollm2_dir):
+    """bench/gpu_smoke.py with --device cpu: the GPU node's smoke checks (greedy, samples, p(True)) run in CI."""
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "gpu_smoke.py"), "--device", "cpu", "--model", "smollm2-135m",
+         "--model-dir", str(smollm2_dir), "--n-prompts", "6", "--max-new-tokens", "16"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for line in ("engine ready", "greedy: 6 prompts", "greedy repeat: 6/6 identical", "sample n=5", "p(True):",
+                 "answers extracted"):
+        assert line in result.stdout, result.stdout
