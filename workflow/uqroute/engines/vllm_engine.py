@@ -171,6 +171,27 @@ def _tqdm_disabled() -> bool:
     return os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false")
 
 
+def _step_token_budget(llm, default: int = 2048) -> int:
+    """Prompt tokens the scheduler takes in one step (``max_num_batched_tokens``)."""
+    try:
+        return int(llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens)
+    except (AttributeError, TypeError, ValueError):
+        return default
+
+
+def token_budget_groups(sizes: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive request indices in groups whose sizes sum to at most ``budget`` (a larger one alone)."""
+    groups: list[list[int]] = []
+    total = budget + 1
+    for index, size in enumerate(sizes):
+        if total + size > budget:
+            groups.append([])
+            total = 0
+        groups[-1].append(index)
+        total += size
+    return groups
+
+
 def _platform(vllm) -> str | None:
     """The device type the installed vLLM build drives (``cpu``, ``cuda``, ...)."""
     return getattr(getattr(getattr(vllm, "platforms", None), "current_platform", None), "device_type", None)
@@ -246,13 +267,13 @@ class VLLMEngine:
             kwargs["max_model_len"] = int(max_model_len)
         if kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
-        if _platform(vllm) == "cpu":
-            # vLLM 0.32's CPU build dies when a seeded request's prefill is split across steps: it
-            # rewinds that request's generator offset, which CPU generators do not have
-            # ("CPU Generator does not use offset"). Whole prefills avoid it.
-            kwargs["enable_chunked_prefill"] = False
         start = time.perf_counter()
         self.llm = vllm.LLM(**kwargs)
+        # vLLM 0.32's CPU build dies when a seeded request's prefill is split across scheduler steps: it
+        # rewinds that request's generator offset, which CPU generators do not have ("CPU Generator does
+        # not use offset"). Its scheduler keeps chunked prefill on whatever the engine arguments say, so on
+        # CPU the engine hands seeded requests over in groups whose prompts fit one step's token budget.
+        self.seeded_token_budget = _step_token_budget(self.llm) if _platform(vllm) == "cpu" else None
         logger.info(STARTUP_MESSAGE, spec.name, time.perf_counter() - start)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = eos_token_ids(self.tokenizer, _generation_config(model_path))
@@ -271,7 +292,15 @@ class VLLMEngine:
     def _run(self, prompt_ids: Sequence[Sequence[int]], params: list[dict[str, Any]]):
         requests = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
         sampling = [self._vllm.SamplingParams(**p) for p in params]
-        return self.llm.generate(requests, sampling, use_tqdm=self.progress and not _tqdm_disabled())
+        use_tqdm = self.progress and not _tqdm_disabled()
+        if self.seeded_token_budget is None or all(p.get("seed") is None for p in params):
+            return self.llm.generate(requests, sampling, use_tqdm=use_tqdm)
+        outputs = []
+        sizes = [len(ids) * int(p.get("n", 1)) for ids, p in zip(prompt_ids, params)]
+        for group in token_budget_groups(sizes, self.seeded_token_budget):
+            outputs += self.llm.generate([requests[i] for i in group], [sampling[i] for i in group],
+                                         use_tqdm=use_tqdm)
+        return outputs
 
     def generate(
         self,
