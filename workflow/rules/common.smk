@@ -221,6 +221,14 @@ def _train_datasets(method, dataset):
     return []
 
 
+def probe_training_inputs(slm, datasets):
+    """The train splits a probe learns from: hidden states and graded greedy answers of each dataset."""
+    return {
+        "train_hidden": [path("hidden", model=slm, dataset=dataset, split="train") for dataset in datasets],
+        "train_greedy": [pass_output(slm, dataset, "train", "greedy") for dataset in datasets],
+    }
+
+
 def holdout_uq_inputs(wildcards):
     """Test cells of every dataset but the hold-out, and the train splits of the same datasets (never the hold-out's)."""
     slm, others = wildcards.slm, [other for other in DATASETS if other != wildcards.dataset]
@@ -228,8 +236,7 @@ def holdout_uq_inputs(wildcards):
         "questions": [path("data", dataset=other, split="test") for other in others],
         "greedy": [pass_output(slm, other, "test", "greedy") for other in others],
         "hidden": [path("hidden", model=slm, dataset=other, split="test") for other in others],
-        "train_hidden": [path("hidden", model=slm, dataset=other, split="train") for other in others],
-        "train_greedy": [pass_output(slm, other, "train", "greedy") for other in others],
+        **probe_training_inputs(slm, others),
     }
 
 
@@ -241,9 +248,7 @@ def uq_inputs(wildcards):
         inputs[pass_name] = pass_output(slm, dataset, "test", pass_name)
     if spec.needs_hidden:
         inputs["hidden"] = path("hidden", model=slm, dataset=dataset, split="test")
-        train = _train_datasets(method, dataset)
-        inputs["train_hidden"] = [path("hidden", model=slm, dataset=other, split="train") for other in train]
-        inputs["train_greedy"] = [pass_output(slm, other, "train", "greedy") for other in train]
+        inputs.update(probe_training_inputs(slm, _train_datasets(method, dataset)))
     return inputs
 
 
@@ -297,10 +302,7 @@ def all_release_probes():
 
 
 def release_probe_inputs(wildcards):
-    return {
-        "train_hidden": [path("hidden", model=wildcards.slm, dataset=dataset, split="train") for dataset in DATASETS],
-        "train_greedy": [pass_output(wildcards.slm, dataset, "train", "greedy") for dataset in DATASETS],
-    }
+    return probe_training_inputs(wildcards.slm, DATASETS)
 
 
 def calibration_uq(wildcards):
