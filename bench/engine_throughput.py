@@ -17,7 +17,9 @@ sorts prompts by length before batching) vs batches taken in input order.
 
 ``--engine vllm`` instead measures the wrapper's overhead: VLLMEngine.generate's tokens/s next
 to raw ``LLM.generate`` of the same engine on the same prompt token ids and SamplingParams
-(greedy, and ``--n-samples`` samples at T=1), best of ``--repeats`` alternating runs.
+(greedy, and ``--n-samples`` samples at T=1), best of ``--repeats`` alternating runs. On the CPU
+build the raw sample run drops the seeds (seeded requests in one call crash its engine core; see
+``vllm_overhead``), so its draws, and token counts, differ from the engine's.
 
     .venv/bin/python bench/engine_throughput.py --engine vllm [--dtype bfloat16] [--eager]
 """
@@ -107,17 +109,24 @@ def vllm_overhead(args, spec, convs) -> int:
     from uqroute.engines.vllm_engine import generation_params
 
     opts = dict(dtype=args.dtype, enforce_eager=args.eager, kv_cache_memory_bytes=1 << 30, max_model_len=2048,
-                device="cpu", progress=False)
+                device="cpu", progress=False, max_num_batched_tokens=args.max_num_batched_tokens)
     start = time.perf_counter()
     engine = make_engine(spec, kind="vllm", model_dir=args.model_dir, **opts)
-    print(f"vLLM {args.dtype} {'eager' if args.eager else 'compiled'}: engine started in "
+    print(f"vLLM {args.dtype} max_num_batched_tokens {engine.seeded_token_budget} {'eager' if args.eager else 'compiled'}: engine started in "
           f"{time.perf_counter() - start:.1f} s; load average {os.getloadavg()[0]:.1f} (2 cores shared)")
     _, prompt_ids = engine._encode(convs)
     requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
     rows = []
     for label, temperature, n in (("greedy", 0.0, 1), (f"sample n={args.n_samples}", 1.0, args.n_samples)):
         settings = dict(max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=1.0, n=n, seed=50)
-        params = [SamplingParams(**p) for p in generation_params(prompt_ids, **settings, stop=spec.stop)]
+        raw_kwargs = generation_params(prompt_ids, **settings, stop=spec.stop)
+        if n > 1:
+            # vLLM 0.32's CPU build kills its engine core when a seeded request's prefill is split across
+            # scheduler steps, which 15 prompts x n samples in one call do; the engine sends seeded requests
+            # in groups that fit one step. The raw side drops the seeds instead (same amount of sampling work).
+            for kwargs in raw_kwargs:
+                kwargs.pop("seed", None)
+        params = [SamplingParams(**p) for p in raw_kwargs]
         engine.generate(convs[:2], **settings)  # warm-up
         best = {"raw LLM.generate": 0.0, "VLLMEngine.generate": 0.0}
         for _ in range(args.repeats):
@@ -126,9 +135,14 @@ def vllm_overhead(args, spec, convs) -> int:
             raw_s = time.perf_counter() - begin
             raw_tokens = sum(len(o.token_ids) for r in outputs for o in r.outputs)
             best["raw LLM.generate"] = max(best["raw LLM.generate"], raw_tokens / raw_s)
-            seconds, tokens = run(engine, convs, max_new_tokens=args.max_new_tokens, temperature=temperature, n=n)
-            # The engine drops the EOS each reply ends with; count it as generated, as the raw run does.
-            best["VLLMEngine.generate"] = max(best["VLLMEngine.generate"], raw_tokens / seconds)
+            begin = time.perf_counter()
+            replies = engine.generate(convs, **settings)
+            seconds = time.perf_counter() - begin
+            # The engine drops the EOS (or stop string) a reply ends with before its budget; count that token
+            # as generated, as the raw run does.
+            tokens = sum(len(c.token_ids) + (len(c.token_ids) < args.max_new_tokens)
+                         for completions in replies for c in completions)
+            best["VLLMEngine.generate"] = max(best["VLLMEngine.generate"], tokens / seconds)
         rows.append({"run": label, "prompts": len(convs), "raw tok/s": round(best["raw LLM.generate"], 1),
                      "engine tok/s": round(best["VLLMEngine.generate"], 1),
                      "engine / raw": round(best["VLLMEngine.generate"] / best["raw LLM.generate"], 3)})
@@ -151,6 +165,8 @@ def main() -> int:
     parser.add_argument("--engine", choices=["hf", "vllm"], default="hf")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="--engine vllm only")
     parser.add_argument("--eager", action="store_true", help="--engine vllm: enforce_eager (no torch.compile)")
+    parser.add_argument("--max-num-batched-tokens", type=int, default=None,
+                        help="--engine vllm: the scheduler's prompt tokens per step (bounds the engine's seeded groups)")
     parser.add_argument("--repeats", type=int, default=2, help="--engine vllm: alternating runs per side")
     parser.add_argument("--sample-batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8],
                         help="prompts per batch when sampling (each decodes its n samples in the same batch)")

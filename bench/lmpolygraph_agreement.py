@@ -105,7 +105,7 @@ def user_texts(prompts: PromptSet, questions: pd.DataFrame) -> list[str]:
     return texts
 
 
-def polygraph_model(model_dir: Path, attn_implementation: str = "sdpa"):
+def polygraph_model(model_dir: Path, attn_implementation: str = "sdpa", dtype: str = "float32"):
     """lm-polygraph's WhiteboxModel over a fresh load of the same weights.
 
     ``attn_implementation`` must be ``"eager"`` when its greedy calculator is asked for
@@ -122,7 +122,7 @@ def polygraph_model(model_dir: Path, attn_implementation: str = "sdpa"):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(
-        str(model_dir), dtype=torch.float32, attn_implementation=attn_implementation
+        str(model_dir), dtype=getattr(torch, dtype), attn_implementation=attn_implementation
     ).eval()
     params = GenerationParameters(temperature=1.0, top_k=0, top_p=1.0, do_sample=False)
     return WhiteboxModel(model, tokenizer, str(model_dir), "CausalLM", params, instruct=True)

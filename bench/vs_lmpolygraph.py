@@ -1,4 +1,4 @@
-"""Wall time of uqroute's passes + UQ functions vs lm-polygraph 0.7.0's UEManager (target: >= 5x faster).
+"""Wall time of uqroute's passes + UQ functions vs lm-polygraph 0.7.0's UEManager (target: >= 10x faster).
 
 Same SLM (SmolLM2-135M fp32 copy), same questions, same token budgets (per task type, from
 config/config.yaml), m = 5 samples at temperature 1, the five methods both tools have:
@@ -14,7 +14,7 @@ jaccard_degree     DegMat(similarity_score="Jaccard")   1 - u (its own samples, 
 verbal_2s          Verbalized2S(our follow-up prompt)   (1 - u) / 100 (first number of the reply)
 =================  ===================================  ==========================================
 
-(a) uqroute: ``run_pass`` greedy, sample, ptrue and verbal2s with the HF engine (batched),
+(a) uqroute: ``run_pass`` greedy, sample, ptrue and verbal2s with the HF or vLLM engine (batched),
 then ``score_method`` for the five methods. (b) lm-polygraph: one ``UEManager`` per task type
 (its token budget is per manager) with the five estimators and its default Whitebox stat
 calculators, except that the sampling calculator draws 5 samples (its default is 10) and
@@ -24,6 +24,12 @@ Model loading and one warm-up call per side are outside the timings. Both run in
 process, one after the other, on ``--threads`` torch threads.
 
     .venv-polygraph/bin/python bench/vs_lmpolygraph.py [--per-dataset 5] [--threads 2] [--polygraph-batch-size 16]
+
+Both tools run the weights in ``--dtype`` (``--polygraph-dtype`` sets lm-polygraph's apart, for the
+unequal comparisons of earlier runs). ``--engine vllm`` runs uqroute's side on its vLLM engine: vLLM
+lives in the project venv and lm-polygraph in its own, so that side runs first, in a child process
+of ``--uqroute-python`` (default ``.venv/bin/python``) that times the same steps after its own
+start-up and warm-up and hands back its timings and confidences as JSON.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
 import time
 import types
 from pathlib import Path
@@ -155,8 +164,51 @@ def run_polygraph(model, texts: list[str], task_types: list[str], settings: dict
 
 def warm_up(engine, polygraph, prompts: PromptSet, questions: pd.DataFrame, texts: list[str]) -> None:
     """One tiny call per side, so first-call allocations are not timed."""
-    engine.generate([prompts.answer(questions.iloc[0].to_dict())], max_new_tokens=2)
-    polygraph.generate_texts([texts[0]], max_new_tokens=2)
+    if engine is not None:
+        engine.generate([prompts.answer(questions.iloc[0].to_dict())], max_new_tokens=2)
+    if polygraph is not None:
+        polygraph.generate_texts([texts[0]], max_new_tokens=2)
+
+
+def build_engine(args, settings: dict):
+    """uqroute's engine on the SLM's fp32 copy, in ``args.dtype``."""
+    options = dict(model_dir=slm_dir(), device="cpu", dtype=args.dtype, progress=False)
+    if args.engine == "vllm":
+        # Compiled (not eager): start-up is outside the timings, decoding speed is what is compared.
+        options.update(kind="vllm", kv_cache_memory_bytes=1 << 30, max_model_len=2048)
+    else:
+        options.update(kind="hf", batch_size=int(settings["part_size"]), threads=args.threads)
+    return make_engine(model_spec(SLM), **options)
+
+
+def uqroute_child(args, settings: dict, questions: pd.DataFrame, prompts: PromptSet) -> None:
+    """The uqroute side alone (``--uqroute-only FILE``): its start-up, timings and confidences to FILE."""
+    start = time.perf_counter()
+    engine = build_engine(args, settings)
+    warm_up(engine, None, prompts, questions, [])
+    startup = time.perf_counter() - start
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    steps, scores = run_uqroute(engine, questions, prompts, settings)
+    total = time.perf_counter() - start
+    engine.close()
+    Path(args.uqroute_only).write_text(json.dumps({
+        "startup": startup, "total": total, "steps": steps, "load_before": load_before,
+        "scores": {method: [None if not np.isfinite(v) else float(v) for v in values]
+                   for method, values in scores.items()},
+    }))
+
+
+def uqroute_in_child(args, argv: list[str]) -> tuple[dict, dict, float, float]:
+    """(steps, confidences, total seconds, start-up seconds) of the uqroute side run by ``--uqroute-python``."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "uqroute.json"
+        command = [str(args.uqroute_python), str(Path(__file__).resolve()), *argv, "--uqroute-only", str(out)]
+        subprocess.run(command, check=True, cwd=REPO_ROOT)
+        report = json.loads(out.read_text())
+    scores = {method: np.array([np.nan if v is None else v for v in values], dtype=float)
+              for method, values in report["scores"].items()}
+    return report["steps"], scores, report["total"], report["startup"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -168,13 +220,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="uqroute's engine dtype (lm-polygraph always runs fp32); the embedded "
-                             "default config runs bfloat16")
+                        help="the weights' dtype on both sides; the embedded default config runs bfloat16")
+    parser.add_argument("--polygraph-dtype", choices=["float32", "bfloat16"], default=None,
+                        help="lm-polygraph's weights when they should differ from --dtype (default: the same)")
+    parser.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="uqroute's engine")
+    parser.add_argument("--uqroute-python", type=Path, default=REPO_ROOT / ".venv" / "bin" / "python",
+                        help="--engine vllm: the interpreter of the venv that has vLLM")
+    parser.add_argument("--uqroute-only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--polygraph-batch-size", type=int, default=None,
                         help="questions per UEManager batch (default: the config's generation.part_size)")
     parser.add_argument("--polygraph-defaults", action="store_true",
                         help="keep its greedy calculator's attention maps and hidden states (eager attention)")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    polygraph_dtype = args.polygraph_dtype or args.dtype
 
     torch.set_num_threads(args.threads)
     settings = generation_settings(args.config)
@@ -186,19 +245,28 @@ def main(argv: list[str] | None = None) -> None:
     if any(prompts.verbal2s(item, "")[-1]["content"] != follow_up for item in questions.to_dict("records")):
         raise ValueError(f"{prompts.path}: verbal2s differs by task type; Verbalized2S takes one follow-up prompt")
     batch_size = args.polygraph_batch_size or int(settings["part_size"])
+    if args.uqroute_only:
+        uqroute_child(args, settings, questions, prompts)
+        return
 
-    start = time.perf_counter()
-    model_dir = slm_dir()
-    engine = make_engine(model_spec(SLM), model_dir=model_dir, device="cpu", dtype=args.dtype,
-                         batch_size=int(settings["part_size"]), threads=args.threads, progress=False)
-    polygraph = polygraph_model(model_dir, "eager" if args.polygraph_defaults else "sdpa")
-    warm_up(engine, polygraph, prompts, questions, texts)
-    print(f"models loaded and warmed up in {time.perf_counter() - start:.1f} s (not timed below)")
-
-    load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    ours_steps, ours = run_uqroute(engine, questions, prompts, settings)
-    ours_total = time.perf_counter() - start
+    if args.engine == "vllm":
+        load_before = os.getloadavg()[0]
+        ours_steps, ours, ours_total, startup = uqroute_in_child(args, argv)
+        print(f"uqroute (vLLM, child process): engine started and warmed up in {startup:.1f} s (not timed below)")
+        start = time.perf_counter()
+        polygraph = polygraph_model(slm_dir(), "eager" if args.polygraph_defaults else "sdpa", polygraph_dtype)
+        warm_up(None, polygraph, prompts, questions, texts)
+        print(f"lm-polygraph model loaded and warmed up in {time.perf_counter() - start:.1f} s (not timed below)")
+    else:
+        start = time.perf_counter()
+        engine = build_engine(args, settings)
+        polygraph = polygraph_model(slm_dir(), "eager" if args.polygraph_defaults else "sdpa", polygraph_dtype)
+        warm_up(engine, polygraph, prompts, questions, texts)
+        print(f"models loaded and warmed up in {time.perf_counter() - start:.1f} s (not timed below)")
+        load_before = os.getloadavg()[0]
+        start = time.perf_counter()
+        ours_steps, ours = run_uqroute(engine, questions, prompts, settings)
+        ours_total = time.perf_counter() - start
     load_between = os.getloadavg()[0]
     start = time.perf_counter()
     theirs_steps, theirs = run_polygraph(polygraph, texts, task_types, settings, follow_up, batch_size,
@@ -207,14 +275,14 @@ def main(argv: list[str] | None = None) -> None:
     load_after = os.getloadavg()[0]
 
     budgets = ", ".join(f"{t} {settings['max_new_tokens'][t]}" for t in sorted(set(task_types)))
-    print(f"{len(questions)} questions ({', '.join(args.datasets)}; {args.per_dataset} each), {SLM} {args.dtype} (lm-polygraph fp32), "
+    print(f"{len(questions)} questions ({', '.join(args.datasets)}; {args.per_dataset} each), {SLM}: uqroute {args.engine} {args.dtype}, lm-polygraph {polygraph_dtype}, "
           f"{args.threads} torch threads, max_new_tokens: {budgets}; verbal {settings['verbal_max_new_tokens']}; "
           f"m={settings['n_samples']} samples at T={settings['sample_temperature']}")
     print(f"lm-polygraph: batch size {batch_size}, "
           f"{'default calculators (attentions + hidden states)' if args.polygraph_defaults else 'no attention maps / hidden states'}")
     print("uqroute      " + ", ".join(f"{k} {v:.1f} s" for k, v in ours_steps.items()) + f"  -> total {ours_total:.1f} s")
     print("lm-polygraph " + ", ".join(f"{k} {v:.1f} s" for k, v in theirs_steps.items()) + f"  -> total {theirs_total:.1f} s")
-    print(f"speed-up: lm-polygraph / uqroute = {theirs_total / ours_total:.2f}x (target >= 5x)")
+    print(f"speed-up: lm-polygraph / uqroute = {theirs_total / ours_total:.2f}x (target >= 10x at equal dtype)")
     print(f"1-min load average: {load_before:.2f} before, {load_between:.2f} between, {load_after:.2f} after")
 
     rows = []
@@ -227,5 +295,6 @@ def main(argv: list[str] | None = None) -> None:
         print(pd.DataFrame(rows).to_string(index=False))
 
 
+# vLLM spawns its engine core, which re-imports this file: only the parent process runs main().
 if __name__ == "__main__":
     main(sys.argv[1:])

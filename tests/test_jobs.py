@@ -150,6 +150,18 @@ def test_grade_job_grades_replies_with_the_rule_judge(tmp_path):
     assert table["correct"].tolist() == [False, True]
 
 
+@pytest.mark.parametrize("outputs, named", [
+    ({"greedy": "g.parquet", "beam": "b.parquet"}, "beam"),
+    ({"sample": "s.parquet", "ptrue": "p.parquet"}, "ptrue"),  # a follow-up pass without the greedy replies it quotes
+])
+def test_cell_job_refuses_passes_it_cannot_make_before_loading_a_model(tmp_path, outputs, named):
+    with pytest.raises(ValueError, match=named):
+        generate.generate_cell(model="smollm2-135m", outputs={k: str(tmp_path / v) for k, v in outputs.items()},
+                               questions=str(tmp_path / "missing.parquet"), engine_options={}, settings={},
+                               max_questions=None, subset_seed=50)
+    assert not list(tmp_path.iterdir())
+
+
 def test_uq_job_trains_the_probe_on_the_train_split_its_paths_name(tmp_path):
     rng = np.random.default_rng(3)
     results = str(tmp_path / "results")

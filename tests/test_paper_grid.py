@@ -31,9 +31,9 @@ pytestmark = pytest.mark.slow
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PAPER = REPO_ROOT / "config" / "paper.yaml"
 PROFILE = REPO_ROOT / "profiles" / "slurm"
-GPU_RULES = frozenset({"generate", "generate_replies", "hidden_states"})
+GPU_RULES = frozenset({"generate", "generate_replies", "generate_cell", "hidden_states"})
 # Rules that load a model or download data: the reviewer's figure path must schedule none of them.
-MODEL_RULES = frozenset({"dataset", "prepare_model", "generate", "generate_replies", "hidden_states"})
+MODEL_RULES = frozenset({"dataset", "prepare_model", "generate", "generate_replies", "generate_cell", "hidden_states"})
 CPU_PARTITION = "<your-cpu-partition>"
 GPU_PARTITION = "<your-gpu-partition>"
 OLD_MTIME = 1_600_000_000  # 2020: older than any checkout, like Parquet files copied in after a fresh clone
@@ -334,3 +334,21 @@ def test_forcerun_on_a_pass_reruns_it_and_what_reads_it(passes_present):
                                    "generate_replies"], passes_present).stdout)
     # p(True) reads the greedy pass (replies, then grading) and the ptrue pass.
     assert forced == {"generate": 1, "generate_replies": 1, "grade": 1, "uq": 1}
+
+
+def test_a_cell_job_reserves_its_models_gpu(tmp_path):
+    """generation.one_job_per: cell on the SLURM profile: the job making an SLM's test passes asks for its
+    GPU partition and one GPU, like the pass jobs it replaces, and runs long enough for all five passes."""
+    config = paper_config()
+    slm, dataset = config["slms"][0], config["datasets"][0]
+    target = f"results/gen/{slm}/{dataset}/test/sample.parquet"
+    result = snakemake([target, "--config", "generation={one_job_per: cell}"], tmp_path, profile=True)
+    jobs = [job for job in planned_jobs(result.stdout) if job["rule"] in GPU_RULES]
+    assert [job["rule"] for job in jobs] == ["generate_cell"]
+    resources = jobs[0]["resources"]
+    assert (resources["gpu"], resources["slurm_partition"], resources["nodes"]) == ("1", GPU_PARTITION, "1")
+    per_pass = planned_jobs(snakemake([target], tmp_path / "per-pass", profile=True).stdout)
+    sample_job = next(job for job in per_pass if job["rule"] == "generate")
+    assert int(resources["runtime"]) > int(sample_job["resources"]["runtime"])
+    assert {output.rsplit("/", 1)[1] for output in jobs[0]["output"]} == {
+        "greedy.replies.parquet", "verbal1s.replies.parquet", "sample.parquet", "verbal2s.parquet", "ptrue.parquet"}

@@ -118,11 +118,18 @@ def test_no_model_pass_runs_twice(finished_run):
     replies = [path for path in gen_files if path.name.endswith(".replies.parquet")]
     graded = [path for path in gen_files if path.name in ("greedy.parquet", "verbal1s.parquet")]
     model_outputs = [path for path in gen_files if path not in graded]
+    # Under generation.one_job_per: cell, one generate_cell job makes every pass file of its cell.
+    cell_benchmarks = workdir / "benchmarks" / "generate_cell"
+    cells = {workdir / "results" / "gen" / p.relative_to(cell_benchmarks).with_suffix("")
+             for p in cell_benchmarks.rglob("*.tsv")}
+    in_cells = [path for path in model_outputs if path.parent in cells]
+    assert log.count("rule generate_cell:") == len(cells)
+    assert all(sum(path.parent == cell for path in in_cells) >= 2 for cell in cells)
     model_jobs = log.count("rule generate:") + log.count("rule generate_replies:")
-    assert model_jobs == len(model_outputs), (model_jobs, len(model_outputs))
+    assert model_jobs == len(model_outputs) - len(in_cells), (model_jobs, len(model_outputs), len(in_cells))
     assert log.count("rule grade:") == len(graded) == len(replies)
     benchmarks = list((workdir / "benchmarks" / "generate").rglob("*.tsv"))
-    assert len(benchmarks) == len(model_outputs)
+    assert len(benchmarks) == model_jobs
     # Hidden states are a model call too: one job per (model, dataset, split) file.
     hidden_files = sorted((workdir / "results" / "hidden").rglob("*.parquet"))
     hidden_jobs = log.count("rule hidden_states:")

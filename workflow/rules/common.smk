@@ -11,7 +11,7 @@ from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.gguf import check_model_files
 from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
-from uqroute.passes import GRADED_PASSES, PASS_NAMES, pass_settings
+from uqroute.passes import GRADED_PASSES, NEEDS_GREEDY, PASS_NAMES, pass_settings
 from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
 
 RESULTS = "results"
@@ -26,6 +26,19 @@ CALIBRATION_METHODS = list(config["calibration"]["methods"] or METHODS)
 MODELS = list(dict.fromkeys(SLMS + LLMS))
 DATA_DIR = config["data_dir"]
 UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
+
+
+def _slm_test_passes():
+    """The passes an SLM's test split needs: greedy (hidden states read it) and those the methods read."""
+    needed = {"greedy"}.union(*(method_spec(method).passes for method in METHODS))
+    return [name for name in PASS_NAMES if name in needed]
+
+
+# generation.one_job_per: cell makes every pass of an SLM's test split (the one cell with several passes)
+# in one job, on one engine; each pass file stays a target, whose rebuild reruns its cell.
+CELL_PASSES = _slm_test_passes() if config["generation"]["one_job_per"] == "cell" else []
+if len(CELL_PASSES) < 2:
+    CELL_PASSES = []
 
 
 def _known(key, names, known, what):
@@ -197,9 +210,35 @@ def greedy_replies(model, dataset, split):
 def generate_inputs(wildcards):
     inputs = {"questions": path("data", dataset=wildcards.dataset, split=wildcards.split)}
     inputs.update(model_inputs(wildcards.model))
-    if wildcards.pass_name in ("verbal2s", "ptrue"):
+    if wildcards.pass_name in NEEDS_GREEDY:
         inputs["greedy"] = greedy_replies(wildcards.model, wildcards.dataset, wildcards.split)
     return inputs
+
+
+def model_pass_kind(pass_name):
+    """What a pass's model job writes: a graded pass's replies (rule grade makes its table), else the table."""
+    return "replies" if pass_name in GRADED_PASSES else "gen"
+
+
+def cell_outputs():
+    return {name: paths.wildcard_path(RESULTS, model_pass_kind(name), pass_name=name) for name in CELL_PASSES}
+
+
+def cell_inputs(wildcards):
+    inputs = {"questions": path("data", dataset=wildcards.dataset, split=wildcards.split)}
+    inputs.update(model_inputs(wildcards.model))
+    return inputs
+
+
+def cell_settings(wildcards):
+    task_types = [dataset_info(wildcards.dataset)["task_type"]]
+    return {name: pass_settings(name, config["generation"], task_types) for name in CELL_PASSES}
+
+
+def cell_checkpoint_dirs(wildcards):
+    """The folders the per-pass jobs would use, so a cell job and a pass job resume each other's parts."""
+    cell = [wildcards.model, wildcards.dataset, wildcards.split]
+    return {name: paths.checkpoint_path(RESULTS, "gen", cell + [name]) for name in CELL_PASSES}
 
 
 def hidden_inputs(wildcards):

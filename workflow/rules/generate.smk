@@ -56,6 +56,44 @@ use rule generate as generate_replies with:
         pass_name="|".join(GRADED_PASSES),
 
 
+if CELL_PASSES:
+
+    ruleorder: generate_cell > generate
+    ruleorder: generate_cell > generate_replies
+
+    rule generate_cell:
+        """Every pass of an SLM's test split in one job on one engine (generation.one_job_per: cell)."""
+        input:
+            unpack(cell_inputs),
+        output:
+            **cell_outputs(),
+        wildcard_constraints:
+            model="|".join(SLMS),
+            split="test",
+        params:
+            model=lambda wc: wc.model,
+            engine=lambda wc: engine_options(wc.model),
+            settings=cell_settings,
+            max_questions=lambda wc: subset_size(wc.split),
+            subset_seed=config["subset"]["seed"],
+            checkpoint_dirs=cell_checkpoint_dirs,
+            api_cache=path("api_cache"),
+        log:
+            f"{LOGS}/generate_cell/{{model}}/{{dataset}}/{{split}}.log",
+        benchmark:
+            f"{BENCHMARKS}/generate_cell/{{model}}/{{dataset}}/{{split}}.tsv"
+        threads: config["resources"]["model_threads"]
+        resources:
+            mem_mb=lambda wc: model_mem_mb(wc.model),
+            runtime=lambda wc: sum(model_runtime(wc.model, name) for name in CELL_PASSES),
+            gpu=lambda wc: gpus(wc.model),
+            openai_requests=lambda wc: api_requests(wc.model),
+        conda:
+            "../../envs/generate.yaml"
+        script:
+            "../scripts/generate_cell.py"
+
+
 rule grade:
     """Prediction and correctness of each reply of a graded pass, by the configured judge (no model pass)."""
     input:

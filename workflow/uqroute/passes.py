@@ -61,7 +61,8 @@ PASS_SETTINGS: dict[str, tuple[str, ...]] = {
     "verbal2s": ("verbal_max_new_tokens", "part_size"),
     "ptrue": ("part_size",),
 }
-_NEEDS_GREEDY = ("verbal2s", "ptrue")
+# Follow-up passes: their prompts quote the greedy reply.
+NEEDS_GREEDY = ("verbal2s", "ptrue")
 
 
 def pass_settings(pass_name: str, generation: Mapping[str, Any], task_types: Sequence[str]) -> dict[str, Any]:
@@ -240,7 +241,7 @@ def run_pass(
     verbal_budget = int(settings.get("verbal_max_new_tokens", 0))
     seed = int(settings.get("seed", 0))
 
-    if pass_name in _NEEDS_GREEDY:
+    if pass_name in NEEDS_GREEDY:
         responses = _greedy_responses(greedy, ids, pass_name)
         build = prompts.verbal2s if pass_name == "verbal2s" else prompts.ptrue
         conversations = [build(r, resp) for r, resp in zip(records, responses)]

@@ -63,9 +63,9 @@ def results_path(results: str, kind: str, **fields: str) -> str:
         raise KeyError(f"results path {kind!r} needs field {missing}") from None
 
 
-def wildcard_path(results: str, kind: str) -> str:
-    """``results/<template of kind>`` with every field left as a Snakemake wildcard (a rule's output)."""
-    return results_path(results, kind, **{name: f"{{{name}}}" for name in fields(kind)})
+def wildcard_path(results: str, kind: str, **fixed: str) -> str:
+    """``results/<template of kind>`` with every field not in ``fixed`` left as a Snakemake wildcard (a rule's output)."""
+    return results_path(results, kind, **{name: f"{{{name}}}" for name in fields(kind)} | fixed)
 
 
 def checkpoint_path(results: str, stage: str, cell) -> str:

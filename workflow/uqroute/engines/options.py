@@ -15,7 +15,7 @@ from ..models import ModelSpec
 KIND_ONLY: dict[str, frozenset[str]] = {
     "hf": frozenset({"batch_size", "threads"}),
     "vllm": frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager",
-                       "kv_cache_memory_bytes"}),
+                       "kv_cache_memory_bytes", "max_num_batched_tokens"}),
     "openai": frozenset({"base_url", "model", "api_key_env", "max_concurrency", "max_retries", "timeout"}),
 }
 WEIGHT_SETTINGS = frozenset({"device", "dtype"})

@@ -217,7 +217,9 @@ class VLLMEngine:
     slower decoding. ``kv_cache_memory_bytes`` sizes the KV cache directly
     instead of ``gpu_memory_utilization`` (on CPU a share of host memory minus
     what the worker already holds); with ``enforce_eager`` it also skips the
-    profiling run (measured: engine init 27 s -> 1 s).
+    profiling run (measured: engine init 27 s -> 1 s). ``max_num_batched_tokens``
+    is the scheduler's prompt-token budget per step; on CPU it also bounds the
+    groups seeded requests are sent in (see ``seeded_token_budget``).
     """
 
     def __init__(
@@ -230,6 +232,7 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.9,
         max_model_len: int | None = None,
         kv_cache_memory_bytes: int | None = None,
+        max_num_batched_tokens: int | None = None,
         seed: int = 0,
         enforce_eager: bool = False,
         batch_size: int | None = None,
@@ -267,6 +270,8 @@ class VLLMEngine:
             kwargs["max_model_len"] = int(max_model_len)
         if kv_cache_memory_bytes is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_bytes)
+        if max_num_batched_tokens is not None:
+            kwargs["max_num_batched_tokens"] = int(max_num_batched_tokens)
         start = time.perf_counter()
         self.llm = vllm.LLM(**kwargs)
         # vLLM 0.32's CPU build dies when a seeded request's prefill is split across scheduler steps: it

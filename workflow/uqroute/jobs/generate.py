@@ -74,6 +74,47 @@ def generate(*, model: str, pass_name: str, questions: str, output: str, engine_
     _write_pass_table(table, output, checkpoint_dir)
 
 
+def generate_cell(*, model: str, outputs: Mapping[str, str], questions: str, engine_options: Mapping[str, Any],
+                  settings: Mapping[str, Mapping[str, Any]], max_questions: int | None, subset_seed: int,
+                  checkpoint_dirs: Mapping[str, str] | None = None, model_dir: str | None = None,
+                  api_cache: str | None = None, threads: int | None = None) -> None:
+    """Every pass of one (model, dataset, split) on one engine, so its start-up is paid once, not per pass.
+
+    ``outputs`` and ``settings`` map pass names to what :func:`generate` takes for that pass, and each
+    pass file holds what :func:`generate` would write: the follow-up passes read the greedy replies back
+    from their file, as they do in a job of their own. Finished-batch parts are cleared only once every
+    pass is written, so a job that fails in its last pass resumes its earlier ones from their parts.
+    """
+    from ..checkpoint import BatchCheckpoint
+    from ..passes import NEEDS_GREEDY, PASS_NAMES, run_pass
+    from ..prompts import PromptSet
+
+    unknown = sorted(set(outputs) - set(PASS_NAMES))
+    if unknown:
+        raise ValueError(f"generate_cell: unknown pass(es) {unknown}; passes: {', '.join(PASS_NAMES)}")
+    if any(name in NEEDS_GREEDY for name in outputs) and "greedy" not in outputs:
+        raise ValueError(f"generate_cell: passes {sorted(set(outputs) & set(NEEDS_GREEDY))} read the greedy "
+                         "replies, which this cell does not make")
+    checkpoint_dirs = dict(checkpoint_dirs or {})
+    order = sorted(outputs, key=PASS_NAMES.index)  # greedy first: the follow-up passes read it
+    items = load_questions(questions, max_questions, subset_seed)
+    prompts = PromptSet.load()
+    engine = build_engine(model, engine_options, model_dir, api_cache, threads)
+    try:
+        for pass_name in order:
+            greedy_table = read_parquet(outputs["greedy"]) if pass_name in NEEDS_GREEDY else None
+            part_dir = checkpoint_dirs.get(pass_name)
+            table = run_pass(pass_name, engine, items, prompts, dict(settings[pass_name]), grade=False,
+                             greedy=greedy_table, checkpoint_dir=Path(part_dir) if part_dir else None)
+            write_parquet(table, outputs[pass_name])
+            log.info("%s: %d rows", outputs[pass_name], len(table))
+    finally:
+        engine.close()
+    for pass_name in order:
+        if checkpoint_dirs.get(pass_name):
+            BatchCheckpoint(Path(checkpoint_dirs[pass_name])).finish()
+
+
 def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, Any], output: str,
           api_cache: str | None = None) -> None:
     """Grade a pass's replies (prediction + correct) with the configured judge."""

@@ -1,0 +1,104 @@
+"""generation.one_job_per: cell plans one model job per SLM test cell and writes what the per-pass jobs write.
+
+The dry runs are fast; the byte comparison runs the real SmolLM2 on the tiny slice, one cell, and compares
+with the per-pass tables of the shared slice run (conftest.py).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from test_paper_grid import job_counts, planned_jobs
+from workflow_runs import SLM, SNAKEMAKE, run_workflow, slice_config, tiny_config
+from uqroute import REPO_ROOT
+
+MODEL_JOB_RULES = ("generate", "generate_replies", "generate_cell")
+
+
+def dry_run(workdir: Path, config: dict, *targets: str) -> subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [str(SNAKEMAKE), *targets, "-n", "--cores", "1", "--snakefile", str(REPO_ROOT / "Snakefile"),
+         "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def planned_outputs(result: subprocess.CompletedProcess) -> set[str]:
+    return {output for job in planned_jobs(result.stdout) for output in job["output"]}
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory, data_dir):
+    """Dry runs of the embedded grid (tiny config: four datasets, eight methods), one job per pass and per cell."""
+    plans = {}
+    for granularity in ("pass", "cell"):
+        config = tiny_config(data_dir)
+        config["generation"]["one_job_per"] = granularity
+        plans[granularity] = dry_run(tmp_path_factory.mktemp(f"plan-{granularity}"), config)
+    return plans
+
+
+def test_one_job_per_cell_makes_the_same_files_with_fewer_model_jobs(plans):
+    per_pass, per_cell = job_counts(plans["pass"].stdout), job_counts(plans["cell"].stdout)
+    datasets = len(tiny_config(Path("."))["datasets"])
+    # Per pass: the SLM's 5 test passes (3 ungraded + 2 graded), its train greedy and the LLM's greedy, per dataset.
+    assert (per_pass["generate"], per_pass["generate_replies"]) == (3 * datasets, 2 * datasets + 2 * datasets)
+    assert "generate_cell" not in per_pass
+    # Per cell: one job makes the SLM's five test passes; the train split and the LLM keep one pass each.
+    assert per_cell["generate_cell"] == datasets
+    assert "generate" not in per_cell and per_cell["generate_replies"] == 2 * datasets
+    assert sum(per_cell.get(rule, 0) for rule in MODEL_JOB_RULES) == 3 * datasets
+    assert planned_outputs(plans["pass"]) == planned_outputs(plans["cell"])
+    for rule in set(per_pass) - set(MODEL_JOB_RULES):
+        assert per_cell[rule] == per_pass[rule], rule
+
+
+def test_a_cell_job_writes_every_pass_file_of_its_cell(plans):
+    cells = [job for job in planned_jobs(plans["cell"].stdout) if job["rule"] == "generate_cell"]
+    for job in cells:
+        wildcards = job["wildcards"]
+        assert wildcards["model"] == SLM and wildcards["split"] == "test"
+        folder = f"results/gen/{SLM}/{wildcards['dataset']}/test"
+        assert sorted(job["output"]) == sorted(f"{folder}/{name}" for name in (
+            "greedy.replies.parquet", "verbal1s.replies.parquet", "sample.parquet", "verbal2s.parquet",
+            "ptrue.parquet"))
+
+
+def test_asking_for_one_pass_file_reruns_only_its_cell(tmp_path, data_dir):
+    config = tiny_config(data_dir)
+    config["generation"]["one_job_per"] = "cell"
+    target = f"results/gen/{SLM}/boolq/test/sample.parquet"
+    jobs = planned_jobs(dry_run(tmp_path, config, target).stdout)
+    model_jobs = [job for job in jobs if job["rule"] in MODEL_JOB_RULES]
+    assert [(job["rule"], job["wildcards"]["dataset"]) for job in model_jobs] == [("generate_cell", "boolq")]
+
+
+def test_a_cell_with_one_pass_keeps_its_pass_job(tmp_path, data_dir):
+    config = tiny_config(data_dir)
+    config["generation"]["one_job_per"] = "cell"
+    config["methods"] = ["avg_token_prob", "perplexity"]  # both read the greedy pass only
+    counts = job_counts(dry_run(tmp_path, config).stdout)
+    assert "generate_cell" not in counts and "generate" not in counts
+
+
+@pytest.mark.slow
+def test_a_cell_job_writes_the_bytes_the_pass_jobs_write(tmp_path, data_dir, model_dirs, slice_run):
+    """The slice's SmolLM2 test passes (greedy replies, then p(True) on them) for one dataset, on transformers."""
+    config = slice_config(data_dir)
+    config["generation"]["one_job_per"] = "cell"
+    folder = Path("results") / "gen" / SLM / "commonsenseqa" / "test"
+    targets = [str(folder / "greedy.replies.parquet"), str(folder / "ptrue.parquet")]
+    result = run_workflow(tmp_path, data_dir, model_dirs, *targets, config=config)
+    assert result.returncode == 0, result.stderr[-6000:]
+    log = result.stdout + result.stderr
+    assert log.count("rule generate_cell:") == 1 and "rule generate:" not in log
+    for target in targets:
+        assert (tmp_path / target).read_bytes() == (slice_run / target).read_bytes(), target
