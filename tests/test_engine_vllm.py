@@ -188,8 +188,6 @@ def test_seeded_samples_repeat_and_do_not_depend_on_the_batch(engines, conversat
 
 
 @slow
-@pytest.mark.xfail(strict=False, reason="failed for Gemma 3 in the fresh-clone verification run of 2026-12-01 "
-                                        "(SmolLM2 passed); not yet diagnosed")
 def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines, conversations, greedy):
     """vLLM stops at EOS (Gemma: also at the completion format's stop string); the reply is cut as HF cuts it."""
     hf_replies, vllm_replies = greedy
@@ -199,6 +197,11 @@ def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines, conver
                                stop=vllm.spec.stop)
     raw = [request.outputs[0] for request in vllm._run(prompt_ids, params)]
     stopped = [(out, hf, mine) for out, hf, mine in zip(raw, hf_replies, vllm_replies) if out.finish_reason == "stop"]
+    if not stopped and vllm.spec.stop:
+        # Diagnosed 2026-12-02: the Gemma 3 base model (completion format) runs on to the budget on every one
+        # of these questions, neither EOS nor its stop string comes (bench/truncation.py: 95-100 % of its
+        # embedded-default replies hit the budget). The test below cuts at a stop string taken from a reply.
+        pytest.skip(f"{engines.name}: none of the {len(raw)} replies ended before the budget of {BUDGET} tokens")
     assert stopped, f"{engines.name}: no reply ended before the budget of {BUDGET} tokens"
     by_stop_string = [out for out, _, _ in stopped if isinstance(out.stop_reason, str)]
     if vllm.spec.stop:
@@ -211,15 +214,50 @@ def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines, conver
             assert (hf.text, hf.tokens) == (mine.text, mine.tokens)
 
 
+class _SpecWithStop:
+    """A model spec whose stop strings are ``stop`` (``ModelSpec.stop`` is derived from its completion format)."""
+
+    def __init__(self, spec, stop: str):
+        self._spec, self.stop = spec, (stop,)
+
+    def __getattr__(self, name):
+        return getattr(self._spec, name)
+
+
+@slow
+def test_a_stop_string_met_in_a_reply_cuts_it_where_the_hf_engine_does(engines, conversations, greedy):
+    """Both engines given a stop string taken from the middle of a greedy reply end the reply where it begins
+    (vLLM's own stop, then the same cut of text and tokens as transformers)."""
+    hf_replies, vllm_replies = greedy
+    index = next(i for i, (hf, mine) in enumerate(zip(hf_replies, vllm_replies))
+                 if hf.token_ids == mine.token_ids and len(mine.text) >= 24)
+    text = vllm_replies[index].text
+    start = text.index(" ", len(text) // 2) if " " in text[len(text) // 2:] else len(text) // 2
+    stop = text[start:start + 6]
+    expected = text[:text.find(stop)]
+    saved = engines.vllm.spec, engines.hf.spec
+    engines.vllm.spec = engines.hf.spec = _SpecWithStop(saved[0], stop)
+    try:
+        ((mine,),) = engines.vllm.generate(conversations[index:index + 1], max_new_tokens=BUDGET)
+        ((hf,),) = engines.hf.generate(conversations[index:index + 1], max_new_tokens=BUDGET)
+        _, prompt_ids = engines.vllm._encode(conversations[index:index + 1])
+        params = generation_params(prompt_ids, max_new_tokens=BUDGET, temperature=0.0, top_p=1.0, n=1, seed=0,
+                                   stop=[stop])
+        (raw,) = [request.outputs[0] for request in engines.vllm._run(prompt_ids, params)]
+    finally:
+        engines.vllm.spec, engines.hf.spec = saved
+    assert (raw.finish_reason, raw.stop_reason) == ("stop", stop)
+    assert mine.text == expected == hf.text, (stop, mine.text, hf.text)
+    assert (mine.tokens, mine.token_ids) == (hf.tokens, hf.token_ids)
+    assert len(mine.token_ids) < len(vllm_replies[index].token_ids)
+
+
 def _vllm_processes() -> list[psutil.Process]:
     """vLLM's engine core and worker processes (they name themselves VLLM::...)."""
     return [p for p in psutil.Process().children(recursive=True) if p.name().startswith("VLLM::")]
 
 
 @slow
-@pytest.mark.xfail(strict=False, reason="failed for both models in the fresh-clone verification run of 2026-12-01: "
-                                        "the fresh engine's reply had the same text and tokens but other logprobs "
-                                        "(now compared within LOGPROB_ATOL); not yet rerun")
 def test_close_frees_the_engine_so_a_second_one_starts(engines, conversations, greedy):
     """Runs last for each model: replaces the module's engine by a fresh one, which must answer the same."""
     _, vllm_replies = greedy
