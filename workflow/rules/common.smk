@@ -163,10 +163,13 @@ def subset_size(split):
     return config["subset"]["max_test" if split == "test" else "max_train"]
 
 
+def dataset_pass_settings(dataset, pass_name):
+    """The generation settings ``pass_name`` reads, with the token budget of this dataset's task type only."""
+    return pass_settings(pass_name, config["generation"], [dataset_info(dataset)["task_type"]])
+
+
 def generation_settings(wildcards):
-    """The generation settings this pass reads, with the token budget of this dataset's task type only."""
-    task_types = [dataset_info(wildcards.dataset)["task_type"]]
-    return pass_settings(wildcards.pass_name, config["generation"], task_types)
+    return dataset_pass_settings(wildcards.dataset, wildcards.pass_name)
 
 
 def judge_settings():
@@ -207,9 +210,15 @@ def greedy_replies(model, dataset, split):
     return path("replies", model=model, dataset=dataset, split=split, pass_name="greedy")
 
 
-def generate_inputs(wildcards):
+def cell_inputs(wildcards):
+    """What every model pass of a (model, dataset, split) reads: its questions and the model's weights."""
     inputs = {"questions": path("data", dataset=wildcards.dataset, split=wildcards.split)}
     inputs.update(model_inputs(wildcards.model))
+    return inputs
+
+
+def generate_inputs(wildcards):
+    inputs = cell_inputs(wildcards)
     if wildcards.pass_name in NEEDS_GREEDY:
         inputs["greedy"] = greedy_replies(wildcards.model, wildcards.dataset, wildcards.split)
     return inputs
@@ -224,15 +233,8 @@ def cell_outputs():
     return {name: paths.wildcard_path(RESULTS, model_pass_kind(name), pass_name=name) for name in CELL_PASSES}
 
 
-def cell_inputs(wildcards):
-    inputs = {"questions": path("data", dataset=wildcards.dataset, split=wildcards.split)}
-    inputs.update(model_inputs(wildcards.model))
-    return inputs
-
-
 def cell_settings(wildcards):
-    task_types = [dataset_info(wildcards.dataset)["task_type"]]
-    return {name: pass_settings(name, config["generation"], task_types) for name in CELL_PASSES}
+    return {name: dataset_pass_settings(wildcards.dataset, name) for name in CELL_PASSES}
 
 
 def cell_checkpoint_dirs(wildcards):

@@ -100,14 +100,17 @@ def generate_cell(*, model: str, outputs: Mapping[str, str], questions: str, eng
     items = load_questions(questions, max_questions, subset_seed)
     prompts = PromptSet.load()
     engine = build_engine(model, engine_options, model_dir, api_cache, threads)
+    greedy_table = None
     try:
         for pass_name in order:
-            greedy_table = read_parquet(outputs["greedy"]) if pass_name in NEEDS_GREEDY else None
             part_dir = checkpoint_dirs.get(pass_name)
             table = run_pass(pass_name, engine, items, prompts, dict(settings[pass_name]), grade=False,
-                             greedy=greedy_table, checkpoint_dir=Path(part_dir) if part_dir else None)
+                             greedy=greedy_table if pass_name in NEEDS_GREEDY else None,
+                             checkpoint_dir=Path(part_dir) if part_dir else None)
             write_parquet(table, outputs[pass_name])
             log.info("%s: %d rows", outputs[pass_name], len(table))
+            if pass_name == "greedy":
+                greedy_table = read_parquet(outputs["greedy"])  # once, as a follow-up pass job reads it
     finally:
         engine.close()
     for pass_name in order:
