@@ -199,8 +199,8 @@ def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines, conver
     stopped = [(out, hf, mine) for out, hf, mine in zip(raw, hf_replies, vllm_replies) if out.finish_reason == "stop"]
     if not stopped and vllm.spec.stop:
         # Diagnosed 2026-12-02: the Gemma 3 base model (completion format) runs on to the budget on every one
-        # of these questions, neither EOS nor its stop string comes (bench/truncation.py: 95-100 % of its
-        # embedded-default replies hit the budget). The test below cuts at a stop string taken from a reply.
+        # of these questions, neither EOS nor its stop string comes (95-100 % of its embedded-default replies
+        # hit the budget: results/metrics/truncation.parquet). The test below cuts at a stop string from a reply.
         pytest.skip(f"{engines.name}: none of the {len(raw)} replies ended before the budget of {BUDGET} tokens")
     assert stopped, f"{engines.name}: no reply ended before the budget of {BUDGET} tokens"
     by_stop_string = [out for out, _, _ in stopped if isinstance(out.stop_reason, str)]

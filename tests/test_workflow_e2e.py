@@ -83,6 +83,7 @@ def check_contracts(workdir: Path) -> None:
     routing = pd.read_parquet(results / "metrics" / "routing.parquet")
     assert {"apgr", "cpt20", "cpt50", "cpt80", "area"} <= set(routing.columns)
     assert len(pd.read_parquet(results / "metrics" / "findings.parquet")) > 0
+    check_truncation(workdir)
     from uqroute.uq.probes import load_probe
 
     if "ood_probe" in calibrated:
@@ -92,6 +93,25 @@ def check_contracts(workdir: Path) -> None:
         release = pd.read_parquet(results / "release" / SLM / f"{method}.parquet")
         assert set(release["source_dataset"]) <= set(datasets)
         assert set(zip(release["run"], release["seed"])) <= {(0, 50), (1, 51), (2, 52)}
+
+
+def check_truncation(workdir: Path) -> None:
+    """One row per generating pass table of the run, each under the budget its config gave that pass."""
+    results = workdir / "results"
+    generation = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["generation"]
+    answer, verbal = generation["max_new_tokens"], generation["verbal_max_new_tokens"]
+    truncation = pd.read_parquet(results / "metrics" / "truncation.parquet")
+    tables = {path.relative_to(results / "gen").with_suffix("").parts for path in (results / "gen").rglob("*.parquet")
+              if not path.name.endswith(".replies.parquet") and path.stem != "ptrue"}
+    assert set(truncation[["model", "dataset", "split", "pass_name"]].itertuples(index=False, name=None)) == tables
+    for row in truncation.itertuples():
+        expected = {"greedy": answer[row.task_type], "sample": answer[row.task_type],
+                    "verbal1s": answer[row.task_type] + verbal, "verbal2s": verbal}[row.pass_name]
+        # Text-only passes are re-tokenized, which can differ from the generated ids by a token.
+        assert row.budget == expected and row.max_tokens <= expected + (row.pass_name != "greedy"), row
+        if row.pass_name == "greedy":  # counted exactly from the stored token ids
+            tokens = pd.read_parquet(results / "gen" / row.model / row.dataset / row.split / "greedy.parquet")["tokens"]
+            assert (row.replies, row.at_budget) == (len(tokens), sum(len(t) == expected for t in tokens)), row
 
 
 def test_every_figure_family_is_drawn(finished_run):

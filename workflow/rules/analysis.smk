@@ -7,6 +7,7 @@ localrules:
     generalization,
     release_calibration,
     findings,
+    truncation,
     tables,
 
 
@@ -184,6 +185,28 @@ rule findings:
         "../../envs/analysis.yaml"
     script:
         "../scripts/findings.py"
+
+
+rule truncation:
+    """How often each pass's replies used their whole token budget: answers and confidences cut off."""
+    input:
+        unpack(lambda wildcards: truncation_inputs()),
+    output:
+        path("truncation"),
+    params:
+        budgets={key: config["generation"][key] for key in ("max_new_tokens", "verbal_max_new_tokens")},
+        tokenizers=tokenizer_sources(),
+        max_share=config["analysis"]["max_truncated_share"],
+    log:
+        f"{LOGS}/truncation.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/hidden.yaml"  # re-tokenizing needs transformers
+    script:
+        "../scripts/truncation.py"
 
 
 rule tables:

@@ -5,6 +5,7 @@
 from pathlib import Path
 
 from uqroute import paths
+from uqroute.analysis.truncation import GENERATING_PASSES
 from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files, dataset_info
 from uqroute.datasets import probe_training as dataset_probe_training
 from uqroute.engines.options import job_engine_options, job_gpus
@@ -419,9 +420,31 @@ def all_paper_figures():
     return [path("paper_figure", number=number, ext="pdf") for number in PAPER_FIGURES]
 
 
+def truncation_inputs():
+    """Every generating pass table the analysis reads, and the model folders that hold their tokenizers."""
+    slm_passes = [name for name in _slm_test_passes() if name in GENERATING_PASSES]
+    trained_on = {d for method in METHODS for dataset in DATASETS for d in _train_datasets(method, dataset)}
+    gen = [pass_output(slm, dataset, "test", name) for slm in SLMS for dataset in DATASETS for name in slm_passes]
+    gen += [pass_output(slm, dataset, "train", "greedy") for slm in SLMS for dataset in DATASETS if dataset in trained_on]
+    gen += [llm_greedy(llm, dataset) for llm in LLMS if llm not in SLMS for dataset in DATASETS]
+    # Only the greedy pass stores its token ids; the others are re-tokenized.
+    retokenized = SLMS if set(slm_passes) - {"greedy"} else []
+    return {"gen": gen, "models": [folder for slm in retokenized for folder in model_inputs(slm).values()]}
+
+
+def tokenizer_sources():
+    """Where each SLM's tokenizer loads from: its local folder (a GGUF model's) or its hub id."""
+    sources = {}
+    for slm in SLMS:
+        local = model_inputs(slm)
+        sources[slm] = local["model_dir"] if local else model_spec(slm).hub_id
+    return sources
+
+
 def all_tables():
     return [
         path("alignment"),
+        path("truncation"),
         path("routing_metrics"),
         path("relative_accuracy"),
         path("findings"),

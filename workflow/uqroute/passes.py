@@ -86,6 +86,21 @@ def pass_settings(pass_name: str, generation: Mapping[str, Any], task_types: Seq
     return settings
 
 
+def token_budget(pass_name: str, settings: Mapping[str, Any], task_type: str) -> int:
+    """The most tokens one reply of ``pass_name`` may have for a question of ``task_type``.
+
+    ``settings`` as :func:`pass_settings` returns them. A one-step verbal reply carries the answer (with
+    its reasoning) and then the confidence, so it gets both budgets; ptrue generates nothing.
+    """
+    if pass_name in ("greedy", "sample"):
+        return int(settings["max_new_tokens"][task_type])
+    if pass_name == "verbal1s":
+        return int(settings["max_new_tokens"][task_type]) + int(settings["verbal_max_new_tokens"])
+    if pass_name == "verbal2s":
+        return int(settings["verbal_max_new_tokens"])
+    raise ValueError(f"pass {pass_name!r} has no token budget (generating passes: greedy, sample, verbal1s, verbal2s)")
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -237,8 +252,6 @@ def run_pass(
     ids = [str(r["id"]) for r in records]
     task_types = [str(r["task_type"]) for r in records]
     _check_settings(pass_name, settings, task_types)
-    budgets = settings.get("max_new_tokens", {})
-    verbal_budget = int(settings.get("verbal_max_new_tokens", 0))
     seed = int(settings.get("seed", 0))
 
     if pass_name in NEEDS_GREEDY:
@@ -252,22 +265,13 @@ def run_pass(
         conversations = [prompts.answer(r) for r in records]
 
     def params_for(task_type: str) -> dict[str, Any]:
-        if pass_name == "greedy":
-            return {"max_new_tokens": int(budgets[task_type]), "temperature": 0.0, "n": 1}
+        if pass_name == "ptrue":
+            return {"candidates": list(prompts.ptrue_candidates)}
+        params = {"max_new_tokens": token_budget(pass_name, settings, task_type), "temperature": 0.0, "n": 1}
         if pass_name == "sample":
-            return {
-                "max_new_tokens": int(budgets[task_type]),
-                "temperature": float(settings["sample_temperature"]),
-                "top_p": float(settings["top_p"]),
-                "n": int(settings["n_samples"]),
-                "seed": seed,
-            }
-        if pass_name == "verbal1s":
-            # One reply carries the answer (with its reasoning) and then the confidence.
-            return {"max_new_tokens": int(budgets[task_type]) + verbal_budget, "temperature": 0.0, "n": 1}
-        if pass_name == "verbal2s":
-            return {"max_new_tokens": verbal_budget, "temperature": 0.0, "n": 1}
-        return {"candidates": list(prompts.ptrue_candidates)}
+            params.update(temperature=float(settings["sample_temperature"]), top_p=float(settings["top_p"]),
+                          n=int(settings["n_samples"]), seed=seed)
+        return params
 
     def compute(task_type: str, positions: list[int]) -> pd.DataFrame:
         convs = [conversations[i] for i in positions]

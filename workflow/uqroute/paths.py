@@ -33,6 +33,8 @@ TEMPLATES: dict[str, str] = {
     "routing_metrics": "metrics/routing.parquet",
     "relative_accuracy": "metrics/relative_accuracy.parquet",
     "findings": "metrics/findings.parquet",
+    # How often each pass's replies used their whole token budget (cut off).
+    "truncation": "metrics/truncation.parquet",
     "findings_html": "metrics/findings.html",
     # Figures: one stem per figure, drawn as PDF and PNG ({ext}).
     "figure_auroc_heatmaps": "figures/auroc_heatmaps.{ext}",

@@ -5,7 +5,8 @@ Every job that reads many cells takes their paths only; each cell's coordinates 
 
 from __future__ import annotations
 
-from typing import Sequence
+import logging
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from ..io import read_parquet, write_parquet, write_text
 from ..paths import cell_of, kind_of
 
 UQ_READ = ["id", "confidence", "correct", "valid"]
+log = logging.getLogger(__name__)
 
 
 def ratio_grid(step: float) -> np.ndarray:
@@ -124,3 +126,50 @@ def findings(*, alignment: str, routing: str, relative: str, generalization: Seq
                            distances=distribution_distances(tagged(uq, "uq")))
     write_parquet(table, output)
     write_text(table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a"), html)
+
+
+def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str, str], max_share: float,
+               output: str) -> None:
+    """How often each pass table's replies used their whole token budget, and how many of those loop
+    (``uqroute.analysis.truncation``).
+
+    ``budgets``: the config's ``generation.max_new_tokens`` and ``verbal_max_new_tokens``; ``tokenizers``:
+    where each model's tokenizer loads from (its folder or hub id), for the passes that store text only.
+    """
+    from ..analysis.truncation import reply_tokens, truncation_row, truncation_table
+    from ..datasets import dataset_info
+    from ..passes import token_budget
+
+    loaded: dict[str, object] = {}
+
+    def tokenize_with(model: str):
+        if model not in loaded:
+            if model not in tokenizers:
+                raise KeyError(f"no tokenizer source for model {model!r} (its text-only passes need one)")
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(tokenizers[model])
+            loaded[model] = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+        return loaded[model]
+
+    rows = []
+    for path in gen:
+        cell = cell_of(path, "gen")
+        task_type = dataset_info(cell["dataset"])["task_type"]
+        try:
+            budget = token_budget(cell["pass_name"], budgets, task_type)
+        except KeyError as missing:
+            key = missing.args[0]
+            key = f"max_new_tokens.{key}" if key == task_type else key
+            raise KeyError(f"{path}: config key generation.{key} is missing (the {cell['pass_name']} budget of "
+                           f"a {task_type} dataset)") from None
+        table = read_parquet(path)
+        text_only = "tokens" not in table.columns
+        replies, slack = reply_tokens(table, cell["pass_name"], tokenize_with(cell["model"]) if text_only else None)
+        row = {**cell, "task_type": task_type, **truncation_row(replies, budget, slack)}
+        if row["cut_off_share"] > max_share:
+            log.warning("%s: %d of %d replies (%.1f %%) were cut off at the budget of %d tokens without looping "
+                        "(limit %.1f %%; %d more loop)", path, row["at_budget"] - row["looping"], row["replies"],
+                        100 * row["cut_off_share"], budget, 100 * max_share, row["looping"])
+        rows.append(row)
+    write_parquet(truncation_table(rows, max_share), output)

@@ -1,0 +1,162 @@
+"""Replies cut off by their token budget (rule truncation), counted on real SmolLM2-135M replies to real questions."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+from uqroute.analysis.truncation import (
+    TRUNCATION_COLUMNS,
+    repeats_itself,
+    reply_tokens,
+    truncation_row,
+    truncation_table,
+)
+from uqroute.io import read_parquet, write_parquet
+from uqroute.passes import run_pass, token_budget
+
+SLM = "smollm2-135m"
+# Small on purpose: the multiple-choice budget cuts SmolLM2's replies, the math budget leaves room to stop.
+SETTINGS = {
+    "max_new_tokens": {"mcq": 4, "tf": 4, "ff_num": 160, "ff_text": 8},
+    "verbal_max_new_tokens": 6,
+    "verbal1s_reasoning": [],
+    "part_size": 4,
+}
+BUDGETS = {key: SETTINGS[key] for key in ("max_new_tokens", "verbal_max_new_tokens")}
+
+
+@pytest.fixture(scope="module")
+def questions(data_dir) -> dict[str, pd.DataFrame]:
+    from uqroute.datasets import load_split, take_subset
+
+    return {name: take_subset(load_split(name, "test", data_dir), 3, 50) for name in ("gsm8k", "commonsenseqa")}
+
+
+@pytest.fixture(scope="module")
+def greedy(smollm2_engine, questions) -> dict[str, pd.DataFrame]:
+    from uqroute.prompts import PromptSet
+
+    return {name: run_pass("greedy", smollm2_engine, table, PromptSet.load(), SETTINGS, grade=False)
+            for name, table in questions.items()}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+def gen_file(root, dataset: str, pass_name: str, table: pd.DataFrame) -> str:
+    path = root / "results" / "gen" / SLM / dataset / "test" / f"{pass_name}.parquet"
+    write_parquet(table, path)
+    return str(path)
+
+
+def test_each_pass_has_the_budget_its_replies_were_generated_with():
+    assert token_budget("greedy", SETTINGS, "ff_num") == 160
+    assert token_budget("sample", SETTINGS, "mcq") == 4
+    assert token_budget("verbal1s", SETTINGS, "mcq") == 4 + 6  # the answer, then its confidence
+    assert token_budget("verbal2s", SETTINGS, "ff_num") == 6
+    with pytest.raises(ValueError, match="ptrue"):
+        token_budget("ptrue", SETTINGS, "mcq")
+
+
+@pytest.mark.slow
+def test_greedy_replies_are_counted_exactly_from_their_tokens(greedy):
+    replies = greedy["commonsenseqa"]
+    tokens, slack = reply_tokens(replies, "greedy")
+    assert slack == 0 and tokens == [list(t) for t in replies["tokens"]]
+    row = truncation_row(tokens, budget=4, slack=slack)
+    # The engine never goes past the budget, and SmolLM2 says more than four tokens about an option.
+    assert row["max_tokens"] <= 4 and row["at_budget"] == sum(len(t) == 4 for t in replies["tokens"]) >= 1
+    assert row["replies"] == 3 and row["share"] == pytest.approx(row["at_budget"] / 3)
+
+
+@pytest.mark.slow
+def test_a_text_only_table_is_counted_within_one_token_of_its_generated_ids(greedy, tokenizer):
+    tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    for name, replies in greedy.items():
+        budget = SETTINGS["max_new_tokens"]["mcq" if name == "commonsenseqa" else "ff_num"]
+        generated, _ = reply_tokens(replies, "greedy")
+        retokenized, slack = reply_tokens(replies.drop(columns="tokens"), "verbal2s", tokenize)
+        assert slack == 1
+        assert all(abs(len(a) - len(b)) <= 1 for a, b in zip(retokenized, generated)), name
+        # Within one token, so the count never misses a cut-off reply and adds only replies one token short.
+        exact, near = truncation_row(generated, budget, 0), truncation_row(generated, budget - 1, 0)
+        assert exact["at_budget"] <= truncation_row(retokenized, budget, slack)["at_budget"] <= near["at_budget"]
+
+
+# Verbatim SmolLM2-135M-Instruct replies that used their whole budget (embedded default data, paper budgets,
+# 2026-12-02): two caught in a loop, two cut off in the middle of an explanation.
+LOOPING = [
+    "A. 99.9999999999999999999999999999999999999999999999999999999999",  # CommonsenseQA, verbal 2-stage, 64
+    "1. 2 x 2 = 4\n2. 2 x 2 = 4\n3. 2 x 2 = 4\n4. 2 x 2 = 4\n5. 2 x 2 = 4\n6. 2 x 2 = ",  # GSM8K, verbal 2-stage
+]
+CUT_OFF = [
+    "No, I do not have to have a wicket keeper in cricket. In cricket, there is no rule stating a team must play "
+    "a wicket-keeper",  # BoolQ, greedy, 32 tokens
+    "No, physical address and MAC address are not the same. Physical address refers to the physical location of a "
+    "device, while MAC address refers to the MAC address,",  # BoolQ, greedy, 32 tokens
+]
+
+
+def test_a_reply_that_repeats_itself_is_told_from_one_cut_off(tokenizer):
+    tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    assert [repeats_itself(tokenize(text)) for text in LOOPING + CUT_OFF] == [True, True, False, False]
+    replies = [tokenize(text) for text in LOOPING + CUT_OFF] + [tokenize("No.")]
+    budget = min(map(len, replies[:4]))
+    row = truncation_row(replies, budget, slack=0)
+    # A larger budget would finish the two cut-off replies, never the loops: only they count against it.
+    assert (row["at_budget"], row["looping"]) == (4, 2) and row["cut_off_share"] == pytest.approx(2 / 5)
+    assert not repeats_itself([]) and not repeats_itself(tokenize("No."))
+
+
+def test_a_text_only_table_needs_a_tokenizer():
+    with pytest.raises(ValueError, match="tokenizer"):
+        reply_tokens(pd.DataFrame({"id": ["q"], "response": ["B"]}), "verbal2s")
+    with pytest.raises(ValueError, match="ptrue"):
+        reply_tokens(pd.DataFrame({"id": ["q"], "p_true": [0.5]}), "ptrue")
+
+
+def test_shares_of_cut_off_replies_above_the_limit_are_marked():
+    loop = [7] * 12  # one token over and over
+    rows = [{"model": SLM, "dataset": "boolq", "split": "test", "pass_name": "greedy", "task_type": "tf",
+             **truncation_row(replies, budget=4, slack=0)}
+            for replies in ([[1, 2, 3, 4], [1], [1, 2]], [loop, loop + [7] * 4, [1, 2]], [[1], [2, 3], [4]])]
+    table = truncation_table(rows, max_share=0.01)
+    assert list(table.columns) == TRUNCATION_COLUMNS
+    assert table["at_budget"].tolist() == [1, 2, 0] and table["looping"].tolist() == [0, 2, 0]
+    assert table["over_limit"].tolist() == [True, False, False]
+
+
+@pytest.mark.slow
+def test_the_job_counts_every_pass_table_and_warns_about_cut_off_ones(greedy, smollm2_dir, tmp_path, caplog):
+    from uqroute.jobs.analysis import truncation
+
+    text_only = greedy["commonsenseqa"].drop(columns=["tokens", "token_logprobs", "prompt"])
+    paths = [gen_file(tmp_path, name, "greedy", table) for name, table in greedy.items()]
+    paths.append(gen_file(tmp_path, "commonsenseqa", "verbal2s", text_only))
+    output = tmp_path / "truncation.parquet"
+    with caplog.at_level(logging.WARNING, logger="uqroute.jobs.analysis"):
+        truncation(gen=paths, budgets=BUDGETS, tokenizers={SLM: str(smollm2_dir)}, max_share=0.01,
+                   output=str(output))
+    table = read_parquet(output)
+    assert table[["dataset", "pass_name", "budget"]].values.tolist() == [
+        ["gsm8k", "greedy", 160], ["commonsenseqa", "greedy", 4], ["commonsenseqa", "verbal2s", 6]]
+    assert (table["model"] == SLM).all() and (table["split"] == "test").all() and (table["replies"] == 3).all()
+    cut = table[table["over_limit"]]
+    assert len(cut) >= 1 and all(paths[i] in caplog.text for i in cut.index)
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == len(cut)
+
+
+def test_a_budget_missing_from_the_config_names_the_file_and_key(tmp_path):
+    from uqroute.jobs.analysis import truncation
+
+    path = gen_file(tmp_path, "boolq", "verbal2s", pd.DataFrame({"id": ["q"], "response": ["True"]}))
+    with pytest.raises(KeyError, match="verbal2s.parquet.*verbal_max_new_tokens"):
+        truncation(gen=[path], budgets={"max_new_tokens": {"tf": 4}}, tokenizers={}, max_share=0.01,
+                   output=str(tmp_path / "out.parquet"))
