@@ -109,6 +109,7 @@ def check_truncation(workdir: Path) -> None:
                     "verbal1s": answer[row.task_type] + verbal, "verbal2s": verbal}[row.pass_name]
         # Text-only passes are re-tokenized, which can differ from the generated ids by a token.
         assert row.budget == expected and row.max_tokens <= expected + (row.pass_name != "greedy"), row
+        assert row.uncounted == 0, row  # every engine here stores tokens or has a tokenizer
         if row.pass_name == "greedy":  # counted exactly from the stored token ids
             tokens = pd.read_parquet(results / "gen" / row.model / row.dataset / row.split / "greedy.parquet")["tokens"]
             assert (row.replies, row.at_budget) == (len(tokens), sum(len(t) == expected for t in tokens)), row

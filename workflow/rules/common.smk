@@ -5,14 +5,13 @@
 from pathlib import Path
 
 from uqroute import paths
-from uqroute.analysis.truncation import GENERATING_PASSES
 from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files, dataset_info
 from uqroute.datasets import probe_training as dataset_probe_training
 from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.gguf import check_model_files
 from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
-from uqroute.passes import GRADED_PASSES, NEEDS_GREEDY, PASS_NAMES, pass_settings
+from uqroute.passes import GENERATING_PASSES, GRADED_PASSES, NEEDS_GREEDY, PASS_NAMES, pass_settings
 from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
 
 RESULTS = "results"
@@ -424,21 +423,24 @@ def truncation_inputs():
     """Every generating pass table the analysis reads, and the model folders that hold their tokenizers."""
     slm_passes = [name for name in _slm_test_passes() if name in GENERATING_PASSES]
     trained_on = {d for method in METHODS for dataset in DATASETS for d in _train_datasets(method, dataset)}
+    if released_probe_methods():
+        trained_on = set(DATASETS)  # a released probe learns from the train split of every dataset
     gen = [pass_output(slm, dataset, "test", name) for slm in SLMS for dataset in DATASETS for name in slm_passes]
     gen += [pass_output(slm, dataset, "train", "greedy") for slm in SLMS for dataset in DATASETS if dataset in trained_on]
     gen += [llm_greedy(llm, dataset) for llm in LLMS if llm not in SLMS for dataset in DATASETS]
-    # Only the greedy pass stores its token ids; the others are re-tokenized.
-    retokenized = SLMS if set(slm_passes) - {"greedy"} else []
-    return {"gen": gen, "models": [folder for slm in retokenized for folder in model_inputs(slm).values()]}
+    return {"gen": gen, "models": [path("model_dir", model=slm) for slm in _retokenized_slms() if model_spec(slm).is_gguf]}
+
+
+def _retokenized_slms():
+    """SLMs with a pass that stores text only (every pass but greedy): their replies are re-tokenized."""
+    return SLMS if set(_slm_test_passes()) & (set(GENERATING_PASSES) - {"greedy"}) else []
 
 
 def tokenizer_sources():
-    """Where each SLM's tokenizer loads from: its local folder (a GGUF model's) or its hub id."""
-    sources = {}
-    for slm in SLMS:
-        local = model_inputs(slm)
-        sources[slm] = local["model_dir"] if local else model_spec(slm).hub_id
-    return sources
+    """Where each re-tokenized SLM's tokenizer loads from: a GGUF model's fp32 folder, else its hub id (None
+    for an API-only model: the job then reports its text-only replies as uncounted)."""
+    return {slm: path("model_dir", model=slm) if model_spec(slm).is_gguf else model_spec(slm).hub_id
+            for slm in _retokenized_slms()}
 
 
 def all_tables():

@@ -35,6 +35,8 @@ from .checkpoint import open_checkpoint
 from .engines.base import Conversation, Engine
 
 PASS_NAMES = ("greedy", "sample", "verbal1s", "verbal2s", "ptrue")
+# Passes that generate free text under a token budget (ptrue reads one next-token distribution).
+GENERATING_PASSES = ("greedy", "sample", "verbal1s", "verbal2s")
 # Passes whose answers are graded. The model pass writes their replies; grading (rule or LLM judge) is a
 # step of its own, so a change of judge never reruns a model.
 GRADED_PASSES = ("greedy", "verbal1s")
@@ -98,7 +100,7 @@ def token_budget(pass_name: str, settings: Mapping[str, Any], task_type: str) ->
         return int(settings["max_new_tokens"][task_type]) + int(settings["verbal_max_new_tokens"])
     if pass_name == "verbal2s":
         return int(settings["verbal_max_new_tokens"])
-    raise ValueError(f"pass {pass_name!r} has no token budget (generating passes: greedy, sample, verbal1s, verbal2s)")
+    raise ValueError(f"pass {pass_name!r} has no token budget (generating passes: {', '.join(GENERATING_PASSES)})")
 
 
 # --------------------------------------------------------------------------- helpers

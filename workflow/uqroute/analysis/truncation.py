@@ -9,7 +9,9 @@ rest are the replies a larger budget could finish, and their share is what ``ove
 
 The greedy pass stores the tokens it generated, so its count is exact. The other passes store text
 only; their replies are re-tokenized, which can differ from the generated ids by a token at the
-edges, so a reply within one token of its budget counts as having reached it.
+edges, so a reply within one token of its budget counts as having reached it. An endpoint that
+reports no logprobs leaves a greedy reply without tokens: its length is unknown, so it is counted
+as ``uncounted`` and left out of the shares rather than taken for an empty reply.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-# Passes that generate free text under a token budget (ptrue reads one next-token distribution).
-GENERATING_PASSES = ("greedy", "sample", "verbal1s", "verbal2s")
-TRUNCATION_COLUMNS = ["model", "dataset", "split", "pass_name", "task_type", "budget", "replies", "at_budget",
-                      "looping", "share", "cut_off_share", "max_tokens", "over_limit"]
+from ..passes import GENERATING_PASSES
+
+TRUNCATION_COLUMNS = ["model", "dataset", "split", "pass_name", "task_type", "budget", "replies", "uncounted",
+                      "at_budget", "looping", "share", "cut_off_share", "max_tokens", "over_limit"]
 # A reply loops when fewer than 60 % of the 4-token runs in its second half are distinct. Measured on
 # SmolLM2-135M at the paper's budgets: its loops (one line or one digit over and over) score 0.3-0.6, its
 # finished explanations and solutions 0.7-1.0; loops that count up ("Step 5: 26 + 1 = 27") score 0.7-0.8
@@ -31,12 +33,15 @@ LOOP_NGRAM, LOOP_DISTINCT = 4, 0.6
 
 
 def reply_tokens(table: pd.DataFrame, pass_name: str,
-                 tokenize: Callable[[str], Sequence] | None = None) -> tuple[list[Sequence], int]:
-    """The tokens of each reply of a pass table, and the slack of their count (0 exact, 1 re-tokenized)."""
+                 tokenize: Callable[[str], Sequence] | None = None) -> tuple[list[Sequence | None], int]:
+    """The tokens of each reply of a pass table (None: not known), and the slack of their count (0 exact,
+    1 re-tokenized)."""
     if pass_name not in GENERATING_PASSES:
         raise ValueError(f"pass {pass_name!r} generates no replies; passes: {', '.join(GENERATING_PASSES)}")
     if "tokens" in table.columns:
-        return [list(tokens) for tokens in table["tokens"]], 0
+        responses = table["response"].fillna("") if "response" in table.columns else [""] * len(table)
+        return [list(tokens) if len(tokens) or not response else None
+                for tokens, response in zip(table["tokens"], responses)], 0
     if tokenize is None:
         raise ValueError(f"a {pass_name} table stores text only: counting its tokens needs the model's tokenizer")
     return [list(tokenize(text)) for text in table["response"].fillna("")], 1
@@ -49,20 +54,25 @@ def repeats_itself(tokens: Sequence, n: int = LOOP_NGRAM, distinct: float = LOOP
     return bool(runs) and len(set(runs)) < distinct * len(runs)
 
 
-def truncation_row(replies: Sequence[Sequence], budget: int, slack: int) -> dict:
-    """Replies, how many reached ``budget`` (within ``slack``), how many of those loop, and the shares."""
+def truncation_row(replies: Sequence[Sequence | None], budget: int, slack: int) -> dict:
+    """Replies, how many have no known length, how many reached ``budget`` (within ``slack``), how many of
+    those loop, and their shares of the counted replies (NaN when none is counted)."""
     if budget < 1:
         raise ValueError(f"token budget must be at least 1, got {budget}")
-    reached = [tokens for tokens in replies if len(tokens) >= budget - slack]
+    counted = [tokens for tokens in replies if tokens is not None]
+    reached = [tokens for tokens in counted if len(tokens) >= budget - slack]
     looping = sum(repeats_itself(tokens) for tokens in reached)
-    n = len(replies)
-    return {"budget": int(budget), "replies": n, "at_budget": len(reached), "looping": looping,
-            "share": len(reached) / n if n else 0.0, "cut_off_share": (len(reached) - looping) / n if n else 0.0,
-            "max_tokens": max(map(len, replies), default=0)}
+    n = len(counted)
+    return {"budget": int(budget), "replies": len(replies), "uncounted": len(replies) - n,
+            "at_budget": len(reached), "looping": looping,
+            "share": len(reached) / n if n else float("nan"),
+            "cut_off_share": (len(reached) - looping) / n if n else float("nan"),
+            "max_tokens": max(map(len, counted), default=0)}
 
 
 def truncation_table(rows: list[dict], max_share: float) -> pd.DataFrame:
-    """One row per pass table; ``over_limit``: more than ``max_share`` of its replies cut off but not looping."""
+    """One row per pass table; ``over_limit``: more than ``max_share`` of its counted replies cut off but not
+    looping."""
     table = pd.DataFrame(rows, columns=[c for c in TRUNCATION_COLUMNS if c != "over_limit"])
     table["over_limit"] = table["cut_off_share"] > max_share
     return table[TRUNCATION_COLUMNS]

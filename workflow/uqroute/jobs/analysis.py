@@ -128,13 +128,14 @@ def findings(*, alignment: str, routing: str, relative: str, generalization: Seq
     write_text(table.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a"), html)
 
 
-def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str, str], max_share: float,
+def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str, str | None], max_share: float,
                output: str) -> None:
     """How often each pass table's replies used their whole token budget, and how many of those loop
     (``uqroute.analysis.truncation``).
 
     ``budgets``: the config's ``generation.max_new_tokens`` and ``verbal_max_new_tokens``; ``tokenizers``:
-    where each model's tokenizer loads from (its folder or hub id), for the passes that store text only.
+    where each model's tokenizer loads from (its folder or hub id; None for a model without one), for the
+    passes that store text only.
     """
     from ..analysis.truncation import reply_tokens, truncation_row, truncation_table
     from ..datasets import dataset_info
@@ -143,13 +144,18 @@ def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str,
     loaded: dict[str, object] = {}
 
     def tokenize_with(model: str):
+        """The model's tokenizer as a function of text, or None when it has none (an API-only model)."""
         if model not in loaded:
             if model not in tokenizers:
                 raise KeyError(f"no tokenizer source for model {model!r} (its text-only passes need one)")
-            from transformers import AutoTokenizer
+            source = tokenizers[model]
+            if source is None:
+                loaded[model] = None
+            else:
+                from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(tokenizers[model])
-            loaded[model] = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+                tokenizer = AutoTokenizer.from_pretrained(source)
+                loaded[model] = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
         return loaded[model]
 
     rows = []
@@ -165,11 +171,19 @@ def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str,
                            f"a {task_type} dataset)") from None
         table = read_parquet(path)
         text_only = "tokens" not in table.columns
-        replies, slack = reply_tokens(table, cell["pass_name"], tokenize_with(cell["model"]) if text_only else None)
+        tokenize = tokenize_with(cell["model"]) if text_only else None
+        if text_only and tokenize is None:
+            replies, slack = [None] * len(table), 1
+        else:
+            replies, slack = reply_tokens(table, cell["pass_name"], tokenize)
         row = {**cell, "task_type": task_type, **truncation_row(replies, budget, slack)}
+        if row["uncounted"]:
+            why = "the model has no tokenizer to count them with" if text_only else "the endpoint reported no logprobs"
+            log.warning("%s: %d of %d replies have no known length (%s); the shares count the rest", path,
+                        row["uncounted"], row["replies"], why)
         if row["cut_off_share"] > max_share:
             log.warning("%s: %d of %d replies (%.1f %%) were cut off at the budget of %d tokens without looping "
-                        "(limit %.1f %%; %d more loop)", path, row["at_budget"] - row["looping"], row["replies"],
+                        "(limit %.1f %%; %d more loop)", path, row["at_budget"] - row["looping"], row["replies"] - row["uncounted"],
                         100 * row["cut_off_share"], budget, 100 * max_share, row["looping"])
         rows.append(row)
     write_parquet(truncation_table(rows, max_share), output)
