@@ -81,6 +81,29 @@ def test_auroc_heatmaps(tables, tmp_path):
     assert_written(figures.plot_auroc_heatmaps(tables["alignment"], tmp_path / "fig" / "auroc"), tmp_path)
 
 
+def test_auroc_heatmaps_have_the_papers_panels(tables, tmp_path, monkeypatch):
+    """Paper Figs 1 and 6-9: one heatmap per dataset, SLMs as rows and UQ methods as columns."""
+    from uqroute.datasets.registry import dataset_label
+    from uqroute.figures import alignment
+    from uqroute.uq.registry import method_label
+
+    drawn = []
+
+    class Recorded(alignment.Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            drawn.append(self)
+
+    monkeypatch.setattr(alignment, "Figure", Recorded)
+    figures.plot_auroc_heatmaps(tables["alignment"], tmp_path / "auroc")
+    panels = [ax for ax in drawn[0].axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [dataset_label(d) for d in ("gsm8k", "boolq", "piqa")]
+    for ax in panels:
+        assert [t.get_text() for t in ax.get_yticklabels()] == list(SLMS) and ax.get_ylabel() == "SLM"
+        assert [t.get_text() for t in ax.get_xticklabels()] == [method_label(m) for m in
+                                                                 ("perplexity", "verbal_2s", "ood_probe")]
+
+
 def test_routing_curves(tables, tmp_path):
     curves = tables["curves"][tables["curves"]["dataset"].isin(["gsm8k", "piqa"])]
     assert_written(figures.plot_routing_curves(curves, tmp_path / "routing"), tmp_path)
