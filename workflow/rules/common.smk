@@ -422,13 +422,14 @@ def all_paper_figures():
 def truncation_inputs():
     """Every generating pass table the analysis reads, and the model folders that hold their tokenizers."""
     slm_passes = [name for name in _slm_test_passes() if name in GENERATING_PASSES]
-    trained_on = {d for method in METHODS for dataset in DATASETS for d in _train_datasets(method, dataset)}
-    if released_probe_methods():
-        trained_on = set(DATASETS)  # a released probe learns from the train split of every dataset
+    # A released probe learns from the train split of every dataset; the others from those their methods name.
+    trained_on = set(DATASETS) if released_probe_methods() else {
+        d for method in METHODS for dataset in DATASETS for d in _train_datasets(method, dataset)}
     gen = [pass_output(slm, dataset, "test", name) for slm in SLMS for dataset in DATASETS for name in slm_passes]
     gen += [pass_output(slm, dataset, "train", "greedy") for slm in SLMS for dataset in DATASETS if dataset in trained_on]
     gen += [llm_greedy(llm, dataset) for llm in LLMS if llm not in SLMS for dataset in DATASETS]
-    return {"gen": gen, "models": [path("model_dir", model=slm) for slm in _retokenized_slms() if model_spec(slm).is_gguf]}
+    folders = [path("model_dir", model=slm) for slm in _retokenized_slms() if model_spec(slm).is_gguf]
+    return {"gen": gen, "models": folders}
 
 
 def _retokenized_slms():

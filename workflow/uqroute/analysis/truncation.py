@@ -39,9 +39,8 @@ def reply_tokens(table: pd.DataFrame, pass_name: str,
     if pass_name not in GENERATING_PASSES:
         raise ValueError(f"pass {pass_name!r} generates no replies; passes: {', '.join(GENERATING_PASSES)}")
     if "tokens" in table.columns:
-        responses = table["response"].fillna("") if "response" in table.columns else [""] * len(table)
         return [list(tokens) if len(tokens) or not response else None
-                for tokens, response in zip(table["tokens"], responses)], 0
+                for tokens, response in zip(table["tokens"], table["response"].fillna(""))], 0
     if tokenize is None:
         raise ValueError(f"a {pass_name} table stores text only: counting its tokens needs the model's tokenizer")
     return [list(tokenize(text)) for text in table["response"].fillna("")], 1

@@ -182,8 +182,9 @@ def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str,
             log.warning("%s: %d of %d replies have no known length (%s); the shares count the rest", path,
                         row["uncounted"], row["replies"], why)
         if row["cut_off_share"] > max_share:
-            log.warning("%s: %d of %d replies (%.1f %%) were cut off at the budget of %d tokens without looping "
-                        "(limit %.1f %%; %d more loop)", path, row["at_budget"] - row["looping"], row["replies"] - row["uncounted"],
-                        100 * row["cut_off_share"], budget, 100 * max_share, row["looping"])
+            log.warning("%s: %d of %d counted replies (%.1f %%) were cut off at the budget of %d tokens without "
+                        "looping (limit %.1f %%; %d more loop)", path, row["at_budget"] - row["looping"],
+                        row["replies"] - row["uncounted"], 100 * row["cut_off_share"], budget, 100 * max_share,
+                        row["looping"])
         rows.append(row)
     write_parquet(truncation_table(rows, max_share), output)
