@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--slms", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from uqroute.machine import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
 
     start = time.perf_counter()
     uq, llm_correct = synthetic_grid(args.slms, args.seed)

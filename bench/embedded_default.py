@@ -1,17 +1,20 @@
 """P2: wall time of `snakemake --cores 2` on the embedded default, from no results at all.
 
     python bench/embedded_default.py [--keep-models] [--overlay config/vllm-cpu.yaml]
+    ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python bench/embedded_default.py   # as on an AVX2-only CPU
 
 Moves an existing `results/` aside (restored afterwards unless the run succeeds), runs the whole
 DAG, then prints the wall time and the per-rule breakdown of the benchmark files. `--keep-models`
 keeps the converted fp32 model folders (measures the steady state a user sees after the first run).
 `--overlay` adds config files over config/config.yaml (config/vllm-cpu.yaml: generation on vLLM);
-the time vLLM engines took to start is summed from the generate job logs.
+the time vLLM engines took to start is summed from the generate job logs. Prints the CPU (model,
+PyTorch's capability, native bf16 or not, cores) and the dtype ``auto`` chose beside the figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -22,9 +25,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from summary import rule_breakdown  # noqa: E402
 
+from uqroute.engines.options import resolve_dtype  # noqa: E402
+from uqroute.machine import cpu_description  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 # uqroute.engines.vllm_engine.STARTUP_MESSAGE as it appears in a log.
+CAPS = ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")
 STARTUP_LINE = re.compile(r"vLLM engine started in ([0-9.]+) s")
+
+
+def capped() -> str:
+    """The PyTorch back-end caps in force (an AMX or AVX-512 BF16 CPU standing in for an AVX2-only one)."""
+    caps = [f"{name}={os.environ[name]}" for name in CAPS if os.environ.get(name)]
+    return f" capped by {' '.join(caps)}" if caps else ""
 
 
 def engine_startup_seconds(logs: Path) -> tuple[int, float]:
@@ -67,7 +80,8 @@ def main() -> None:
     started, startup = engine_startup_seconds(ROOT / "logs")
     print(f"\njobs: {int(table['jobs'].sum())}; sum of job times {table['total_s'].sum():.1f} s; "
           f"{started} vLLM engine start-ups took {startup:.1f} s of it")
-    print(f"P2 wall time: {wall:.1f} s ({wall / 60:.2f} min; target <= 10 min) "
+    print(f"CPU: {cpu_description()}{capped()}; dtype auto -> {resolve_dtype('auto', 'cpu')}")
+    print(f"P2 wall time: {wall:.1f} s ({wall / 60:.2f} min; target <= 5 min) "
           f"{'with' if args.keep_models else 'without'} pre-converted models, "
           f"config {' + '.join(['config/config.yaml', *args.overlay])}")
 

@@ -21,7 +21,7 @@ to raw ``LLM.generate`` of the same engine on the same prompt token ids and Samp
 build the raw sample run drops the seeds (seeded requests in one call crash its engine core; see
 ``vllm_overhead``), so its draws, and token counts, differ from the engine's.
 
-    .venv/bin/python bench/engine_throughput.py --engine vllm [--dtype bfloat16] [--eager]
+    .venv/bin/python bench/engine_throughput.py --engine vllm [--dtype auto|float32|bfloat16] [--eager]
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def vllm_overhead(args, spec, convs) -> int:
                 device="cpu", progress=False, max_num_batched_tokens=args.max_num_batched_tokens)
     start = time.perf_counter()
     engine = make_engine(spec, kind="vllm", model_dir=args.model_dir, **opts)
-    print(f"vLLM {args.dtype} max_num_batched_tokens {engine.seeded_token_budget} {'eager' if args.eager else 'compiled'}: engine started in "
+    print(f"vLLM {engine.dtype} max_num_batched_tokens {engine.seeded_token_budget} {'eager' if args.eager else 'compiled'}: engine started in "
           f"{time.perf_counter() - start:.1f} s; load average {os.getloadavg()[0]:.1f} (2 cores shared)")
     _, prompt_ids = engine._encode(convs)
     requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
@@ -163,7 +163,8 @@ def main() -> int:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--n-samples", type=int, default=5)
     parser.add_argument("--engine", choices=["hf", "vllm"], default="hf")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="bfloat16", help="--engine vllm only")
+    parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="--engine vllm only (auto: bfloat16 on a CPU with bf16 instructions, else float32)")
     parser.add_argument("--eager", action="store_true", help="--engine vllm: enforce_eager (no torch.compile)")
     parser.add_argument("--max-num-batched-tokens", type=int, default=None,
                         help="--engine vllm: the scheduler's prompt tokens per step (bounds the engine's seeded groups)")
@@ -171,6 +172,9 @@ def main() -> int:
     parser.add_argument("--sample-batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8],
                         help="prompts per batch when sampling (each decodes its n samples in the same batch)")
     args = parser.parse_args()
+    from uqroute.machine import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
 
     spec = model_spec("smollm2-135m")
     materialize(spec, args.model_dir)

@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--tensor-parallel-size", type=int, default=None)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     args = parser.parse_args()
+    from uqroute.machine import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
 
     problem = _missing_stack(args.device)
     if problem:

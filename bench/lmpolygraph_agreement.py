@@ -254,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "bench" / "lmpolygraph_agreement.csv",
                         help="per-question scores of both tools (CSV)")
     args = parser.parse_args(argv)
+    from uqroute.machine import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
 
     torch.set_num_threads(args.threads)
     start = time.perf_counter()

@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get("UQROUTE_DATA_DIR",
                                                                                REPO_ROOT.parent / "shared" / "data")))
     args = parser.parse_args()
+    from uqroute.machine import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
     print("load before:", _uptime())
     spec = model_spec("smollm2-135m")
     cache = Path(os.environ.get("UQROUTE_MODEL_CACHE", REPO_ROOT / "results" / "models"))

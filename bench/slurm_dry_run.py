@@ -57,6 +57,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    from uqroute.machine import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
     if not Path("/etc/slurm/slurm.conf").is_file():
         sys.exit("no /etc/slurm/slurm.conf: start a cluster first (tests/slurm/cluster.sh start)")
     with tempfile.TemporaryDirectory() as tmp:

@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                        help="the weights' dtype on both sides; the embedded default config runs bfloat16")
+                        help="the weights' dtype on both sides (the embedded default runs auto: bfloat16 on a bf16 CPU)")
     parser.add_argument("--polygraph-dtype", choices=["float32", "bfloat16"], default=None,
                         help="lm-polygraph's weights when they should differ from --dtype (default: the same)")
     parser.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="uqroute's engine")
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep its greedy calculator's attention maps and hidden states (eager attention)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    from uqroute.machine import cpu_description
+
+    print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
     polygraph_dtype = args.polygraph_dtype or args.dtype
 
     torch.set_num_threads(args.threads)

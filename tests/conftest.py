@@ -46,8 +46,10 @@ def smollm2_engine(smollm2_dir):
     from uqroute.models import model_spec
 
     # One thread: the test machine has two cores shared with other work, and oversubscribed
-    # threads slow a small model's prefill by an order of magnitude.
-    engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, threads=1)
+    # threads slow a small model's prefill by an order of magnitude. float32, pinned: the tests on this
+    # engine check what holds in float32 only (tokens independent of the batch, logprobs within 1e-4 of a
+    # plain forward pass); tests of what `auto` runs build their own engine or run the workflow.
+    engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, dtype="float32", threads=1)
     yield engine
     engine.close()
 

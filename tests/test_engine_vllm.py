@@ -30,6 +30,7 @@ import torch
 from uqroute import REPO_ROOT
 from uqroute.engines.vllm_engine import generation_params
 from uqroute.engines import make_engine
+from uqroute.engines.options import resolve_dtype
 from uqroute.models import model_spec
 
 DTYPE = "float32"
@@ -307,7 +308,8 @@ def fake_cuda_vllm(monkeypatch) -> list:
     return seen
 
 
-def test_tensor_parallel_cuda_settings_reach_the_llm(fake_cuda_vllm, smollm2_dir):
+def test_tensor_parallel_cuda_settings_reach_the_llm(fake_cuda_vllm, smollm2_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # an A100
     engine = make_engine(model_spec("smollm2-135m"), kind="vllm", model_dir=smollm2_dir, dtype="bfloat16",
                          tensor_parallel_size=2, gpu_memory_utilization=0.8, max_model_len=2048, seed=7,
                          batch_size=16, threads=4, device="cuda", progress=False)
@@ -318,7 +320,8 @@ def test_tensor_parallel_cuda_settings_reach_the_llm(fake_cuda_vllm, smollm2_dir
     assert engine.model_name == "smollm2-135m"
     # The registry's tensor parallel size and vLLM's defaults when the config sets nothing.
     make_engine(model_spec("llama-3.1-70b"), model_dir=smollm2_dir)
-    assert fake_cuda_vllm[1] == {"model": str(smollm2_dir), "dtype": "auto", "tensor_parallel_size": 4,
+    # dtype auto is resolved before vLLM sees it: bfloat16 on a GPU that computes it.
+    assert fake_cuda_vllm[1] == {"model": str(smollm2_dir), "dtype": "bfloat16", "tensor_parallel_size": 4,
                                  "gpu_memory_utilization": 0.9, "seed": 0, "enforce_eager": False}
 
 
@@ -336,11 +339,12 @@ def test_missing_vllm_names_the_model(monkeypatch, smollm2_dir):
 
 def test_the_hidden_pass_of_a_vllm_model_leaves_the_vllm_only_settings_out(smollm2_dir):
     """One `engines.<model>` entry (config/vllm-cpu.yaml) also builds the transformers engine of the hidden pass."""
-    overlay = dict(device="cpu", dtype="bfloat16", enforce_eager=True, kv_cache_memory_bytes=1 << 29,
+    overlay = dict(device="cpu", dtype="auto", enforce_eager=True, kv_cache_memory_bytes=1 << 29,
                    max_model_len=2048, gpu_memory_utilization=0.2, tensor_parallel_size=1)
     engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, progress=False, **overlay)
     try:
-        assert type(engine).__name__ == "HFEngine" and engine.model.dtype == torch.bfloat16
+        assert type(engine).__name__ == "HFEngine"
+        assert engine.model.dtype == getattr(torch, resolve_dtype("auto", "cpu")) == getattr(torch, engine.dtype)
     finally:
         engine.close()
 

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from uqroute.engines.options import resolve_dtype
+from uqroute.io import table_metadata
 from workflow_runs import DATASETS, LLM, METHODS, SLM, parquet_bytes, run_workflow, slice_config, tiny_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -84,6 +86,7 @@ def check_contracts(workdir: Path) -> None:
     assert {"apgr", "cpt20", "cpt50", "cpt80", "area"} <= set(routing.columns)
     assert len(pd.read_parquet(results / "metrics" / "findings.parquet")) > 0
     check_truncation(workdir)
+    check_dtypes(workdir)
     from uqroute.uq.probes import load_probe
 
     if "ood_probe" in calibrated:
@@ -93,6 +96,21 @@ def check_contracts(workdir: Path) -> None:
         release = pd.read_parquet(results / "release" / SLM / f"{method}.parquet")
         assert set(release["source_dataset"]) <= set(datasets)
         assert set(zip(release["run"], release["seed"])) <= {(0, 50), (1, 51), (2, 52)}
+
+
+def check_dtypes(workdir: Path) -> None:
+    """The config pins no dtype: every table a model wrote names the dtype its job chose on this machine,
+    and every model job's log says what ``auto`` became."""
+    expected = resolve_dtype("auto", "cpu")
+    tables = [path for folder in ("gen", "hidden") for path in (workdir / "results" / folder).rglob("*.parquet")]
+    assert tables
+    for path in tables:
+        assert table_metadata(path) == {"uqroute.dtype": expected}, path
+    logs = [path for rule in ("generate_replies", "generate", "generate_cell", "hidden_states")
+            for path in (workdir / "logs" / rule).rglob("*.log")]
+    assert logs
+    for path in logs:
+        assert f"dtype auto -> {expected} on cpu (" in path.read_text(), path
 
 
 def check_truncation(workdir: Path) -> None:

@@ -41,9 +41,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None) -> Path:
-    """Write ``df`` to ``path`` atomically (see :func:`atomic_path`)."""
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike, schema: pa.Schema | None = None,
+                  metadata: dict[str, str] | None = None) -> Path:
+    """Write ``df`` to ``path`` atomically (see :func:`atomic_path`), with ``metadata`` as the file's
+    key-value metadata (what made the table, e.g. :func:`table_metadata`'s ``uqroute.dtype``)."""
     table = pa.Table.from_pandas(df.reset_index(drop=True), schema=schema, preserve_index=False)
+    if metadata:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **{key.encode(): str(value).encode() for key, value in metadata.items()}})
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
     return Path(path)
@@ -60,6 +65,12 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
     return df
+
+
+def table_metadata(path: str | os.PathLike, prefix: str = "uqroute.") -> dict[str, str]:
+    """The key-value metadata of a Parquet file whose keys start with ``prefix``."""
+    found = pq.read_schema(path).metadata or {}
+    return {key.decode(): value.decode() for key, value in found.items() if key.decode().startswith(prefix)}
 
 
 def write_text(text: str, path: str | os.PathLike) -> Path:

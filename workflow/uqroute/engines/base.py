@@ -38,6 +38,8 @@ class Engine(Protocol):
     """What a pass needs from a model, whoever serves it."""
 
     model_name: str
+    # The weights' dtype after ``auto`` is resolved on this machine; None behind an API.
+    dtype: str | None
 
     def generate(
         self,

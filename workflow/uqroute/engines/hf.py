@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ..models import ModelSpec
 from .base import Completion, Conversation
+from .options import engine_dtype
 from .rendering import (
     build_completion,
     candidate_token_ids,
@@ -30,8 +31,6 @@ from .rendering import (
     render_prompt,
     sample_seed,
 )
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -53,7 +52,8 @@ class HFEngine:
     spec : registry entry (rendering: chat template or plain completion format, stop strings).
     model_path : HF folder (a materialized GGUF copy) or hub id.
     device : ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-    dtype : ``float32 | bfloat16 | float16 | auto`` (auto: the checkpoint's own dtype).
+    dtype : ``float32 | bfloat16 | float16 | auto`` (auto: the fastest on ``device``, see
+        :func:`uqroute.engines.options.resolve_dtype`); ``self.dtype`` is the one chosen.
     batch_size : prompts per batch; sampling decodes their ``n`` samples together
         (``batch_size * n`` rows sharing each prompt's prefill).
     threads : ``torch.set_num_threads`` (CPU); None leaves torch's default.
@@ -66,15 +66,14 @@ class HFEngine:
         model_path: str | os.PathLike,
         *,
         device: str = "cpu",
-        dtype: str = "float32",
+        dtype: str = "auto",
         batch_size: int = 8,
         threads: int | None = None,
         progress: bool = True,
     ) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if dtype != "auto" and dtype not in _DTYPES:
-            raise ValueError(f"model {spec.name}: dtype {dtype!r} not one of {sorted(_DTYPES) + ['auto']}")
+        self.dtype = engine_dtype(spec.name, "hf", dtype, device)
         if threads is not None:
             torch.set_num_threads(int(threads))
         self.spec = spec
@@ -83,9 +82,7 @@ class HFEngine:
         self.batch_size = int(batch_size)
         self.progress = progress
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-        self.model = AutoModelForCausalLM.from_pretrained(
-            str(model_path), dtype="auto" if dtype == "auto" else _DTYPES[dtype]
-        ).to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, self.dtype)).to(self.device)
         self.model.eval()
         self.eos_ids = eos_token_ids(self.tokenizer, self.model.config, getattr(self.model, "generation_config", None))
         if not self.eos_ids:

@@ -130,6 +130,7 @@ class OpenAIEngine:
             raise ValueError(f"{model_name}: token_limit_param must be max_tokens or max_completion_tokens, "
                              f"got {token_limit_param!r}")
         self.model_name = model_name
+        self.dtype = None  # the endpoint's weights are its own affair
         self.model = model
         self.max_retries = max_retries
         self.timeout = float(timeout)

@@ -19,8 +19,10 @@ KIND_ONLY: dict[str, frozenset[str]] = {
     "openai": frozenset({"base_url", "model", "api_key_env", "max_concurrency", "max_retries", "timeout"}),
 }
 WEIGHT_SETTINGS = frozenset({"device", "dtype"})
-# On a reserved GPU: the checkpoint's own dtype (bf16 for the paper's hub models), as vLLM's "auto" does.
-GPU_DTYPE = "auto"
+# What a config that pins no dtype runs: the machine's fastest (:func:`resolve_dtype`), decided on the machine
+# that runs the job, not on the one that plans the DAG (a SLURM login node may have another CPU or no GPU).
+AUTO_DTYPE = "auto"
+DTYPES = ("float32", "bfloat16", "float16")
 # vLLM's share of each GPU's memory for weights and KV cache (its own default).
 GPU_MEMORY_FRACTION = 0.9
 
@@ -45,8 +47,9 @@ def job_engine_options(spec: ModelSpec, configured: Mapping[str, Any], kind: str
 
     ``configured``: the config's ``engines.<model>`` (may be empty). Settings of another engine kind are
     dropped (a vLLM model's hidden-state job runs transformers); an API engine takes no device or dtype.
-    A transformers job that reserves a GPU (:func:`job_gpus`) runs on ``cuda`` in the checkpoint's dtype
-    unless the config says otherwise; vLLM places its own weights on the GPUs it is given.
+    A transformers job that reserves a GPU (:func:`job_gpus`) runs on ``cuda`` unless the config says
+    otherwise; vLLM places its own weights on the GPUs it is given. A model engine without a configured
+    dtype gets ``auto``, which the engine resolves on the machine it runs on (:func:`resolve_dtype`).
     """
     kind = _kind(spec, configured, kind)
     foreign = set().union(*(names for other, names in KIND_ONLY.items() if other != kind))
@@ -55,10 +58,50 @@ def job_engine_options(spec: ModelSpec, configured: Mapping[str, Any], kind: str
     options = {key: value for key, value in configured.items() if key != "kind" and key not in foreign}
     if kind == "hf" and job_gpus(spec, configured, kind):
         options.setdefault("device", "cuda")
-        options.setdefault("dtype", GPU_DTYPE)
     if kind == "vllm":
         options.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
         if job_gpus(spec, configured, kind):
-            options.setdefault("dtype", GPU_DTYPE)
             options.setdefault("gpu_memory_utilization", GPU_MEMORY_FRACTION)
+    if kind != "openai":
+        options.setdefault("dtype", AUTO_DTYPE)
     return {"kind": kind, **options}
+
+
+def resolve_dtype(dtype: str, device: str) -> str:
+    """The dtype an engine loads its weights in: ``dtype`` itself, or for ``auto`` the fastest on ``device``.
+
+    ``auto`` on CUDA: bfloat16 where the GPU computes it, else float16. On a CPU: bfloat16 only where the
+    CPU has bf16 instructions (AVX-512 BF16 or AMX, :func:`uqroute.machine.cpu_runs_bf16_natively`), else
+    float32, because emulated bf16 is slower than float32 (SmolLM2-135M prefill, 2 cores: 6.4x on an
+    AVX2-only EPYC). vLLM's CPU build gets the same rule: its linear layers run on PyTorch's CPU GEMMs,
+    which emulate bf16 on such a CPU just the same (bench/README.md measures both engines).
+    """
+    if dtype != AUTO_DTYPE:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r} not one of {[*DTYPES, AUTO_DTYPE]}")
+        return dtype
+    if str(device).startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    from ..machine import cpu_runs_bf16_natively
+
+    return "bfloat16" if cpu_runs_bf16_natively() else "float32"
+
+
+def engine_dtype(model: str, kind: str, dtype: str, device: str) -> str:
+    """:func:`resolve_dtype` for an engine of ``model``: errors name the model, and the job log records the
+    dtype chosen with the machine it was chosen for, so runs on different machines can be told apart."""
+    import logging
+
+    try:
+        resolved = resolve_dtype(dtype, device)
+    except ValueError as err:
+        raise ValueError(f"model {model}: {err}") from None
+    where = device
+    if not str(device).startswith("cuda"):
+        from ..machine import cpu_description
+
+        where = f"{device} ({cpu_description()})"
+    logging.getLogger(__name__).info("model %s (%s): dtype %s -> %s on %s", model, kind, dtype, resolved, where)
+    return resolved

@@ -59,6 +59,7 @@ import numpy as np
 
 from ..models import ModelSpec
 from .base import Completion, Conversation, EngineError
+from .options import engine_dtype
 from .rendering import (
     build_completion,
     candidate_token_ids,
@@ -253,12 +254,15 @@ class VLLMEngine:
         # others for the front end), so two jobs running side by side would share one core.
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self._vllm = vllm
+        # vLLM's own "auto" takes the checkpoint's dtype (float32 for the embedded models' converted copies);
+        # ours takes the machine's fastest, as the transformers engine does.
+        self.dtype = engine_dtype(spec.name, "vllm", dtype, device or _platform(vllm) or "cuda")
         self.spec = spec
         self.model_name = spec.name
         self.progress = progress
         kwargs: dict[str, Any] = {
             "model": str(model_path),
-            "dtype": dtype,
+            "dtype": self.dtype,
             "tensor_parallel_size": int(tensor_parallel_size),
             "gpu_memory_utilization": float(gpu_memory_utilization),
             # Samples carry their own per-request seeds; this pins whatever else vLLM draws,

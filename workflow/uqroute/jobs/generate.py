@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from ..io import read_parquet, write_parquet
+from ..io import read_parquet, table_metadata, write_parquet
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,17 @@ def build_judge(judge: Mapping[str, Any], api_cache: str | None = None):
     return LLMJudge(build_engine(judge["model"], judge.get("engine_options", {}), api_cache=api_cache))
 
 
-def _write_pass_table(table: pd.DataFrame, output: str, checkpoint_dir: str | None) -> None:
+def made_with(engine) -> dict[str, str]:
+    """What a model's table records of its engine (Parquet key-value metadata): the weights' dtype as
+    chosen on the machine that ran it, so tables made on a bf16 CPU and on an AVX2-only one differ there."""
+    return {} if engine.dtype is None else {"uqroute.dtype": engine.dtype}
+
+
+def _write_pass_table(table: pd.DataFrame, output: str, checkpoint_dir: str | None, metadata: dict[str, str]) -> None:
     """The table first, then the finished-batch parts it was assembled from."""
     from ..checkpoint import BatchCheckpoint
 
-    write_parquet(table, output)
+    write_parquet(table, output, metadata=metadata)
     if checkpoint_dir:
         BatchCheckpoint(Path(checkpoint_dir)).finish()
 
@@ -71,7 +77,7 @@ def generate(*, model: str, pass_name: str, questions: str, output: str, engine_
                          checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
     finally:
         engine.close()
-    _write_pass_table(table, output, checkpoint_dir)
+    _write_pass_table(table, output, checkpoint_dir, made_with(engine))
 
 
 def generate_cell(*, model: str, outputs: Mapping[str, str], questions: str, engine_options: Mapping[str, Any],
@@ -107,7 +113,7 @@ def generate_cell(*, model: str, outputs: Mapping[str, str], questions: str, eng
             table = run_pass(pass_name, engine, items, prompts, dict(settings[pass_name]), grade=False,
                              greedy=greedy_table if pass_name in NEEDS_GREEDY else None,
                              checkpoint_dir=Path(part_dir) if part_dir else None)
-            write_parquet(table, outputs[pass_name])
+            write_parquet(table, outputs[pass_name], metadata=made_with(engine))
             log.info("%s: %d rows", outputs[pass_name], len(table))
             if pass_name == "greedy":
                 greedy_table = read_parquet(outputs["greedy"])  # once, as a follow-up pass job reads it
@@ -125,7 +131,7 @@ def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, A
 
     table = grade_pass(pass_name, read_parquet(replies), read_parquet(questions), build_judge(judge, api_cache))
     log.info("%s: %d of %d answers correct", output, int(table["correct"].sum()), len(table))
-    write_parquet(table, output)
+    write_parquet(table, output, metadata=table_metadata(replies))  # the graded table names its replies' dtype
 
 
 def hidden_states(*, model: str, questions: str, greedy: str, output: str, engine_options: Mapping[str, Any],
@@ -142,4 +148,4 @@ def hidden_states(*, model: str, questions: str, greedy: str, output: str, engin
                            checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
     finally:
         engine.close()
-    _write_pass_table(table, output, checkpoint_dir)
+    _write_pass_table(table, output, checkpoint_dir, made_with(engine))

@@ -38,7 +38,7 @@ DEFAULTS: dict[str, Any] = {
         "model": None,
         "kind": "hf",
         "model_dir": None,
-        "engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 16, "threads": 1},
+        "engine_options": {"device": "cpu", "dtype": "auto", "batch_size": 16, "threads": 1},
         "base_url": None,
         "api_model": None,
         "api_key_env": None,
