@@ -10,8 +10,35 @@ import pytest
 from uqroute import REPO_ROOT
 
 DATA_DIR = Path(os.environ.get("UQROUTE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+# Rows of each local dataset file's (test, train) split: the paper's test sizes, as SOURCES.md counts them.
+LOCAL_ROWS = {
+    "gsm8k": (1319, 7473),
+    "aqua": (254, 254),
+    "multiarith": (180, 420),
+    "svamp": (300, 700),
+    "boolq": (3270, 9427),
+    "commonsenseqa": (1221, 9741),
+    "hellaswag": (10042, 3368),
+    "openbookqa": (500, 4957),
+    "piqa": (1838, 5000),
+    "social_iqa": (1954, 5000),
+    "truthfulqa": (164, 653),
+    "winogrande": (1267, 5000),
+    "mmlu": (14042, 1816),
+}
 # The workflow keeps its fp32 copies of GGUF models here too, so tests and runs convert each model once.
 MODEL_CACHE = Path(os.environ.get("UQROUTE_MODEL_CACHE", REPO_ROOT / "results" / "models"))
+
+
+# Fixtures that load a model (or run the DAG with one): a test that asks for any of them is `slow`, so the
+# quick tier (`pytest -m "not slow"`) never converts or loads a model.
+MODEL_FIXTURES = frozenset({"smollm2_dir", "gemma3_dir", "smollm2_engine", "model_dirs", "slice_run"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from conftest import LOCAL_ROWS
 from uqroute import datasets as uqroute_datasets
 from uqroute.datasets import (
     ITEM_COLUMNS,
@@ -21,22 +22,6 @@ from uqroute.datasets import (
     take_subset,
 )
 
-# Row counts of the local files (test = the paper's test sizes, SOURCES.md).
-LOCAL_ROWS = {
-    "gsm8k": (1319, 7473),
-    "aqua": (254, 254),
-    "multiarith": (180, 420),
-    "svamp": (300, 700),
-    "boolq": (3270, 9427),
-    "commonsenseqa": (1221, 9741),
-    "hellaswag": (10042, 3368),
-    "openbookqa": (500, 4957),
-    "piqa": (1838, 5000),
-    "social_iqa": (1954, 5000),
-    "truthfulqa": (164, 653),
-    "winogrande": (1267, 5000),
-    "mmlu": (14042, 1816),
-}
 LOCAL = tuple(LOCAL_ROWS)
 
 

@@ -33,6 +33,8 @@ from uqroute.engines import make_engine
 from uqroute.engines.options import resolve_dtype
 from uqroute.models import model_spec
 
+pytestmark = pytest.mark.vllm  # the real engine, or a fake vllm module where CUDA is needed
+
 DTYPE = "float32"
 # Replies: how many identical token for token (counted, asserted to be most), and at the first
 # divergence of the others how far apart (nats, under transformers) the two chosen tokens may be.
@@ -360,6 +362,7 @@ def test_the_cpu_build_hands_seeded_requests_over_in_whole_prefill_groups():
     assert sum(map(len, token_budget_groups([100] * 50, 2048))) == 50
 
 
+@slow
 def test_gpu_smoke_bench_runs_on_the_cpu_build(smollm2_dir):
     """bench/gpu_smoke.py with --device cpu: the GPU node's smoke checks (greedy, samples, p(True)) run in CI."""
     result = subprocess.run(

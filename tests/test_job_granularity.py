@@ -1,38 +1,24 @@
 """generation.one_job_per: cell plans one model job per SLM test cell and writes what the per-pass jobs write.
 
-The dry runs are fast; the byte comparison runs the real SmolLM2 on the tiny slice, one cell, and compares
+The dry runs are fast (planned in the test process); the byte comparison runs the real SmolLM2 on the tiny slice, one cell, and compares
 with the per-pass tables of the shared slice run (conftest.py).
 """
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from test_paper_grid import job_counts, planned_jobs
-from workflow_runs import SLM, SNAKEMAKE, run_workflow, slice_config, tiny_config
-from uqroute import REPO_ROOT
+from workflow_runs import SLM, count_rules, outputs, plan, run_workflow, slice_config, tiny_config
 
 MODEL_JOB_RULES = ("generate", "generate_replies", "generate_cell")
 
 
-def dry_run(workdir: Path, config: dict, *targets: str) -> subprocess.CompletedProcess:
+def dry_run(workdir: Path, config: dict, *targets: str) -> list[dict]:
+    """The jobs a dry run of ``config`` plans in ``workdir`` (in this process)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [str(SNAKEMAKE), *targets, "-n", "--cores", "1", "--snakefile", str(REPO_ROOT / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(workdir / "config.yaml")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
-
-
-def planned_outputs(result: subprocess.CompletedProcess) -> set[str]:
-    return {output for job in planned_jobs(result.stdout) for output in job["output"]}
+    return plan(workdir, *targets, config=config)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +33,7 @@ def plans(tmp_path_factory, data_dir):
 
 
 def test_one_job_per_cell_makes_the_same_files_with_fewer_model_jobs(plans):
-    per_pass, per_cell = job_counts(plans["pass"].stdout), job_counts(plans["cell"].stdout)
+    per_pass, per_cell = count_rules(plans["pass"]), count_rules(plans["cell"])
     datasets = len(tiny_config(Path("."))["datasets"])
     # Per pass: the SLM's 5 test passes (3 ungraded + 2 graded), its train greedy and the LLM's greedy, per dataset.
     assert (per_pass["generate"], per_pass["generate_replies"]) == (3 * datasets, 2 * datasets + 2 * datasets)
@@ -56,13 +42,13 @@ def test_one_job_per_cell_makes_the_same_files_with_fewer_model_jobs(plans):
     assert per_cell["generate_cell"] == datasets
     assert "generate" not in per_cell and per_cell["generate_replies"] == 2 * datasets
     assert sum(per_cell.get(rule, 0) for rule in MODEL_JOB_RULES) == 3 * datasets
-    assert planned_outputs(plans["pass"]) == planned_outputs(plans["cell"])
+    assert outputs(plans["pass"]) == outputs(plans["cell"])
     for rule in set(per_pass) - set(MODEL_JOB_RULES):
         assert per_cell[rule] == per_pass[rule], rule
 
 
 def test_a_cell_job_writes_every_pass_file_of_its_cell(plans):
-    cells = [job for job in planned_jobs(plans["cell"].stdout) if job["rule"] == "generate_cell"]
+    cells = [job for job in plans["cell"] if job["rule"] == "generate_cell"]
     for job in cells:
         wildcards = job["wildcards"]
         assert wildcards["model"] == SLM and wildcards["split"] == "test"
@@ -76,7 +62,7 @@ def test_asking_for_one_pass_file_reruns_only_its_cell(tmp_path, data_dir):
     config = tiny_config(data_dir)
     config["generation"]["one_job_per"] = "cell"
     target = f"results/gen/{SLM}/boolq/test/sample.parquet"
-    jobs = planned_jobs(dry_run(tmp_path, config, target).stdout)
+    jobs = dry_run(tmp_path, config, target)
     model_jobs = [job for job in jobs if job["rule"] in MODEL_JOB_RULES]
     assert [(job["rule"], job["wildcards"]["dataset"]) for job in model_jobs] == [("generate_cell", "boolq")]
 
@@ -85,7 +71,7 @@ def test_a_cell_with_one_pass_keeps_its_pass_job(tmp_path, data_dir):
     config = tiny_config(data_dir)
     config["generation"]["one_job_per"] = "cell"
     config["methods"] = ["avg_token_prob", "perplexity"]  # both read the greedy pass only
-    counts = job_counts(dry_run(tmp_path, config).stdout)
+    counts = count_rules(dry_run(tmp_path, config))
     assert "generate_cell" not in counts and "generate" not in counts
 
 

@@ -8,7 +8,6 @@ table and the dataset registry, so they follow the grid when the config changes.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -25,8 +24,10 @@ from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES
 from uqroute.passes import GRADED_PASSES
 from uqroute.uq import PROBE_METHODS, pass_requirements
+from workflow_runs import EMBEDDED_CONFIG, count_rules, lint, plan, plan_error, printed_job_counts, printed_jobs
 
-pytestmark = pytest.mark.slow
+# The paper grid's dry runs through the SLURM profile (a CLI feature) run as subprocesses: slow.
+slow = pytest.mark.slow
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PAPER = REPO_ROOT / "config" / "paper.yaml"
@@ -60,39 +61,6 @@ def snakemake(args: list[str], workdir: Path, *, profile: bool = False) -> subpr
     result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    """The first 'Job stats' table of a dry run: rule -> number of jobs."""
-    if "Job stats:" not in stdout:
-        return {}
-    lines = stdout.split("Job stats:", 1)[1].strip().splitlines()[2:]
-    counts = {}
-    for line in lines:
-        name, count = line.split()
-        if name == "total":
-            break
-        counts[name] = int(count)
-    return counts
-
-
-def planned_jobs(stdout: str) -> list[dict]:
-    """Every job block of a verbose dry run: rule, input, output, wildcards and resources (values as printed)."""
-    jobs, job = [], None
-    for line in stdout.splitlines():
-        header = re.match(r"^(?:local)?rule (\w+):$", line)
-        if header:
-            job = {"rule": header.group(1), "input": [], "output": [], "wildcards": {}, "resources": {}}
-            jobs.append(job)
-            continue
-        if job is None or not line.startswith("    "):
-            continue
-        key, _, value = line.strip().partition(": ")
-        if key in ("input", "output"):
-            job[key] = value.split(", ")
-        elif key in ("wildcards", "resources"):
-            job[key] = dict(item.split("=", 1) for item in value.split(", "))
-    return jobs
 
 
 def expected_counts(config: dict) -> dict[str, int]:
@@ -158,7 +126,7 @@ def passes_present(paper_dry_run, tmp_path_factory) -> Path:
     """A results folder holding every model output of the grid (data, graded passes, hidden states) and nothing else,
     all older than the checkout: the state after copying the Parquet files into a fresh clone."""
     workdir = tmp_path_factory.mktemp("reviewer")
-    for job in planned_jobs(paper_dry_run[0].stdout):
+    for job in printed_jobs(paper_dry_run[0].stdout):
         if job["rule"] in MODEL_RULES | {"grade"}:  # the pass tables, graded
             for output in job["output"]:
                 path = workdir / output
@@ -185,16 +153,18 @@ def test_paper_config_is_the_papers_grid():
         model_spec(name)  # KeyError naming the model if the registry lacks it
 
 
+@slow
 def test_dry_run_plans_the_whole_grid(paper_dry_run):
     result, seconds = paper_dry_run
     print(f"paper dry run: {seconds:.1f} s wall")
-    assert job_counts(result.stdout) == expected_counts(paper_config())
+    assert printed_job_counts(result.stdout) == expected_counts(paper_config())
 
 
+@slow
 def test_no_calibration_set_learns_from_its_holdout_dataset(paper_dry_run):
     """Issue 13 item 8: follow each hold-out calibration set's inputs back to the files they were made from
     (down to train splits); none belongs to the hold-out dataset."""
-    jobs = planned_jobs(paper_dry_run[0].stdout)
+    jobs = printed_jobs(paper_dry_run[0].stdout)
     made_by = {output: job for job in jobs for output in job["output"]}
 
     def sources(path, seen):
@@ -219,9 +189,10 @@ def test_no_calibration_set_learns_from_its_holdout_dataset(paper_dry_run):
     assert checked == expected_counts(paper_config())["calibration_set"]
 
 
+@slow
 def test_model_jobs_request_their_gpus_and_nothing_else_does(paper_dry_run):
     config = paper_config()
-    jobs = planned_jobs(paper_dry_run[0].stdout)
+    jobs = printed_jobs(paper_dry_run[0].stdout)
     assert len(jobs) == sum(expected_counts(config).values())
     for job in jobs:
         resources, where = job["resources"], f"{job['rule']} {job['wildcards']}"
@@ -270,40 +241,40 @@ def test_every_job_that_reserves_a_gpu_runs_its_model_there():
     assert job_gpus(spec, configured) == 0 and job_engine_options(spec, configured) == {"kind": "openai"}
 
 
-def test_lint_is_clean():
-    command = [str(SNAKEMAKE), "--lint", "--configfile", "config/paper.yaml"]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+def test_lint_is_clean(tmp_path, capsys):
+    assert not lint(tmp_path, [PAPER]), capsys.readouterr().out[-3000:]
 
 
 def test_one_cell_builds_only_what_it_needs(tmp_path):
     config = paper_config()
     slm, dataset = config["slms"][0], config["datasets"][0]
-    result = snakemake([f"results/uq/{slm}/{dataset}/perplexity.parquet", "--quiet", "rules"], tmp_path)
-    assert job_counts(result.stdout) == {"dataset": 1, "generate_replies": 1, "grade": 1, "uq": 1}
+    jobs = plan(tmp_path, f"results/uq/{slm}/{dataset}/perplexity.parquet", configfiles=[PAPER])
+    assert count_rules(jobs) == {"dataset": 1, "generate_replies": 1, "grade": 1, "uq": 1}
 
 
+@slow
 def test_reviewer_rebuilds_figures_without_a_model(passes_present):
     config = paper_config()
     n_slm, n_llm, n_data = len(config["slms"]), len(config["llms"]), len(config["datasets"])
     # The scripts of a fresh clone are newer than the copied Parquet files, and Snakemake's code trigger
     # compares them: with the default triggers every model job is planned again.
-    default = job_counts(snakemake(["figures", "--quiet", "rules"], passes_present).stdout)
+    default = printed_job_counts(snakemake(["figures", "--quiet", "rules"], passes_present).stdout)
     assert default.get("generate") and default.get("dataset")
-    planned = job_counts(snakemake(["figures", "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
+    planned = printed_job_counts(snakemake(["figures", "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
     assert not MODEL_RULES & set(planned), planned
     assert planned["figure_routing_curves"] == n_llm * n_data
     assert planned["figure_confidence_distributions"] == n_slm
     assert planned["figures"] == 1
 
 
+@slow
 def test_reviewer_names_a_figure_by_its_number(passes_present):
     """`snakemake paper_figures` draws results/paper/fig1.pdf ... fig17.pdf from the tables, without a model."""
     result = snakemake(["paper_figures", "--rerun-triggers", "mtime"], passes_present)
-    planned = job_counts(result.stdout)
+    planned = printed_job_counts(result.stdout)
     assert not MODEL_RULES & set(planned), planned
     assert planned["paper_figure"] == len(PAPER_FIGURES) == 17 and planned["paper_figures"] == 1
-    jobs = {job["wildcards"]["number"]: job for job in planned_jobs(result.stdout) if job["rule"] == "paper_figure"}
+    jobs = {job["wildcards"]["number"]: job for job in printed_jobs(result.stdout) if job["rule"] == "paper_figure"}
     assert sorted(jobs, key=int) == [str(n) for n in range(1, 18)]
     assert jobs["2"]["output"] == ["results/paper/fig2.pdf", "results/paper/fig2.png"]
     # Fig. 2 reads only the routing curves of its two (LLM, dataset) pairs: every SLM and method of each.
@@ -316,27 +287,24 @@ def test_reviewer_names_a_figure_by_its_number(passes_present):
 
 def test_a_paper_figure_outside_the_paper_grid_names_what_is_missing(tmp_path):
     """The embedded default has neither Llama-3.1-70B nor GPT-4o-mini: asking for Fig. 2 says so."""
-    command = [str(SNAKEMAKE), "-n", "results/paper/fig2.pdf", "--cores", "1", "--snakefile",
-               str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile",
-               str(REPO_ROOT / "config" / "config.yaml")]
-    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    log = result.stdout + result.stderr
-    assert result.returncode != 0
+    log = plan_error(tmp_path, "results/paper/fig2.pdf", configfiles=[EMBEDDED_CONFIG])
     assert "paper figure 2" in log and "needs LLM gpt-4o-mini, LLM llama-3.1-70b" in log and "config/paper.yaml" in log
 
 
+@slow
 def test_forcerun_on_a_pass_reruns_it_and_what_reads_it(passes_present):
     config = paper_config()
     slm, dataset = config["slms"][0], config["datasets"][0]
     target = f"results/uq/{slm}/{dataset}/p_true.parquet"
-    unforced = job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
+    unforced = printed_job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
     assert unforced == {"uq": 1}
-    forced = job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime", "--forcerun", "generate",
+    forced = printed_job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime", "--forcerun", "generate",
                                    "generate_replies"], passes_present).stdout)
     # p(True) reads the greedy pass (replies, then grading) and the ptrue pass.
     assert forced == {"generate": 1, "generate_replies": 1, "grade": 1, "uq": 1}
 
 
+@slow
 def test_a_cell_job_reserves_its_models_gpu(tmp_path):
     """generation.one_job_per: cell on the SLURM profile: the job making an SLM's test passes asks for its
     GPU partition and one GPU, like the pass jobs it replaces, and runs long enough for all five passes."""
@@ -344,11 +312,11 @@ def test_a_cell_job_reserves_its_models_gpu(tmp_path):
     slm, dataset = config["slms"][0], config["datasets"][0]
     target = f"results/gen/{slm}/{dataset}/test/sample.parquet"
     result = snakemake([target, "--config", "generation={one_job_per: cell}"], tmp_path, profile=True)
-    jobs = [job for job in planned_jobs(result.stdout) if job["rule"] in GPU_RULES]
+    jobs = [job for job in printed_jobs(result.stdout) if job["rule"] in GPU_RULES]
     assert [job["rule"] for job in jobs] == ["generate_cell"]
     resources = jobs[0]["resources"]
     assert (resources["gpu"], resources["slurm_partition"], resources["nodes"]) == ("1", GPU_PARTITION, "1")
-    per_pass = planned_jobs(snakemake([target], tmp_path / "per-pass", profile=True).stdout)
+    per_pass = printed_jobs(snakemake([target], tmp_path / "per-pass", profile=True).stdout)
     sample_job = next(job for job in per_pass if job["rule"] == "generate")
     assert int(resources["runtime"]) > int(sample_job["resources"]["runtime"])
     assert {output.rsplit("/", 1)[1] for output in jobs[0]["output"]} == {

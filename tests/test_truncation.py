@@ -6,6 +6,9 @@ import logging
 
 import pandas as pd
 import pytest
+import yaml
+
+from conftest import DATA_DIR
 
 from uqroute.analysis.truncation import (
     TRUNCATION_COLUMNS,
@@ -16,6 +19,7 @@ from uqroute.analysis.truncation import (
 )
 from uqroute.io import read_parquet, write_parquet
 from uqroute.passes import run_pass, token_budget
+from workflow_runs import EMBEDDED_CONFIG, plan
 
 SLM = "smollm2-135m"
 # Small on purpose: the multiple-choice budget cuts SmolLM2's replies, the math budget leaves room to stop.
@@ -197,12 +201,11 @@ def test_a_budget_missing_from_the_config_names_the_file_and_key(tmp_path):
 
 
 def planned_truncation_inputs(tmp_path, overrides: dict) -> list[str]:
-    from test_config_validation import dry_run
-
-    result = dry_run(tmp_path, overrides, "results/metrics/truncation.parquet")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    job = result.stdout.split("rule truncation:", 1)[1]
-    return next(line for line in job.splitlines() if line.strip().startswith("input:")).split(": ", 1)[1].split(", ")
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"data_dir": str(DATA_DIR), **overrides}))
+    (job,) = [job for job in plan(tmp_path, "results/metrics/truncation.parquet", configfiles=[EMBEDDED_CONFIG, override])
+              if job["rule"] == "truncation"]
+    return job["input"]
 
 
 def test_the_train_replies_a_released_probe_learns_from_are_counted(tmp_path):

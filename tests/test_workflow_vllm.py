@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-import test_workflow_e2e as e2e
-from workflow_runs import LLM, METHODS, SLM, run_workflow, tiny_config
+from workflow_runs import (LLM, METHODS, SLM, check_contracts, check_figures, check_model_passes_ran_once, run_workflow,
+                           tiny_config)
 from uqroute import REPO_ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.vllm]
 
 DATASETS = ["multiarith", "commonsenseqa"]
 OVERLAY = REPO_ROOT / "config" / "vllm-cpu.yaml"
@@ -45,12 +45,13 @@ def test_generation_ran_on_vllm_and_hidden_states_on_transformers(vllm_run):
 
 
 def test_every_contract_table_exists(vllm_run):
-    e2e.check_contracts(vllm_run[0])
+    check_contracts(vllm_run[0])
 
 
 def test_every_figure_family_is_drawn(vllm_run):
-    e2e.check_figures(vllm_run[0])
+    check_figures(vllm_run[0])
 
 
 def test_no_model_pass_runs_twice(vllm_run):
-    e2e.test_no_model_pass_runs_twice(vllm_run)
+    workdir, result = vllm_run
+    check_model_passes_ran_once(workdir, result.stdout + result.stderr)

@@ -1,21 +1,31 @@
-"""Helpers that run the embedded DAG on tiny slices of the real data with the real tiny models.
+"""What the test modules share: Snakemake runs of tiny slices of the real data with the real tiny models
+(a subprocess, as a user runs them), plans of the DAG made in the test process through Snakemake's API,
+the jobs a printed dry run lists, and the contract checks of a finished run.
 
-Shared by the end-to-end, SLURM and vLLM workflow tests; the slice run is a session fixture
-(conftest.py), so the determinism check and the SLURM check compare against one local run.
+The slice run is a session fixture (conftest.py), so the determinism check and the SLURM check compare
+against one local run. No test module imports another: what two of them need lives here.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import Any, Iterable
 
+import pandas as pd
 import yaml
 
 from uqroute import REPO_ROOT
+from uqroute.engines.options import resolve_dtype
+from uqroute.io import table_metadata
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+SNAKEFILE = REPO_ROOT / "Snakefile"
+EMBEDDED_CONFIG = REPO_ROOT / "config" / "config.yaml"
 DATASETS = ["multiarith", "commonsenseqa", "boolq", "piqa"]
 METHODS = ["avg_token_prob", "p_true", "perplexity", "jaccard_degree", "verbal_1s", "verbal_2s",
            "trained_probe", "ood_probe"]
@@ -63,3 +73,247 @@ def parquet_bytes(results: Path) -> dict[str, bytes]:
     """Every result table's bytes by relative path (checkpoints and model folders left out)."""
     return {str(path.relative_to(results)): path.read_bytes() for path in sorted(results.rglob("*.parquet"))
             if ".checkpoints" not in path.parts and "models" not in path.parts}
+
+
+# --------------------------------------------------------------------------- plans, in the test process
+
+
+def plan(workdir: Path, *targets: str, configfiles: Iterable[Path] = (), config: dict | None = None,
+         forcerun: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Every job a dry run of ``targets`` (default: the default target) plans in ``workdir``, through
+    Snakemake's API in this process: no interpreter start-up, no printed output to parse.
+
+    ``configfiles`` go over the workdir's config/config.yaml (as ``--configfile``); ``config`` is written
+    to ``workdir/config/config.yaml`` first. Each job is a dict with ``rule``, ``input``, ``output``
+    (lists of paths), ``wildcards`` and ``resources``. A config or data error raises (see :func:`plan_error`).
+    """
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
+                                          ResourceSettings)
+
+    if config is not None:
+        (workdir / "config").mkdir(parents=True, exist_ok=True)
+        (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    with SnakemakeApi(OutputSettings(quiet={Quietness.ALL})) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1),
+                                config_settings=ConfigSettings(configfiles=[Path(p) for p in configfiles]),
+                                snakefile=SNAKEFILE, workdir=workdir)
+        workflow.dag(DAGSettings(targets=frozenset(targets), forcerun=frozenset(forcerun))).execute_workflow(
+            executor="dryrun")
+        # The API hands out no DAG; its workflow object (private) holds the one the dry run built.
+        jobs = workflow._workflow.dag.needrun_jobs(exclude_finished=False)
+        return sorted(({"rule": job.rule.name, "input": [str(p) for p in job.input],
+                        "output": [str(p) for p in job.output], "wildcards": dict(job.wildcards),
+                        "resources": dict(job.resources)} for job in jobs),
+                      key=lambda job: (job["rule"], job["output"]))
+
+
+def lint(workdir: Path, configfiles: Iterable[Path]) -> bool:
+    """``snakemake --lint`` in this process: True when Snakemake printed any suggestion (the CLI exits 1)."""
+    from snakemake.api import SnakemakeApi
+    from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+    with SnakemakeApi(OutputSettings()) as api:
+        workflow = api.workflow(resource_settings=ResourceSettings(cores=1),
+                                config_settings=ConfigSettings(configfiles=[Path(p) for p in configfiles]),
+                                snakefile=SNAKEFILE, workdir=workdir)
+        return bool(workflow.lint())
+
+
+def plan_error(workdir: Path, *targets: str, **settings) -> str:
+    """The message (with its causes) of a plan that must fail: :func:`plan` with the same arguments."""
+    try:
+        plan(workdir, *targets, **settings)
+    except Exception as error:  # Snakemake wraps what the Snakefile raised; the causes name the key
+        messages = []
+        while error is not None and len(messages) < 10:
+            messages.append(f"{type(error).__name__}: {error}")
+            error = error.__cause__ or error.__context__
+        return "\n".join(messages)
+    raise AssertionError(f"planning {targets or 'the default target'} in {workdir} succeeded; it should fail")
+
+
+def count_rules(jobs: Iterable[dict]) -> dict[str, int]:
+    """Rule -> number of jobs."""
+    return dict(Counter(job["rule"] for job in jobs))
+
+
+def outputs(jobs: Iterable[dict]) -> set[str]:
+    return {output for job in jobs for output in job["output"]}
+
+
+# --------------------------------------------------------------------------- printed dry runs (CLI, profiles)
+
+
+def printed_job_counts(stdout: str) -> dict[str, int]:
+    """The first 'Job stats' table of a dry run's output: rule -> number of jobs."""
+    if "Job stats:" not in stdout:
+        return {}
+    lines = stdout.split("Job stats:", 1)[1].strip().splitlines()[2:]
+    counts = {}
+    for line in lines:
+        name, count = line.split()
+        if name == "total":
+            break
+        counts[name] = int(count)
+    return counts
+
+
+def printed_jobs(stdout: str) -> list[dict]:
+    """Every job block of a verbose dry run's output: rule, input, output, wildcards and resources (as printed)."""
+    jobs, job = [], None
+    for line in stdout.splitlines():
+        header = re.match(r"^(?:local)?rule (\w+):$", line)
+        if header:
+            job = {"rule": header.group(1), "input": [], "output": [], "wildcards": {}, "resources": {}}
+            jobs.append(job)
+            continue
+        if job is None or not line.startswith("    "):
+            continue
+        key, _, value = line.strip().partition(": ")
+        if key in ("input", "output"):
+            job[key] = value.split(", ")
+        elif key in ("wildcards", "resources"):
+            job[key] = dict(item.split("=", 1) for item in value.split(", "))
+    return jobs
+
+
+# --------------------------------------------------------------------------- contracts of a finished run
+
+
+def run_grid(workdir: Path) -> tuple[list[str], list[str], list[str]]:
+    """Datasets, methods and calibration methods of the run in ``workdir`` (its config/config.yaml)."""
+    config = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    return config["datasets"], config["methods"], config["calibration"]["methods"] or config["methods"]
+
+
+def check_contracts(workdir: Path) -> None:
+    """Every table of the run's grid exists with its contract's columns and rows."""
+    results = workdir / "results"
+    datasets, methods, calibrated = run_grid(workdir)
+    expected_columns = {
+        "greedy": {"id", "prompt", "response", "token_logprobs", "prediction", "correct"},
+        "sample": {"id", "sample_idx", "response", "prediction"},
+        "verbal1s": {"id", "response", "prediction", "correct", "verbal_confidence"},
+        "verbal2s": {"id", "response", "verbal_confidence"},
+        "ptrue": {"id", "p_true"},
+    }
+    for dataset in datasets:
+        questions = pd.read_parquet(results / "data" / dataset / "test.parquet")
+        assert len(questions) > 10, "data files hold the whole split"
+        for pass_name, columns in expected_columns.items():
+            table = pd.read_parquet(results / "gen" / SLM / dataset / "test" / f"{pass_name}.parquet")
+            assert columns <= set(table.columns), (dataset, pass_name)
+            assert table["id"].nunique() == 10
+        hidden = pd.read_parquet(results / "hidden" / SLM / dataset / "test.parquet")
+        assert {"id", "layer", "vector"} <= set(hidden.columns) and len(hidden) == 10
+        llm = pd.read_parquet(results / "gen" / LLM / dataset / "test" / "greedy.parquet")
+        assert set(llm["id"]) == set(hidden["id"]), "SLM and LLM answer the same questions"
+        for method in methods:
+            uq = pd.read_parquet(results / "uq" / SLM / dataset / f"{method}.parquet")
+            assert list(uq.columns[:5]) == ["id", "confidence", "prediction", "correct", "valid"]
+            assert len(uq) == 10, "rows a method cannot score are kept, marked invalid"
+            routing = pd.read_parquet(results / "routing" / SLM / LLM / dataset / f"{method}.parquet")
+            assert list(routing.columns[:4]) == ["ratio", "accuracy", "random_accuracy", "oracle_accuracy"]
+            assert len(routing) == 101
+            if method not in calibrated:
+                continue
+            calibration = pd.read_parquet(results / "calibration" / SLM / method / f"holdout-{dataset}.parquet")
+            assert dataset not in set(calibration["source_dataset"])
+            generalization = pd.read_parquet(results / "generalization" / SLM / LLM / method / f"{dataset}.parquet")
+            assert {"run", "target_ratio", "threshold", "achieved_ratio", "accuracy",
+                    "oracle_threshold_accuracy"} <= set(generalization.columns)
+    for dataset in datasets if "ood_probe" in calibrated else []:
+        # The OOD probe's calibration pool for each hold-out, scored by probes that never saw it.
+        pool = pd.read_parquet(results / "holdout-uq" / SLM / "ood_probe" / f"without-{dataset}.parquet")
+        assert set(pool["dataset"]) == set(datasets) - {dataset} and len(pool) == 10 * (len(datasets) - 1)
+    alignment = pd.read_parquet(results / "metrics" / "alignment.parquet")
+    assert len(alignment) == len(datasets) * len(methods)
+    assert {"slm", "dataset", "method", "n", "n_valid", "accuracy", "auroc", "prr", "aurc", "ece",
+            "brier"} <= set(alignment.columns)
+    routing = pd.read_parquet(results / "metrics" / "routing.parquet")
+    assert {"apgr", "cpt20", "cpt50", "cpt80", "area"} <= set(routing.columns)
+    assert len(pd.read_parquet(results / "metrics" / "findings.parquet")) > 0
+    check_truncation(workdir)
+    check_dtypes(workdir)
+    from uqroute.uq.probes import load_probe
+
+    if "ood_probe" in calibrated:
+        _, probe = load_probe(results / "release" / SLM / "ood_probe.probe.pt")
+        assert (probe["slm"], probe["method"], probe["layer"], probe["datasets"]) == (SLM, "ood_probe", -8, datasets)
+    for method in calibrated:
+        release = pd.read_parquet(results / "release" / SLM / f"{method}.parquet")
+        assert set(release["source_dataset"]) <= set(datasets)
+        assert set(zip(release["run"], release["seed"])) <= {(0, 50), (1, 51), (2, 52)}
+
+
+def check_dtypes(workdir: Path) -> None:
+    """The config pins no dtype: every table a model wrote names the dtype its job chose on this machine,
+    and every model job's log says what ``auto`` became."""
+    expected = resolve_dtype("auto", "cpu")
+    tables = [path for folder in ("gen", "hidden") for path in (workdir / "results" / folder).rglob("*.parquet")]
+    assert tables
+    for path in tables:
+        assert table_metadata(path) == {"uqroute.dtype": expected}, path
+    logs = [path for rule in ("generate_replies", "generate", "generate_cell", "hidden_states")
+            for path in (workdir / "logs" / rule).rglob("*.log")]
+    assert logs
+    for path in logs:
+        assert f"dtype auto -> {expected} on cpu (" in path.read_text(), path
+
+
+def check_truncation(workdir: Path) -> None:
+    """One row per generating pass table of the run, each under the budget its config gave that pass."""
+    results = workdir / "results"
+    generation = yaml.safe_load((workdir / "config" / "config.yaml").read_text())["generation"]
+    answer, verbal = generation["max_new_tokens"], generation["verbal_max_new_tokens"]
+    truncation = pd.read_parquet(results / "metrics" / "truncation.parquet")
+    tables = {path.relative_to(results / "gen").with_suffix("").parts for path in (results / "gen").rglob("*.parquet")
+              if not path.name.endswith(".replies.parquet") and path.stem != "ptrue"}
+    assert set(truncation[["model", "dataset", "split", "pass_name"]].itertuples(index=False, name=None)) == tables
+    for row in truncation.itertuples():
+        expected = {"greedy": answer[row.task_type], "sample": answer[row.task_type],
+                    "verbal1s": answer[row.task_type] + verbal, "verbal2s": verbal}[row.pass_name]
+        # Text-only passes are re-tokenized, which can differ from the generated ids by a token.
+        assert row.budget == expected and row.max_tokens <= expected + (row.pass_name != "greedy"), row
+        assert row.uncounted == 0, row  # every engine here stores tokens or has a tokenizer
+        if row.pass_name == "greedy":  # counted exactly from the stored token ids
+            tokens = pd.read_parquet(results / "gen" / row.model / row.dataset / row.split / "greedy.parquet")["tokens"]
+            assert (row.replies, row.at_budget) == (len(tokens), sum(len(t) == expected for t in tokens)), row
+
+
+def check_figures(workdir: Path) -> None:
+    figures = workdir / "results" / "figures"
+    datasets, _, _ = run_grid(workdir)
+    stems = [figures / "auroc_heatmaps", figures / "ratio_fidelity", figures / "confidence_distributions" / SLM]
+    for family in ("routing_curves", "relative_accuracy", "generalization"):
+        stems += [figures / family / LLM / dataset for dataset in datasets]
+    for stem in stems:
+        for suffix in (".pdf", ".png"):
+            path = stem.with_suffix(suffix)
+            assert path.stat().st_size > 1000, path
+
+
+def check_model_passes_ran_once(workdir: Path, log: str) -> None:
+    """Eight methods read five passes: each model pass is made by exactly one job, and grading is no model pass.
+    ``log``: what the run's Snakemake printed."""
+    gen_files = sorted((workdir / "results" / "gen").rglob("*.parquet"))
+    replies = [path for path in gen_files if path.name.endswith(".replies.parquet")]
+    graded = [path for path in gen_files if path.name in ("greedy.parquet", "verbal1s.parquet")]
+    model_outputs = [path for path in gen_files if path not in graded]
+    # Under generation.one_job_per: cell, one generate_cell job makes every pass file of its cell.
+    cell_benchmarks = workdir / "benchmarks" / "generate_cell"
+    cells = {workdir / "results" / "gen" / p.relative_to(cell_benchmarks).with_suffix("")
+             for p in cell_benchmarks.rglob("*.tsv")}
+    in_cells = [path for path in model_outputs if path.parent in cells]
+    assert log.count("rule generate_cell:") == len(cells)
+    assert all(sum(path.parent == cell for path in in_cells) >= 2 for cell in cells)
+    model_jobs = log.count("rule generate:") + log.count("rule generate_replies:")
+    assert model_jobs == len(model_outputs) - len(in_cells), (model_jobs, len(model_outputs), len(in_cells))
+    assert log.count("rule grade:") == len(graded) == len(replies)
+    benchmarks = list((workdir / "benchmarks" / "generate").rglob("*.tsv"))
+    assert len(benchmarks) == model_jobs
+    # Hidden states are a model call too: one job per (model, dataset, split) file.
+    hidden_files = sorted((workdir / "results" / "hidden").rglob("*.parquet"))
+    hidden_jobs = log.count("rule hidden_states:")
+    assert hidden_jobs == len(hidden_files) == len(list((workdir / "benchmarks" / "hidden_states").rglob("*.tsv")))
