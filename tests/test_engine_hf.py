@@ -17,8 +17,7 @@ import torch
 from uqroute.engines.base import Completion
 from uqroute.engines.rendering import (
     build_completion,
-    candidate_text,
-    candidate_token_ids,
+    candidate_token_sets,
     encode_prompt,
     render_prompt,
     token_pieces,
@@ -136,8 +135,43 @@ def test_plain_completion_format_for_a_base_model():
     follow_up = answered + [{"role": "user", "content": "True or False?"}]
     expected = "Question: Is water wet?\nAnswer: Yes.\n\nQuestion: True or False?\nAnswer:"
     assert render_prompt(None, follow_up, spec) == expected
-    assert candidate_text(prompt, "True") == " True"
-    assert candidate_text("assistant\n", "True") == "True"
+
+
+class VocabularyTokenizer:
+    """A tokenizer reduced to its vocabulary: what :func:`candidate_token_sets` reads."""
+
+    def __init__(self, texts):
+        self.texts = texts
+
+    def __len__(self):
+        return len(self.texts)
+
+    def batch_decode(self, sequences, **_):
+        return ["".join(self.texts[i] for i in ids) for ids in sequences]
+
+
+def test_p_true_reads_every_token_that_writes_the_word_after_a_special_token():
+    """A template that ends its prompt in a special token (Granite 3.1's <|end_of_role|>) is answered with
+    "True" without a space, though the prompt does not end in whitespace: both spellings count, and so do
+    the lower-case ones; pieces of a word ("Tr") and longer words ("Truely") do not."""
+    vocabulary = ["<|end_of_role|>", "True", " True", "true", " TRUE", "Tr", "ue", "Truely", "False", " false", "\nFalse"]
+    true_ids, false_ids = candidate_token_sets(VocabularyTokenizer(vocabulary), ["True", "False"])
+    assert [vocabulary[i] for i in true_ids] == ["True", " True", "true", " TRUE"]
+    assert [vocabulary[i] for i in false_ids] == ["False", " false", "\nFalse"]
+    with pytest.raises(ValueError, match="model m: no token of the vocabulary writes candidate 'Maybe'"):
+        candidate_token_sets(VocabularyTokenizer(vocabulary), ["True", "Maybe"], "m")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_p_true_token_sets_of_the_embedded_tokenizers(model, smollm2_dir, gemma3_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str({"smollm2-135m": smollm2_dir, "gemma3-270m": gemma3_dir}[model]))
+    for word, ids in zip(["true", "false"], candidate_token_sets(tokenizer, ["True", "False"], model)):
+        texts = {tokenizer.decode([i]) for i in ids}
+        assert {word.capitalize(), " " + word.capitalize()} <= texts, (model, texts)  # after a space or not
+        assert all(text.strip().casefold() == word for text in texts)
 
 
 @pytest.mark.slow
@@ -150,8 +184,6 @@ def test_chat_template_rendering(smollm2_engine):
     assert render_prompt(tok, conv + [{"role": "assistant", "content": "Blue"}], spec) == prompt + "Blue"
     ids = encode_prompt(tok, prompt, spec)
     assert tok.convert_ids_to_tokens(ids[:1]) == ["<|im_start|>"]  # the template's own special token, not doubled
-    true_id, false_id = candidate_token_ids(tok, prompt, ["True", "False"])
-    assert tok.decode([true_id]) == "True" and tok.decode([false_id]) == "False"
 
 
 @pytest.mark.slow
@@ -233,8 +265,9 @@ def test_next_token_probs(smollm2_engine, conversations, batch_size):
     prompt = smollm2_engine.render(conversations[2])
     ids = encode_prompt(smollm2_engine.tokenizer, prompt, smollm2_engine.spec)
     full = _forward_logprobs(smollm2_engine, ids)[-1].exp()
-    cand = candidate_token_ids(smollm2_engine.tokenizer, prompt, ["True", "False"])
-    assert np.allclose(probs[2], full[cand].numpy(), rtol=1e-3, atol=1e-7)
+    # Every token that writes the word counts: "True", " True", "true", " true" (issue 23 item 4).
+    true_ids, false_ids = candidate_token_sets(smollm2_engine.tokenizer, ["True", "False"])
+    assert np.allclose(probs[2], [full[true_ids].sum(), full[false_ids].sum()], rtol=1e-3, atol=1e-7)
 
 
 @pytest.mark.slow

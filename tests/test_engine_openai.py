@@ -121,8 +121,9 @@ def test_next_token_probs_reads_top_logprobs(server, make_engine):
 
     probs = make_engine().next_token_probs([conv("yes?"), conv("no?")], ["True", "False", "Maybe"])
 
-    # Whitespace variants of a candidate add up; "true" and "Fal" are other tokens.
-    np.testing.assert_allclose(probs, [[0.70, 0.23, 0.0], [0.10, 0.80, 0.0]], atol=1e-9)
+    # Whitespace and case variants of a candidate add up (issue 23 item 4: "true" is the word True too);
+    # "Fal" is another token.
+    np.testing.assert_allclose(probs, [[0.75, 0.23, 0.0], [0.10, 0.80, 0.0]], atol=1e-9)
     assert server.n_requests == 2
     for body in server.bodies:
         assert (body["max_tokens"], body["logprobs"], body["top_logprobs"], body["temperature"]) == (1, True, 20, 0.0)
@@ -394,6 +395,27 @@ def test_llm_judge_grades_free_form_and_leaves_mcq_to_rules(server, make_engine)
     # Judging the same run again is free.
     assert judge.judge(items, predictions, responses).tolist() == verdicts.tolist()
     assert server.n_requests == 4
+
+
+def test_only_ambiguous_mcq_replies_go_to_the_llm_judge(server, make_engine):
+    """Issue 23 item 1: the rule grades MCQ; a reply that commits to two options and concludes on neither
+    goes to the configured judge (its gold answer shown with the option's text), and costs the only call.
+    Without a judge, it is no answer."""
+    from uqroute.passes import grade_pass
+
+    server.responder = grading_reply
+    items = truthfulqa_items().iloc[[4, 4, 4]].reset_index(drop=True)
+    items["id"] = ["csqa-0", "csqa-1", "csqa-2"]
+    replies = pd.DataFrame({"id": items["id"], "prompt": "", "tokens": [[]] * 3, "token_logprobs": [[]] * 3,
+                            "response": ["The answer is B.", "Neither A nor C; it is B.",
+                                         "It could be A) oven. It could also be B) fridge."]})
+    graded = grade_pass("greedy", replies, items, LLMJudge(make_engine()))
+    assert graded["ambiguous"].tolist() == [False, False, True]
+    assert graded["prediction"].tolist() == ["B", "B", None]
+    assert graded["correct"].tolist() == [True, True, True]  # the judge found "B) fridge" in the third reply
+    assert server.n_requests == 1 and "Gold answer: B) fridge" in server.bodies[0]["messages"][-1]["content"]
+    by_rule = grade_pass("greedy", replies, items)
+    assert by_rule["correct"].tolist() == [True, True, False] and by_rule["ambiguous"].tolist() == [False, False, True]
 
 
 def test_llm_judge_falls_back_to_rules_on_an_unparsable_verdict(server, make_engine, caplog):

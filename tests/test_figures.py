@@ -117,6 +117,31 @@ def test_confidence_distributions(tables, tmp_path):
     assert_written(figures.plot_confidence_distributions(tables["pooled"], tmp_path / "distributions"), tmp_path)
 
 
+def test_confidence_distributions_of_a_paper_figure_have_its_panels_in_its_order(tables, tmp_path, monkeypatch):
+    """Paper Fig. 4 has two panels, (a) then (b), each an (SLM, method): not the SLM x method product."""
+    from uqroute.figures import layout
+    from uqroute.jobs.figures import paper_figure
+    from uqroute.paper_figures import PAPER_FIGURES, PaperFigure
+    from uqroute.uq.registry import method_label
+
+    drawn = []
+
+    class Recorded(layout.Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            drawn.append(self)
+
+    monkeypatch.setattr(layout, "Figure", Recorded)
+    panels = (("tiny-slm-2", "ood_probe"), ("smollm2-135m", "perplexity"))  # the paper's shape on this grid
+    monkeypatch.setitem(PAPER_FIGURES, 4, PaperFigure("confidence_distributions", "test", pairs=panels))
+    # The job reads the figure's uq files into one table tagged by path; here the table is given.
+    monkeypatch.setattr("uqroute.jobs.figures.tagged", lambda paths, name: tables["pooled"])
+    paper_figure(number=4, inputs={"uq": []}, output_png=str(tmp_path / "fig4.png"))
+    shown = [ax for ax in drawn[0].axes if ax.get_visible() and ax.get_title()]
+    assert [ax.get_title() for ax in shown] == [f"{slm} · {method_label(method)}" for slm, method in panels]
+    assert (tmp_path / "fig4.pdf").stat().st_size > 1000
+
+
 def test_generalization(tables, tmp_path):
     gen = tables["generalization"]
     gen = gen[gen["method"].isin(["perplexity", "ood_probe"]) & gen["dataset"].isin(["gsm8k", "boolq"])]

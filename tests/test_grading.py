@@ -13,6 +13,7 @@ from uqroute.grading import (
     extract_item_prediction,
     extract_prediction,
     is_correct,
+    mcq_is_ambiguous,
     parse_number,
     parse_verbal_confidence,
     token_f1,
@@ -63,6 +64,39 @@ def _span_text(response, task_type, n_choices=None, **kwargs):
 def test_mcq_letter(response, n_choices, expected, span_text):
     assert extract_prediction(response, "mcq", n_choices) == expected
     assert _span_text(response, "mcq", n_choices) == span_text
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        # Issue 23: replies that reason over the options, written as 7-8B instruct models write them.
+        ("I think it's B, no wait, D", "D"),  # a self-correction overrides the earlier answer
+        ("Let's eliminate: (A) no, (B) no. So D.", "D"),  # eliminated options are no answer
+        ("Neither A nor B; it is C.", "C"),
+        ("Both A and C are plausible, but A is better.", "A"),  # a preference settles it
+        ("Answer: a", "A"),  # an answer cue takes a letter in either case
+        ("The answer is B. Actually, it is C.", "C"),
+        ("Therefore, the correct option is (b).", "B"),
+        ("I would say B, not C.", "B"),
+        ("The answer is a bank.", None),  # the article "a" after a cue is no option
+        ("A is wrong and so is B. The answer must be D.", "D"),
+    ],
+)
+def test_mcq_a_careful_graders_reading(response, expected):
+    assert extract_prediction(response, "mcq", 5) == expected
+    assert not mcq_is_ambiguous(response, {"task_type": "mcq", "choices": list("abcde")})
+
+
+@pytest.mark.parametrize("response", [
+    "A is correct. C is also correct.",
+    "The answer is A or C.",
+    "It could be A. It could also be C.",
+    "A and C are both correct.",
+])
+def test_mcq_several_commitments_and_no_conclusion_are_ambiguous(response):
+    """The rule cannot decide: graded as no answer, or by the LLM judge where the config has one."""
+    assert extract_prediction(response, "mcq", 5) is None and answer_char_span(response, "mcq", 5) is None
+    assert mcq_is_ambiguous(response, {"task_type": "mcq", "choices": list("abcde")})
 
 
 def test_mcq_english_words_are_not_letters():
@@ -119,6 +153,10 @@ def test_extract_item_prediction_reads_the_row():
         ("The liver is a vital organ in the human body", None, None),
         ("No, I'm sorry for", "false", "No"),
         ("1. India is a member of missile", None, None),
+        # "no" before a noun is no answer: not knowing is no answer at all (issue 23 item 5).
+        ("I don't know; no idea", None, None),
+        ("There is no evidence either way.", None, None),
+        ("No idea, but I would say yes.", "true", "yes"),
     ],
 )
 def test_true_false(response, expected, span_text):
@@ -155,6 +193,13 @@ def test_true_false(response, expected, span_text):
 def test_numbers(response, expected, span_text):
     assert extract_prediction(response, "ff_num") == expected
     assert _span_text(response, "ff_num") == span_text
+
+
+def test_numbers_with_a_scale_word():
+    assert extract_prediction("The city has 1.5 million people.", "ff_num") == "1500000"
+    assert _span_text("The city has 1.5 million people.", "ff_num") == "1.5 million"
+    assert extract_prediction("The answer is 3 thousand.", "ff_num") == "3000"
+    assert extract_prediction("He met 3 Millionaires.", "ff_num") == "3"  # a word that only starts like one
 
 
 def test_numbers_skip_an_invented_next_question():
@@ -308,8 +353,17 @@ def test_choice_judgements():
         # The scale echoed back from the prompt is not an answer.
         ("To verify the answer, we need to check if it is within 0 to", None),
         ("Confidence: <0-100>%", None),
-        ("1. I'm 99.", 0.99),  # a list marker is not a confidence
-        ("1. 100%\n2. 100%", 1.0),
+        # The two-stage follow-up asks for a number: a number or percentage alone, or one stated with a
+        # confidence cue, follows it; any other reply is discarded as not following the instruction (issue 23).
+        ("80%", 0.8),
+        ("0.85", 0.85),
+        ("**90**.", 0.9),
+        ("I am 80% sure.", 0.8),
+        ("100 + 1 = 111", None),  # solving the problem again
+        ("Answer: 42", None),  # restating the answer
+        ("The answer is 12 apples, so 12.", None),
+        ("1. I'm 99.", None),  # SmolLM2-135M: a list, no cue
+        ("1. 100%\n2. 100%", None),
     ],
 )
 def test_parse_verbal_confidence(text, expected):
@@ -318,7 +372,8 @@ def test_parse_verbal_confidence(text, expected):
 
 
 def test_require_cue_keeps_answers_out_of_the_confidence():
-    assert parse_verbal_confidence("Answer: 42") == pytest.approx(0.42)
+    assert parse_verbal_confidence("Answer: 42") is None  # no cue, and not a number alone either
+    assert parse_verbal_confidence("0.7") == pytest.approx(0.7)
     assert parse_verbal_confidence("Answer: 42", require_cue=True) is None
     assert parse_verbal_confidence("20% of 20% = 0.20", require_cue=True) is None
     assert parse_verbal_confidence("Answer: 42\nConfidence: 80%", require_cue=True) == pytest.approx(0.8)

@@ -191,6 +191,24 @@ def test_a_model_without_a_tokenizer_leaves_its_text_only_replies_uncounted(tmp_
     assert path in caplog.text and "no tokenizer" in caplog.text
 
 
+def test_ambiguous_mcq_replies_are_counted_per_pass(tmp_path, caplog):
+    """Issue 23 item 1: the replies the rule could not read are reported beside the truncation counts."""
+    from uqroute.jobs.analysis import truncation
+
+    graded = pd.DataFrame({"id": ["q", "r", "s"], "response": ["B", "A is correct. C is also correct.", "C"],
+                           "tokens": [["B"], ["A", " is"], ["C"]], "prediction": ["B", None, "C"],
+                           "correct": [True, False, False], "ambiguous": [False, True, False]})
+    greedy = gen_file(tmp_path, "commonsenseqa", "greedy", graded)
+    verbal2s = gen_file(tmp_path, "commonsenseqa", "verbal2s", pd.DataFrame({"id": ["q"], "response": ["0.9"]}))
+    output = tmp_path / "truncation.parquet"
+    with caplog.at_level(logging.WARNING, logger="uqroute.jobs.analysis"):
+        truncation(gen=[greedy, verbal2s], budgets=BUDGETS, tokenizers={SLM: None}, max_share=1.0,
+                   output=str(output))
+    table = read_parquet(output).set_index("pass_name")
+    assert table.loc["greedy", "ambiguous"] == 1 and table.loc["verbal2s", "ambiguous"] == 0
+    assert f"{greedy}: 1 of 3 replies commit to several options" in caplog.text
+
+
 def test_a_budget_missing_from_the_config_names_the_file_and_key(tmp_path):
     from uqroute.jobs.analysis import truncation
 

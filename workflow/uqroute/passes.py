@@ -41,14 +41,16 @@ GENERATING_PASSES = ("greedy", "sample", "verbal1s", "verbal2s")
 # step of its own, so a change of judge never reruns a model.
 GRADED_PASSES = ("greedy", "verbal1s")
 PASS_COLUMNS: dict[str, list[str]] = {
-    "greedy": ["id", "prompt", "response", "tokens", "token_logprobs", "prediction", "correct"],
+    "greedy": ["id", "prompt", "response", "tokens", "token_logprobs", "prediction", "correct", "ambiguous"],
     "sample": ["id", "sample_idx", "response", "prediction"],
-    "verbal1s": ["id", "response", "prediction", "correct", "verbal_confidence"],
+    "verbal1s": ["id", "response", "prediction", "correct", "verbal_confidence", "ambiguous"],
     "verbal2s": ["id", "response", "verbal_confidence"],
     "ptrue": ["id", "p_true"],
     "hidden": ["id", "layer", "vector"],
 }
-GRADE_COLUMNS = ("prediction", "correct")
+# ``ambiguous``: a multiple-choice reply that commits to several options and concludes on none
+# (:func:`uqroute.grading.mcq_is_ambiguous`); the rule grades it as no answer, an LLM judge reads it.
+GRADE_COLUMNS = ("prediction", "correct", "ambiguous")
 # A graded pass's replies table: its columns without the grade.
 REPLY_COLUMNS: dict[str, list[str]] = {
     name: [c for c in PASS_COLUMNS[name] if c not in GRADE_COLUMNS] for name in GRADED_PASSES
@@ -341,7 +343,7 @@ def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, j
     ``judge(items, predictions, responses) -> bool array`` (default: the rule judge). Returns the
     :data:`PASS_COLUMNS` table in the order of ``replies``.
     """
-    from .grading import RuleJudge, extract_item_prediction
+    from .grading import RuleJudge, extract_item_prediction, mcq_is_ambiguous
 
     if pass_name not in GRADED_PASSES:
         raise ValueError(f"pass {pass_name!r} is not graded; graded passes: {', '.join(GRADED_PASSES)}")
@@ -357,11 +359,21 @@ def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, j
     items = by_id.loc[ids].reset_index(drop=True)
     table = replies.reset_index(drop=True).copy()
     responses = ["" if _missing(r) else str(r) for r in table["response"]]
-    predictions = [extract_item_prediction(r, item) for r, item in zip(responses, items.to_dict("records"))]
+    records = items.to_dict("records")
+    predictions = [extract_item_prediction(r, item) for r, item in zip(responses, records)]
+    ambiguous = np.array([mcq_is_ambiguous(r, item) for r, item in zip(responses, records)], dtype=bool)
     table["prediction"] = pd.Series(predictions, dtype=object)
     judge = judge if judge is not None else RuleJudge()
-    table["correct"] = np.asarray(judge.judge(items, predictions, responses), dtype=bool) if len(table) else \
+    correct = np.asarray(judge.judge(items, predictions, responses), dtype=bool) if len(table) else \
         np.zeros(0, dtype=bool)
+    # The rule cannot grade an ambiguous reply (no prediction, so wrong); a judge that reads replies does,
+    # and only those items cost it a call.
+    read_replies = getattr(judge, "judge_replies", None)
+    if ambiguous.any() and read_replies is not None:
+        asked = np.flatnonzero(ambiguous)
+        correct[asked] = read_replies(items.iloc[asked], [responses[i] for i in asked])
+    table["correct"] = correct
+    table["ambiguous"] = ambiguous
     return table[PASS_COLUMNS[pass_name]]
 
 

@@ -23,8 +23,10 @@ import pandas as pd
 
 from ..passes import GENERATING_PASSES
 
+# ``ambiguous``: graded multiple-choice replies the rule cannot read (several options, no conclusion), the
+# other way a reply's answer goes missing; 0 for passes that are not graded.
 TRUNCATION_COLUMNS = ["model", "dataset", "split", "pass_name", "task_type", "budget", "replies", "uncounted",
-                      "at_budget", "looping", "share", "cut_off_share", "max_tokens", "over_limit"]
+                      "at_budget", "looping", "share", "cut_off_share", "max_tokens", "ambiguous", "over_limit"]
 # A reply loops when fewer than 60 % of the 4-token runs in its second half are distinct. Measured on
 # SmolLM2-135M at the paper's budgets: its loops (one line or one digit over and over) score 0.3-0.6, its
 # finished explanations and solutions 0.7-1.0; loops that count up ("Step 5: 26 + 1 = 27") score 0.7-0.8

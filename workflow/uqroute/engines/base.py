@@ -62,7 +62,8 @@ class Engine(Protocol):
         """Probability of each candidate as the assistant's next token.
 
         Returns shape ``(len(conversations), len(candidates))``: softmax over the
-        full vocabulary of the first token of each candidate (not renormalised).
+        full vocabulary, summed over every token that writes the candidate alone,
+        whatever its case and surrounding whitespace (not renormalised).
         """
         ...
 

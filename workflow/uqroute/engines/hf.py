@@ -24,7 +24,7 @@ from .base import Completion, Conversation
 from .options import engine_dtype
 from .rendering import (
     build_completion,
-    candidate_token_ids,
+    candidate_token_sets,
     encode_prompt,
     eos_token_ids,
     has_stop,
@@ -240,17 +240,16 @@ class HFEngine:
 
     @torch.inference_mode()
     def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:
-        """Shape ``(len(conversations), len(candidates))``: full-vocabulary softmax
-        at the assistant's first position, read at each candidate's first token."""
-        prompts, prompt_ids = self.encode(conversations)
-        cand_ids = [candidate_token_ids(self.tokenizer, p, candidates, self.model_name) for p in prompts]
+        """Shape ``(len(conversations), len(candidates))``: full-vocabulary softmax at the assistant's
+        first position, summed over each candidate's tokens (:func:`~.rendering.candidate_token_sets`)."""
+        _, prompt_ids = self.encode(conversations)
+        token_sets = candidate_token_sets(self.tokenizer, candidates, self.model_name)
         out = np.zeros((len(conversations), len(candidates)), dtype=np.float64)
         for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "next-token"):
             input_ids, mask, positions = self._left_pad([prompt_ids[i] for i in chunk])
             logits = self._forward(input_ids, mask, positions, logits_to_keep=1).logits[:, -1, :].float()
-            probs = torch.softmax(logits, dim=-1)
-            index = torch.tensor([cand_ids[i] for i in chunk], device=probs.device)
-            out[chunk] = probs.gather(1, index).double().cpu().numpy()
+            probs = torch.softmax(logits, dim=-1).double()
+            out[chunk] = torch.stack([probs[:, ids].sum(-1) for ids in token_sets], dim=1).cpu().numpy()
         return out
 
     @torch.inference_mode()

@@ -192,22 +192,23 @@ class OpenAIEngine:
         """Shape ``(len(conversations), len(candidates))``: p(next token = candidate) from the top-20 logprobs.
 
         A candidate's probability is the summed ``exp(logprob)`` of the top
-        alternatives at the first position whose text, stripped of whitespace,
-        equals the candidate (case-sensitive); the API tokenizer is unknown to
-        us, so ``"True"`` and ``" True"`` are the same answer. A candidate outside
-        the top 20 gets 0 (its true probability is below the 20th alternative's).
+        alternatives at the first position whose text, stripped of whitespace and
+        case-folded, equals the candidate's, as the local engines count it
+        (:func:`~.rendering.candidate_token_sets`): ``"True"``, ``" true"`` and ``"TRUE"``
+        are the same answer. A candidate outside the top 20 gets 0 (its true probability
+        is below the 20th alternative's).
         """
         requests = [
             self._request(conv, max_tokens=1, temperature=0.0, top_p=1.0, n=1, seed=0, top_logprobs=MAX_TOP_LOGPROBS)
             for conv in conversations
         ]
         responses = self._post_all(requests)
-        wanted = [c.strip() for c in candidates]
+        wanted = [c.strip().casefold() for c in candidates]
         probs = np.zeros((len(requests), len(wanted)), dtype=np.float64)
         for row, response in enumerate(responses):
             for token, logprob in self._first_top_logprobs(response):
                 for col, candidate in enumerate(wanted):
-                    if token.strip() == candidate:
+                    if token.strip().casefold() == candidate:
                         probs[row, col] += math.exp(logprob)
         return probs
 

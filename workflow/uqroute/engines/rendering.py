@@ -8,7 +8,9 @@ serves it.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,23 +68,37 @@ def encode_prompt(tokenizer, prompt: str, spec: ModelSpec) -> list[int]:
     return list(tokenizer(prompt, add_special_tokens=not spec.chat_template)["input_ids"])
 
 
-def candidate_text(prompt: str, candidate: str) -> str:
-    """How ``candidate`` is written right after ``prompt``: with a leading space
-    unless the prompt already ends in whitespace ("Answer:" -> " True", "assistant\\n" -> "True")."""
-    return candidate if not prompt or prompt[-1].isspace() else " " + candidate
+# The vocabulary's decoded tokens, per tokenizer: a vocabulary is scanned once per engine, not once per call.
+_VOCABULARY_TEXTS: "weakref.WeakKeyDictionary[Any, list[str]]" = weakref.WeakKeyDictionary()
 
 
-def candidate_token_ids(tokenizer, prompt: str, candidates: Sequence[str], model_name: str = "") -> list[int]:
-    """First token id of each candidate as written after ``prompt``."""
-    ids = []
-    for cand in candidates:
-        tokens = tokenizer(candidate_text(prompt, cand), add_special_tokens=False)["input_ids"]
-        if not tokens:
-            raise ValueError(f"model {model_name}: candidate {cand!r} encodes to no token")
-        ids.append(int(tokens[0]))
-    if len(set(ids)) < len(ids):
-        raise ValueError(f"model {model_name}: candidates {list(candidates)} share a first token {ids}")
-    return ids
+def _vocabulary_texts(tokenizer) -> list[str]:
+    texts = _VOCABULARY_TEXTS.get(tokenizer)
+    if texts is None:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False)
+        _VOCABULARY_TEXTS[tokenizer] = texts
+    return texts
+
+
+def candidate_token_sets(tokenizer, candidates: Sequence[str], model_name: str = "") -> list[list[int]]:
+    """For each candidate, every token id that writes it as a whole, whatever its case and surrounding
+    whitespace ("True", " True", "true", " TRUE" for "True").
+
+    The token a model answers with depends on how its chat template ends the prompt: after "Answer:" it
+    writes " True", after a newline "True", and after a special token such as Granite's
+    ``<|end_of_role|>`` "True" without a space, though the rendered prompt does not end in whitespace. A
+    candidate's probability is the sum over its set, so it never rests on guessing which one applies.
+    """
+    texts = _vocabulary_texts(tokenizer)
+    wanted = [str(candidate).strip().casefold() for candidate in candidates]
+    sets = [[i for i, text in enumerate(texts) if text.strip().casefold() == word] for word in wanted]
+    for candidate, ids in zip(candidates, sets):
+        if not ids:
+            raise ValueError(f"model {model_name}: no token of the vocabulary writes candidate {candidate!r} alone")
+    if len(set(wanted)) < len(wanted):
+        raise ValueError(f"model {model_name}: candidates {list(candidates)} are the same word")
+    return sets
 
 
 def eos_token_ids(tokenizer, *configs) -> set[int]:

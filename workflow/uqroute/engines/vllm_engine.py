@@ -62,7 +62,7 @@ from .base import Completion, Conversation, EngineError
 from .options import engine_dtype
 from .rendering import (
     build_completion,
-    candidate_token_ids,
+    candidate_token_sets,
     encode_prompt,
     eos_token_ids,
     render_prompt,
@@ -332,11 +332,16 @@ class VLLMEngine:
         )
 
     def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:
-        prompts, prompt_ids = self._encode(conversations)
-        cand_ids = [candidate_token_ids(self.tokenizer, p, candidates, self.model_name) for p in prompts]
-        extended = next_token_prompts(prompt_ids, cand_ids)
+        """As :meth:`HFEngine.next_token_probs`: each candidate's tokens' probabilities summed. vLLM returns
+        the logprob of a given token as a prompt logprob, so each (conversation, token) is one request."""
+        _, prompt_ids = self._encode(conversations)
+        token_sets = candidate_token_sets(self.tokenizer, candidates, self.model_name)
+        tokens = [[token for ids in token_sets for token in ids]] * len(prompt_ids)
+        extended = next_token_prompts(prompt_ids, tokens)
         params = [{"temperature": 0.0, "max_tokens": 1, "prompt_logprobs": 1}] * len(extended)
-        return probs_from_prompt_logprobs(self._run(extended, params), cand_ids, self.model_name)
+        probs = probs_from_prompt_logprobs(self._run(extended, params), tokens, self.model_name)
+        bounds = np.cumsum([0] + [len(ids) for ids in token_sets])
+        return np.stack([probs[:, start:end].sum(axis=1) for start, end in zip(bounds[:-1], bounds[1:])], axis=1)
 
     def hidden_states(self, conversations: Sequence[Conversation], layer: int) -> np.ndarray:
         raise NotImplementedError(

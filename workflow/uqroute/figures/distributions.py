@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,8 +59,12 @@ def _histogram_edges(values: np.ndarray, pad: float, n_bins: int = 30) -> np.nda
     return np.linspace(levels[0], levels[-1], n_bins + 1)
 
 
-def plot_confidence_distributions(uq_pooled: pd.DataFrame, out_stem) -> list[Path]:
+def plot_confidence_distributions(uq_pooled: pd.DataFrame, out_stem,
+                                  panels: Sequence[tuple[str, str]] | None = None) -> list[Path]:
     """Confidence distributions, a panel per (SLM, method) (Fig. 4).
+
+    ``panels``: the (SLM, method) panels to draw, in this order and in one row (the paper's Fig. 4:
+    Phi-3.5-mini with the OOD probe, then Llama-3.1-8B with perplexity); default every SLM x method.
 
     ``uq_pooled``: ``slm, dataset, method, confidence`` (+ ``valid``) rows. Grey histogram =
     all datasets pooled; one kernel-density curve per dataset (:func:`_density`; skipped for a
@@ -80,11 +85,16 @@ def plot_confidence_distributions(uq_pooled: pd.DataFrame, out_stem) -> list[Pat
     table = table.loc[keep]
     fallback = sns.color_palette("husl", 12)
     handles = [Patch(color="0.75", label="All datasets pooled")] + dataset_handles(datasets)
-    single = len(slms) == 1
-    facets = Facets(slms, methods, handles=handles, legend_title="Dataset",
-                     title="Distribution of SLM confidence per UQ method: pooled histogram and one density per "
-                           "dataset" + (f" — SLM: {slms[0]}" if single else ""))
-    for (slm, method), ax in facets:
+    single = panels is None and len(slms) == 1
+    title = ("Distribution of SLM confidence per UQ method: pooled histogram and one density per dataset"
+             + (f" — SLM: {slms[0]}" if single else ""))
+    if panels is None:
+        facets = Facets(slms, methods, handles=handles, legend_title="Dataset", title=title)
+        keys = [key for key, _ in facets]
+    else:
+        keys = [tuple(panel) for panel in panels]
+        facets = Facets([None], keys, handles=handles, legend_title="Dataset", title=title)
+    for (slm, method), (_, ax) in zip(keys, facets):
         cell = table[(table["slm"] == slm) & (table["method"] == method)]
         facets.title(ax, method_label(method) if single else f"{slm} · {method_label(method)}")
         ax.set_xlabel("Confidence score")

@@ -71,19 +71,23 @@ def _letters(n_choices: int | None) -> str:
 
 
 def _mcq_patterns(letters: str) -> tuple[re.Pattern, re.Pattern]:
-    """An answer statement ("The answer is (B)", "Answer: C", "the correct option is D") and a bracketed label.
+    """An answer statement ("The answer is (B)", "Answer: C", "Answer: c", "the correct option is D") and a
+    bracketed label.
 
     "Option A" alone is a mention (often of a wrong option), not a statement: only "answer", or
-    "correct/final/best/right answer|option|choice", introduces the letter a reply commits to.
+    "correct/final/best/right answer|option|choice", introduces the letter a reply commits to. After such
+    a cue the letter may be lower case ("Answer: a"), but then nothing may follow it on its line but
+    punctuation: "The answer is a bank" states no option.
     """
     upper = f"[{letters}]"
+    lower = f"[{letters.lower()}]"
     either = f"[{letters}{letters.lower()}]"
-    # A letter in brackets is a label whatever its case; a bare one must be a capital standing alone.
-    label = rf"(?:\(({either})\)|\[({either})\]|({upper})(?![\w']))"
+    # A letter in brackets is a label whatever its case; a bare one must stand alone.
+    label = rf"(?:\(({either})\)|\[({either})\]|({upper})(?![\w'])|({lower})(?=[\s.):,;!*]*(?:$|\n)))"
     cue = (r"\b(?:(?:correct|final|best|right)\s+(?:answer|option|choice)|answer)\b"
-           r"(?:\s+(?:is|would\s+be|will\s+be))?")
+           r"(?:\s+(?:is|(?:would|will|must|should)\s+be|has\s+to\s+be))?")
     return (
-        re.compile(rf"(?i:{cue})[\s:*=\-]*(?i:option\s+|choice\s+)?{label}"),
+        re.compile(rf"(?i:{cue})[\s:*=\-]*(?i:option\s+|choice\s+)?{label}", re.MULTILINE),
         re.compile(rf"[(\[]({either})[)\]]"),
     )
 
@@ -124,44 +128,125 @@ def _option_text(text: str, letters: str, choices: Sequence[str]) -> _Found | No
     return best
 
 
-def _loose_letter(text: str, letters: str) -> _Found | None:
-    """A capital option letter standing alone anywhere; "A"/"I" only where they cannot be words."""
+def _bare_letters(text: str, letters: str) -> list[_Found]:
+    """Capital option letters standing alone; "A"/"I" only where they cannot be words."""
+    found = []
     for match in re.finditer(rf"(?<![\w'])([{letters}])(?![\w'])", text):
         letter = match.group(1)
-        if letter in "AI" and not re.match(r"\s*(?:[.):\],]|$)", text[match.end():]):
+        if letter in "AI" and not re.match(r"\s*(?:[.():\],;]|$|(?:and|or|nor|is|are)\b)", text[match.end():]):
             continue
-        return _Found(letter, match.start(1), match.end(1))
-    return None
+        found.append(_Found(letter, match.start(1), match.end(1)))
+    return found
 
 
-def _extract_mcq(text: str, n_choices: int | None, choices: Sequence[str] | None) -> _Found | None:
-    """The option the reply commits to first, unless its last line states a final answer.
+@dataclass(frozen=True)
+class Ambiguous:
+    """A reply that commits to several options and concludes on none ("A is correct. C is also correct.")."""
 
-    In order: an answer statement in the reply's last line (its conclusion: "..., so the answer is
-    C"); the letter the reply leads with ("B) Paris. Option A (London) is wrong." is B); the first
-    answer statement anywhere; the first bracketed label; the first option text; a lone capital.
+    letters: tuple[str, ...]
+
+
+# How a reply reads an option it mentions (see :func:`_extract_mcq`).
+# Before a letter, in its clause: it is being ruled out ("not C", "neither A nor B", "eliminate (A)").
+_RULED_OUT_BEFORE = re.compile(
+    r"(?:\b(?:not|neither|nor|never|except|eliminat\w*|rul(?:e|ed|ing)\s+out|exclud\w*|rather\s+than|instead\s+of)"
+    r"\W+(?:(?:option|options|choice|choices|answer|the)\W+){0,2}"
+    r"|\b(?:wrong|incorrect|false|out)\W+(?:and\s+)?so\s+(?:is|are)\W+)[(\[]?$", re.IGNORECASE)
+# After a letter, in its clause: its verdict is negative ("(A) no", "A is wrong", "A and B are not fruits").
+_RULED_OUT_AFTER = re.compile(
+    r"(?:[)\]]?\s*[:\-]?\s*(?:no|wrong|incorrect|false|x)\b"
+    r"|[^.;!?\n]*?\b(?:is|are|seems?|looks?)\s+(?:(?:also|clearly|definitely|obviously|both)\s+)?"
+    r"(?:wrong|incorrect|false|not\b|unlikely|impossible|implausible|ruled\s+out|out\b))",
+    re.IGNORECASE)
+# Before a letter: the reply concludes or corrects itself ("so D", "therefore the answer: B", "no wait, D").
+_CONCLUDING_BEFORE = re.compile(
+    r"\b(?:so|therefore|thus|hence|actually|wait|instead|i'?ll\s+go\s+with|i\s+will\s+go\s+with|"
+    r"i\s+(?:choose|pick|select)|my\s+(?:final\s+)?(?:answer|choice))\b"
+    r"\W*(?:[a-z']+\W+){0,4}[(\[]?$", re.IGNORECASE)
+# "but A is better": a preference that settles between options.
+_PREFERRED_AFTER = re.compile(r"[)\]]?\s+is\s+(?:better|best|more\s+likely|the\s+better\s+\w+)\b", re.IGNORECASE)
+_BUT_BEFORE = re.compile(r"\bbut\W+(?:option\W+)?[(\[]?$", re.IGNORECASE)
+# A statement that commits without concluding: "it is B", "I think B", "A is correct", "A and C are both right".
+_STATING_BEFORE = re.compile(
+    r"\b(?:it\s+(?:is|(?:could|might|may|must|would)(?:\s+also)?\s+be)|it's|i\s+think(?:\s+it\s+is|\s+it's)?|"
+    r"i\s+would\s+say|i'd\s+say|i\s+believe(?:\s+it\s+is|\s+it's)?)\W+(?:option\W+)?[(\[]?$", re.IGNORECASE)
+_STATING_AFTER = re.compile(
+    r"[)\]]?(?:\s*(?:,|and|or)\s*(?:option\s+)?[(\[]?[A-Z][)\]]?)*\s+(?:is|are)\s+(?:both\s+|also\s+)?"
+    r"(?:correct|right|true|the\s+(?:correct\s+|right\s+)?answers?)\b", re.IGNORECASE)
+# "A or C" right after a letter: the reply names more than one option at once.
+_ALTERNATIVE_AFTER = re.compile(r"[)\]]?\s*(?:or|and|/)\s*(?:option\s+)?(?:[(\[]([A-Za-z])[)\]]|([A-Z])(?![\w']))")
+
+
+def _clause_before(text: str, at: int) -> str:
+    boundary = max(text.rfind(c, 0, at) for c in ".;!?\n")
+    return text[boundary + 1:at]
+
+
+def _extract_mcq(text: str, n_choices: int | None, choices: Sequence[str] | None) -> _Found | Ambiguous | None:
+    """The option a reply settles on, reading it as a careful grader would.
+
+    1. Options the reply rules out ("not C", "neither A nor B", "(A) no", "A is wrong") are no answer.
+    2. A conclusion wins, the last one if there are several: an answer statement ("The answer is C",
+       "Answer: c"), a letter after "so", "therefore", "actually", "no wait" ..., or a preference
+       ("but A is better"). So a later correction overrides an earlier answer.
+    3. Else the options the reply commits to (its leading label, "it is B", "I think B", "A is correct"):
+       one option is the answer; several different ones and no conclusion make the reply
+       :class:`Ambiguous`, as does a conclusion naming two at once ("The answer is A or C").
+    4. Else the first bracketed label, the first option text, or a lone capital that was not ruled out.
     """
     letters = _letters(n_choices)
     statement, bracketed = _mcq_patterns(letters)
-    statements = [_labelled(match) for match in statement.finditer(text)]
-    last_line = text.rstrip().rfind("\n") + 1
-    concluding = [found for found in statements if found.start >= last_line]
-    if concluding:
-        return concluding[-1]
-    found = _leading_letter(text, letters)
-    if found is None and statements:
-        found = statements[0]
-    if found is None:
-        match = bracketed.search(text)
-        found = _labelled(match) if match else None
-    if found is None and choices is not None:
+
+    def ruled_out(found: _Found) -> bool:
+        return bool(_RULED_OUT_BEFORE.search(_clause_before(text, found.start))
+                    or _RULED_OUT_AFTER.match(text, found.end))
+
+    def alternatives(found: _Found) -> Ambiguous | None:
+        other = _ALTERNATIVE_AFTER.match(text, found.end)
+        letter = (other.group(1) or other.group(2)).upper() if other else None
+        if letter is not None and letter in letters and letter != found.value:
+            return Ambiguous(tuple(sorted({found.value, letter})))
+        return None
+
+    cues = [_labelled(match) for match in statement.finditer(text)]
+    labels = [_labelled(match) for match in bracketed.finditer(text)]
+    leading = _leading_letter(text, letters)
+    mentions = {found.start: found for found in [*_bare_letters(text, letters), *labels, *cues]
+                + ([leading] if leading else [])}
+    cue_starts = {found.start for found in cues}
+    conclusions, commitments = [], []
+    for start in sorted(mentions):
+        found = mentions[start]
+        if ruled_out(found):
+            continue
+        before = _clause_before(text, found.start)
+        if (start in cue_starts or _CONCLUDING_BEFORE.search(before)
+                or (_BUT_BEFORE.search(before) and _PREFERRED_AFTER.match(text, found.end))):
+            conclusions.append(found)
+        elif (found is leading or _STATING_BEFORE.search(before) or _STATING_AFTER.match(text, found.end)
+              or _PREFERRED_AFTER.match(text, found.end)):
+            commitments.append(found)
+    if conclusions:
+        return alternatives(conclusions[-1]) or conclusions[-1]
+    if commitments:
+        committed = sorted({found.value for found in commitments})
+        if len(committed) > 1:
+            return Ambiguous(tuple(committed))
+        return alternatives(commitments[0]) or commitments[0]
+    for found in labels:
+        if not ruled_out(found):
+            return found
+    if choices is not None:
         found = _option_text(text, letters, choices)
-    return found if found is not None else _loose_letter(text, letters)
+        if found is not None:
+            return found
+    return next((found for found in _bare_letters(text, letters) if not ruled_out(found)), None)
 
 
 # ---- yes / no --------------------------------------------------------------------------------------
 
-_TF_WORD = r"(yes|no|true|false)"
+# "no" before a noun is a determiner ("no idea", "no way to tell"), not the answer "no".
+_TF_WORD = r"(yes|no(?!\s+(?:idea|clue|way|information|answer|data|evidence|context|mention|one|doubt)\b)|true|false)"
 _TF_PATTERNS = (
     re.compile(rf"\banswer\b(?:\s+is)?[\s:*=\-]*{_TF_WORD}\b", re.IGNORECASE),
     re.compile(rf"^[\s*_\"'`>#]*{_TF_WORD}\b", re.IGNORECASE),
@@ -185,7 +270,11 @@ _NUMBER = re.compile(
     r"(?<![\w./])(?P<sign>[-\u2212])?\$?"
     r"(?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
     r"(?:/(?P<den>\d+)(?![\d.]))?"
+    r"(?:\s+(?P<scale>thousand|million|billion|trillion)\b)?",
+    re.IGNORECASE,
 )
+# "1.5 million" is 1500000, not 1.5.
+_SCALES = {"thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12}
 _ANSWER_CUE = re.compile(r"(?:\banswer\b\s*(?:is|:|=)|####)", re.IGNORECASE)
 # How far after "The answer is" the number may start ("The answer is: $", "answer = ").
 _CUE_GAP = 25
@@ -198,6 +287,8 @@ def _number_value(match: re.Match) -> Fraction:
     den = match.group("den")
     if den and int(den) != 0:
         value /= int(den)
+    if match.group("scale"):
+        value *= _SCALES[match.group("scale").lower()]
     return -value if match.group("sign") else value
 
 
@@ -239,7 +330,7 @@ def parse_number(text: Any) -> float | None:
 
 # "Answer:", "A:", "The answer is", "The answer to this question is:" label the answer, they are not part of it.
 _ANSWER_PREFIX = re.compile(
-    r"^[\s*_\"'`>#]*(?:(?:the\s+)?(?:final\s+|correct\s+)?answer(?:\s+to\s+(?:this|the)\s+question)?"
+    r"[\s*_\"'`>#]*(?:(?:the\s+)?(?:final\s+|correct\s+)?answer(?:\s+to\s+(?:this|the)\s+question)?"
     r"(?:\s*[:\-]|\s+is\b\s*:?)|a\s*:)[\s*]*",
     re.IGNORECASE,
 )
@@ -276,7 +367,8 @@ def check_task_type(task_type: str) -> None:
         raise ValueError(f"unknown task_type {task_type!r}; known: {', '.join(TASK_TYPES)}")
 
 
-def _find(response: str | None, task_type: str, n_choices: int | None, choices: Sequence[str] | None) -> _Found | None:
+def _find(response: str | None, task_type: str, n_choices: int | None,
+          choices: Sequence[str] | None) -> _Found | Ambiguous | None:
     check_task_type(task_type)
     if response is None:
         return None
@@ -299,15 +391,16 @@ def extract_prediction(
 ) -> str | None:
     """The answer a reply gives, normalised (see the module docstring); None when it gives none.
 
-    mcq: explicit patterns ("The answer is (B)", "Answer: C", "(d)") first, then a leading
-    standalone letter ("B.", "B"), then the text of one of ``choices`` (when given), then a
-    lone capital letter anywhere. Letters beyond ``n_choices`` (default: ``len(choices)``,
-    else 5) are never taken. tf: yes/true -> 'true', no/false -> 'false'. ff_num: the number
+    mcq: the option the reply settles on (:func:`_extract_mcq`: options it rules out never count, its
+    last conclusion wins, else the one option it commits to), else the first bracketed label, option
+    text (when ``choices`` are given) or lone capital; None for a reply that commits to several options
+    and concludes on none (:func:`mcq_is_ambiguous` tells those apart). Letters beyond ``n_choices``
+    (default: ``len(choices)``, else 5) are never taken. tf: yes/true -> 'true', no/false -> 'false'. ff_num: the number
     after the last "The answer is"/"Answer:"/"####", else the last number. ff_text: the first
     sentence after an "Answer:" label.
     """
     found = _find(response, task_type, n_choices, choices)
-    return None if found is None else found.value
+    return found.value if isinstance(found, _Found) else None
 
 
 def answer_char_span(
@@ -319,7 +412,22 @@ def answer_char_span(
     symbol), or the answer sentence. None when there is no answer.
     """
     found = _find(response, task_type, n_choices, choices)
-    return None if found is None else (found.start, found.end)
+    return (found.start, found.end) if isinstance(found, _Found) else None
+
+
+def item_options(item: Mapping[str, Any]) -> tuple[int | None, list[str] | None]:
+    """``(n_choices, choices)`` of a data-contract row."""
+    choices = list_cell(item.get("choices")) or None
+    return (None if choices is None else len(choices)), choices
+
+
+def mcq_is_ambiguous(response: str | None, item: Mapping[str, Any]) -> bool:
+    """True for a multiple-choice reply that commits to several options and concludes on none: the rule
+    cannot grade it (an LLM judge, where one is configured, does)."""
+    if item["task_type"] != "mcq":
+        return False
+    n_choices, choices = item_options(item)
+    return isinstance(_find(response, "mcq", n_choices, choices), Ambiguous)
 
 
 def list_cell(value: Any) -> list:
@@ -334,5 +442,5 @@ def list_cell(value: Any) -> list:
 
 def extract_item_prediction(response: str | None, item: Mapping[str, Any]) -> str | None:
     """``extract_prediction`` with the task type and options taken from a data-contract row."""
-    choices = list_cell(item.get("choices")) or None
-    return extract_prediction(response, item["task_type"], None if choices is None else len(choices), choices=choices)
+    n_choices, choices = item_options(item)
+    return extract_prediction(response, item["task_type"], n_choices, choices=choices)

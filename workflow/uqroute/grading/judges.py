@@ -171,6 +171,12 @@ class LLMJudge:
         """The judge's question about one (item, response) pair."""
         p = self.prompts
         answer = str(item["answer"]).strip()
+        choices = list_cell(item.get("choices"))
+        if item.get("task_type") == "mcq" and choices and len(answer) == 1 and answer.upper().isalpha():
+            # An option letter means nothing to the judge without its text.
+            index = ord(answer.upper()) - ord("A")
+            if index < len(choices):
+                answer = f"{answer.upper()}) {str(choices[index]).strip()}"
         aliases = [a for a in dict.fromkeys(_texts(item.get("answer_aliases"))) if a != answer]
         incorrect = list(dict.fromkeys(_texts(item.get("incorrect_answers"))))
         sep = p["list_separator"]
@@ -197,26 +203,36 @@ class LLMJudge:
         correct = np.zeros(len(rows), dtype=bool)
         ask = [i for i in range(len(rows)) if rows.at[i, "task_type"] in FREE_FORM_TASKS and responses[i].strip()]
         by_rule = [i for i in range(len(rows)) if rows.at[i, "task_type"] not in FREE_FORM_TASKS]
-        if ask:
-            conversations = [self.conversation(rows.iloc[i], responses[i]) for i in ask]
-            replies = self.engine.generate(conversations, max_new_tokens=int(self.prompts["max_new_tokens"]),
-                                           temperature=0.0)
-            unparsed = []
-            for i, completions in zip(ask, replies):
-                verdict = parse_verdict(completions[0].text)
-                if verdict is None:
-                    unparsed.append(i)
-                else:
-                    correct[i] = verdict
-            if unparsed:
-                first = rows.iloc[unparsed[0]]
-                log.warning("judge %s: %d of %d verdicts neither yes nor no (first: %s item %s replied %r); "
-                            "graded by the rule judge", getattr(self.engine, "model_name", "?"), len(unparsed),
-                            len(ask), first.get("dataset", "?"), first.get("id", "?"),
-                            replies[ask.index(unparsed[0])][0].text)
-                by_rule.extend(unparsed)
+        verdicts = self._verdicts(rows.iloc[ask], [responses[i] for i in ask])
+        for i, verdict in zip(ask, verdicts):
+            if verdict is None:
+                by_rule.append(i)
+            else:
+                correct[i] = verdict
         if by_rule:
             by_rule.sort()
             correct[by_rule] = self.fallback.judge(rows.iloc[by_rule], [predictions[i] for i in by_rule],
                                                    [responses[i] for i in by_rule])
         return correct
+
+    def judge_replies(self, items: pd.DataFrame, responses: Sequence[str]) -> np.ndarray:
+        """The judge's verdict on each reply itself, whatever the task type: for replies the rule cannot
+        read (a multiple-choice reply that commits to several options). No verdict counts as wrong."""
+        verdicts = self._verdicts(items.reset_index(drop=True), [str(r) for r in responses])
+        return np.array([bool(v) for v in verdicts], dtype=bool)
+
+    def _verdicts(self, rows: pd.DataFrame, responses: list[str]) -> list[bool | None]:
+        """Ask the judge about each (row, response); None where its reply is neither yes nor no (logged)."""
+        if not responses:
+            return []
+        conversations = [self.conversation(rows.iloc[i], response) for i, response in enumerate(responses)]
+        replies = self.engine.generate(conversations, max_new_tokens=int(self.prompts["max_new_tokens"]),
+                                       temperature=0.0)
+        verdicts = [parse_verdict(completions[0].text) for completions in replies]
+        unparsed = [i for i, verdict in enumerate(verdicts) if verdict is None]
+        if unparsed:
+            first = rows.iloc[unparsed[0]]
+            log.warning("judge %s: %d of %d verdicts neither yes nor no (first: %s item %s replied %r); "
+                        "graded by the rule judge", getattr(self.engine, "model_name", "?"), len(unparsed),
+                        len(responses), first.get("dataset", "?"), first.get("id", "?"), replies[unparsed[0]][0].text)
+        return verdicts

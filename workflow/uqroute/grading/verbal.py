@@ -17,10 +17,8 @@ _AFTER_KEYWORD = re.compile(
 _PERCENT_SURE = re.compile(
     rf"(?<![\w.]){_NUMBER_TEXT}\s*(%|percent\b)\s*(?:confident|sure|certain)\b", re.IGNORECASE
 )
-_PERCENT = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}\s*(%|percent\b)", re.IGNORECASE)
-_ANY_NUMBER = re.compile(rf"(?<![\w.]){_NUMBER_TEXT}(?!\w|\.\d)")
-# "1. " / "2) " opening a line numbers a list item; it is no confidence.
-_LIST_MARKER = re.compile(r"^\s*\d+[.)]\s+", re.MULTILINE)
+# A reply that is nothing but a probability or a percentage ("0.8", "80%", "**85**.").
+_ALONE = re.compile(rf"^[\s*_\"'`]*{_NUMBER_TEXT}\s*(%|percent\b)?[\s*_\"'`]*\.?\s*$", re.IGNORECASE)
 
 
 def _as_confidence(number: str, percent: bool) -> float | None:
@@ -31,23 +29,23 @@ def _as_confidence(number: str, percent: bool) -> float | None:
 
 
 def parse_verbal_confidence(text: str | None, *, require_cue: bool = False) -> float | None:
-    """A stated confidence as a probability in [0, 1]; None when there is none or it is above 100.
+    """A stated confidence as a probability in [0, 1]; None when the reply states none, or one above 100.
 
-    Preference: the number after the word "confidence"/"confident" ("Confidence: 85%"), then
-    "N% sure/confident/certain"; unless ``require_cue``, then any percentage, then the first
-    number that is not the echoed "0-100" scale. "85%" and "85" are read on the 0-100 scale;
-    a decimal up to 1 without "%" ("0.7") is already a probability. Use ``require_cue=True``
-    for replies that also hold an answer (one-step verbalisation), where a bare number or a
-    percentage may be the answer rather than the confidence.
+    A confidence is the number after the word "confidence"/"confident" ("Confidence: 85%"), or
+    "N% sure/confident/certain". Unless ``require_cue``, a reply that is nothing but a number or a
+    percentage ("85%", "0.7") is one too: the two-stage follow-up asks for exactly that. Anything else
+    does not follow the instruction and is discarded, as the paper does: a follow-up that solves the
+    problem again ("100 + 1 = 111") or restates the answer ("Answer: 42") states no confidence. "85%"
+    and "85" are read on the 0-100 scale; a decimal up to 1 without "%" ("0.7") is already a probability.
+    ``require_cue=True`` is for replies that also hold an answer (one-step verbalisation), where a
+    number standing alone is the answer.
     """
     if text is None:
         return None
     text = _SCALE.sub(lambda m: " " * len(m.group(0)), str(text))
-    patterns = (_AFTER_KEYWORD, _PERCENT_SURE) if require_cue else (_AFTER_KEYWORD, _PERCENT_SURE, _PERCENT, _ANY_NUMBER)
+    patterns = (_AFTER_KEYWORD, _PERCENT_SURE) if require_cue else (_AFTER_KEYWORD, _PERCENT_SURE, _ALONE)
     for pattern in patterns:
-        if pattern is _ANY_NUMBER:
-            text = _LIST_MARKER.sub(lambda m: " " * len(m.group()), text)
         match = pattern.search(text)
         if match:
-            return _as_confidence(match.group(1), percent=pattern.groups > 1 and match.group(2) is not None)
+            return _as_confidence(match.group(1), percent=match.group(2) is not None)
     return None

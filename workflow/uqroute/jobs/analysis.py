@@ -130,8 +130,8 @@ def findings(*, alignment: str, routing: str, relative: str, generalization: Seq
 
 def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str, str | None], max_share: float,
                output: str) -> None:
-    """How often each pass table's replies used their whole token budget, and how many of those loop
-    (``uqroute.analysis.truncation``).
+    """How often each pass table's replies used their whole token budget, how many of those loop, and how
+    many graded replies the rule could not read (``uqroute.analysis.truncation``).
 
     ``budgets``: the config's ``generation.max_new_tokens`` and ``verbal_max_new_tokens``; ``tokenizers``:
     where each model's tokenizer loads from (its folder or hub id; None for a model without one), for the
@@ -176,7 +176,11 @@ def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str,
             replies, slack = [None] * len(table), 1
         else:
             replies, slack = reply_tokens(table, cell["pass_name"], tokenize)
-        row = {**cell, "task_type": task_type, **truncation_row(replies, budget, slack)}
+        row = {**cell, "task_type": task_type, **truncation_row(replies, budget, slack),
+               "ambiguous": int(table["ambiguous"].sum()) if "ambiguous" in table.columns else 0}
+        if row["ambiguous"]:
+            log.warning("%s: %d of %d replies commit to several options and conclude on none: no answer by the "
+                        "rule, the judge's verdict where one is configured", path, row["ambiguous"], row["replies"])
         if row["uncounted"]:
             why = "the model has no tokenizer to count them with" if text_only else "the endpoint reported no logprobs"
             log.warning("%s: %d of %d replies have no known length (%s); the shares count the rest", path,

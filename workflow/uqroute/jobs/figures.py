@@ -68,7 +68,9 @@ def relative_accuracy(inputs: Inputs, output_png: str, selection: Selection = No
 def confidence_distributions(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
-    figures.plot_confidence_distributions(tagged(inputs["uq"], "uq"), _stem(output_png))
+    # A paper figure names its (SLM, method) panels; the workflow's own figure draws them all.
+    figures.plot_confidence_distributions(tagged(inputs["uq"], "uq"), _stem(output_png),
+                                          panels=selection.pairs if selection is not None else None)
 
 
 def generalization(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
