@@ -37,7 +37,7 @@ def _configure(workdir: Path, data_dir: Path, smollm2_dir: Path, base_url: str) 
                               "timeout": 2.0, "max_retries": 4}
     del config["engines"]["gemma3-270m"]
     config["generation"].update(max_new_tokens={"mcq": 8, "tf": 6, "ff_num": 24, "ff_text": 8})
-    config["calibration"].update(n_bins=4, fraction=0.5)
+    config["calibration"].update(n_bins=4, fraction=0.5, methods=None)
     (workdir / "config").mkdir(exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     link = workdir / "results" / "models" / "smollm2-135m"

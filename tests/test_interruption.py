@@ -33,8 +33,10 @@ def _start(workdir: Path, *extra: str) -> subprocess.Popen:
 def test_killed_pass_resumes_from_its_checkpoint(tmp_path, data_dir, smollm2_dir):
     config = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
     config.update(data_dir=str(data_dir), datasets=["multiarith"], subset={"max_test": 8, "max_train": 8, "seed": 50})
-    config["engines"]["smollm2-135m"].update(batch_size=2, dtype="float32")
-    config["generation"].update(part_size=2, max_new_tokens={"mcq": 8, "tf": 8, "ff_num": 40, "ff_text": 8})
+    config["engines"]["smollm2-135m"].update(batch_size=2)  # dtype auto, as the embedded default runs
+    # One job per pass: the job killed here is the greedy pass's own (the embedded default makes it in a cell job).
+    config["generation"].update(part_size=2, max_new_tokens={"mcq": 8, "tf": 8, "ff_num": 40, "ff_text": 8},
+                                one_job_per="pass")
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     (tmp_path / "results" / "models").mkdir(parents=True)

@@ -114,7 +114,7 @@ def _write_workdir(workdir: Path, data_dir: Path, smollm2_dir: Path) -> Path:
     """One dataset, eight questions in batches of two: a greedy pass of four checkpointed batches."""
     config = tiny_config(data_dir)
     config.update(datasets=["multiarith"], subset={"max_test": 8, "max_train": 8, "seed": 50})
-    config["engines"][SLM].update(batch_size=2, dtype="float32")
+    config["engines"][SLM].update(batch_size=2)  # dtype auto, as the embedded default runs
     config["generation"]["part_size"] = 2
     config_file = workdir / "config" / "config.yaml"
     config_file.parent.mkdir(parents=True)

@@ -220,7 +220,8 @@ def test_a_budget_missing_from_the_config_names_the_file_and_key(tmp_path):
 
 def planned_truncation_inputs(tmp_path, overrides: dict) -> list[str]:
     override = tmp_path / "override.yaml"
-    override.write_text(yaml.safe_dump({"data_dir": str(DATA_DIR), **overrides}))
+    # calibration.methods: null, so that the methods of the override need no calibration list to match.
+    override.write_text(yaml.safe_dump({"data_dir": str(DATA_DIR), "calibration": {"methods": None}, **overrides}))
     (job,) = [job for job in plan(tmp_path, "results/metrics/truncation.parquet", configfiles=[EMBEDDED_CONFIG, override])
               if job["rule"] == "truncation"]
     return job["input"]

@@ -40,7 +40,9 @@ def tiny_config(data_dir: Path, datasets: list[str] | None = None) -> dict:
     config["subset"] = {"max_test": 10, "max_train": 12, "seed": 50}
     config["generation"]["max_new_tokens"] = {"mcq": 8, "tf": 6, "ff_num": 40, "ff_text": 16}
     config["generation"]["verbal_max_new_tokens"] = 10
-    config["calibration"].update(n_bins=5, fraction=0.5)
+    config["calibration"].update(n_bins=5, fraction=0.5, methods=None)  # every method's calibration data
+    # One job per pass: the rerun-scope tests check that a setting reruns exactly the passes it changes.
+    config["generation"]["one_job_per"] = "pass"
     return config
 
 

@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {
         "on_failure": "fallback",
     },
     "generation": {
-        "max_new_tokens": {"mcq": 12, "tf": 8, "ff_num": 96, "ff_text": 32},
+        "max_new_tokens": {"mcq": 12, "tf": 8, "ff_num": 64, "ff_text": 32},
         "verbal_max_new_tokens": 16,
         "n_samples": 5,
         "sample_temperature": 1.0,
