@@ -56,10 +56,11 @@ ROUTER_KEY = "uqroute-test-bearer-4f1c9e"  # made up for the test; must never sh
 CONFIDENCE_TOLERANCE = 1e-4
 
 
-def _subset(data_dir: Path, root: Path, dataset: str) -> pd.DataFrame:
+def _subset(data_dir: Path, root: Path, dataset: str, n: int | None = None) -> pd.DataFrame:
+    """The embedded default's test subset of ``dataset`` (``n`` questions of the same seeded order if given)."""
     full = root / "data" / dataset / "test.parquet"
     data_jobs.prepare_dataset(dataset, "test", str(data_dir), str(full))
-    return generate_jobs.load_questions(str(full), STUDY["subset"]["max_test"], STUDY["subset"]["seed"])
+    return generate_jobs.load_questions(str(full), n or STUDY["subset"]["max_test"], STUDY["subset"]["seed"])
 
 
 @pytest.fixture(scope="module")
@@ -332,7 +333,7 @@ def test_slm_behind_vllm_server(vllm_router, study):
 
 def test_64_concurrent_requests_all_answered_none_routed_twice(hf_router, llm_server, data_dir, workdir):
     prompts = PromptSet.load()
-    pool = pd.concat([_subset(data_dir, workdir, dataset) for dataset in CONSISTENCY])
+    pool = pd.concat([_subset(data_dir, workdir, dataset, n=32) for dataset in CONSISTENCY])
     requests = [_request(item, prompts) for item in pool.head(64).to_dict("records")]
     assert len(requests) == 64
     metrics_url = f"http://127.0.0.1:{hf_router.port}/metrics"

@@ -276,8 +276,10 @@ def check_truncation(workdir: Path) -> None:
     for row in truncation.itertuples():
         expected = {"greedy": answer[row.task_type], "sample": answer[row.task_type],
                     "verbal1s": answer[row.task_type] + verbal, "verbal2s": verbal}[row.pass_name]
-        # Text-only passes are re-tokenized, which can differ from the generated ids by a token.
-        assert row.budget == expected and row.max_tokens <= expected + (row.pass_name != "greedy"), row
+        # Text-only passes are re-tokenized, which can differ from the generated ids at the edges; a sampled
+        # reply can differ by more (2026-12-04: 40 sampled ids re-tokenized to 42, "Eerily" sampled in
+        # fewer pieces than its canonical ones), so only the greedy count is bounded by its budget.
+        assert row.budget == expected and (row.pass_name != "greedy" or row.max_tokens <= expected), row
         assert row.uncounted == 0, row  # every engine here stores tokens or has a tokenizer
         if row.pass_name == "greedy":  # counted exactly from the stored token ids
             tokens = pd.read_parquet(results / "gen" / row.model / row.dataset / row.split / "greedy.parquet")["tokens"]

@@ -9,7 +9,8 @@ rest are the replies a larger budget could finish, and their share is what ``ove
 
 The greedy pass stores the tokens it generated, so its count is exact. The other passes store text
 only; their replies are re-tokenized, which can differ from the generated ids by a token at the
-edges, so a reply within one token of its budget counts as having reached it. An endpoint that
+edges, so a reply within one token of its budget counts as having reached it (a sampled reply can
+re-tokenize to more: its tokens need not be the tokenizer's own segmentation of its text). An endpoint that
 reports no logprobs leaves a greedy reply without tokens: its length is unknown, so it is counted
 as ``uncounted`` and left out of the shares rather than taken for an empty reply.
 """
