@@ -343,7 +343,7 @@ def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, j
     ``judge(items, predictions, responses) -> bool array`` (default: the rule judge). Returns the
     :data:`PASS_COLUMNS` table in the order of ``replies``.
     """
-    from .grading import RuleJudge, extract_item_prediction, mcq_is_ambiguous
+    from .grading import RuleJudge, read_item_answer
 
     if pass_name not in GRADED_PASSES:
         raise ValueError(f"pass {pass_name!r} is not graded; graded passes: {', '.join(GRADED_PASSES)}")
@@ -360,8 +360,9 @@ def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, j
     table = replies.reset_index(drop=True).copy()
     responses = ["" if _missing(r) else str(r) for r in table["response"]]
     records = items.to_dict("records")
-    predictions = [extract_item_prediction(r, item) for r, item in zip(responses, records)]
-    ambiguous = np.array([mcq_is_ambiguous(r, item) for r, item in zip(responses, records)], dtype=bool)
+    readings = [read_item_answer(r, item) for r, item in zip(responses, records)]
+    predictions = [prediction for prediction, _ in readings]
+    ambiguous = np.array([is_ambiguous for _, is_ambiguous in readings], dtype=bool)
     table["prediction"] = pd.Series(predictions, dtype=object)
     judge = judge if judge is not None else RuleJudge()
     correct = np.asarray(judge.judge(items, predictions, responses), dtype=bool) if len(table) else \

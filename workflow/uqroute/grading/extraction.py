@@ -211,7 +211,8 @@ def _extract_mcq(text: str, n_choices: int | None, choices: Sequence[str] | None
     cues = [_labelled(match) for match in statement.finditer(text)]
     labels = [_labelled(match) for match in bracketed.finditer(text)]
     leading = _leading_letter(text, letters)
-    mentions = {found.start: found for found in [*_bare_letters(text, letters), *labels, *cues]
+    bare = _bare_letters(text, letters)
+    mentions = {found.start: found for found in [*bare, *labels, *cues]
                 + ([leading] if leading else [])}
     cue_starts = {found.start for found in cues}
     conclusions, commitments = [], []
@@ -240,7 +241,7 @@ def _extract_mcq(text: str, n_choices: int | None, choices: Sequence[str] | None
         found = _option_text(text, letters, choices)
         if found is not None:
             return found
-    return next((found for found in _bare_letters(text, letters) if not ruled_out(found)), None)
+    return next((found for found in bare if not ruled_out(found)), None)
 
 
 # ---- yes / no --------------------------------------------------------------------------------------
@@ -421,13 +422,18 @@ def item_options(item: Mapping[str, Any]) -> tuple[int | None, list[str] | None]
     return (None if choices is None else len(choices)), choices
 
 
+def read_item_answer(response: str | None, item: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """``(prediction, ambiguous)`` of a reply to a data-contract row, read once: the prediction
+    :func:`extract_item_prediction` gives, and whether the reply is :func:`mcq_is_ambiguous`."""
+    n_choices, choices = item_options(item)
+    found = _find(response, item["task_type"], n_choices, choices)
+    return (found.value if isinstance(found, _Found) else None), isinstance(found, Ambiguous)
+
+
 def mcq_is_ambiguous(response: str | None, item: Mapping[str, Any]) -> bool:
     """True for a multiple-choice reply that commits to several options and concludes on none: the rule
     cannot grade it (an LLM judge, where one is configured, does)."""
-    if item["task_type"] != "mcq":
-        return False
-    n_choices, choices = item_options(item)
-    return isinstance(_find(response, "mcq", n_choices, choices), Ambiguous)
+    return item["task_type"] == "mcq" and read_item_answer(response, item)[1]
 
 
 def list_cell(value: Any) -> list:
@@ -442,5 +448,4 @@ def list_cell(value: Any) -> list:
 
 def extract_item_prediction(response: str | None, item: Mapping[str, Any]) -> str | None:
     """``extract_prediction`` with the task type and options taken from a data-contract row."""
-    n_choices, choices = item_options(item)
-    return extract_prediction(response, item["task_type"], n_choices, choices=choices)
+    return read_item_answer(response, item)[0]
