@@ -25,10 +25,8 @@ rule alignment:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/alignment.py"
+    run:
+        warm_script("alignment.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule routing_curve:
@@ -47,10 +45,8 @@ rule routing_curve:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/routing_curve.py"
+    run:
+        warm_script("routing_curve.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule routing_metrics:
@@ -65,10 +61,8 @@ rule routing_metrics:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/routing_metrics.py"
+    run:
+        warm_script("routing_metrics.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule relative_accuracy:
@@ -87,10 +81,8 @@ rule relative_accuracy:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/relative_accuracy.py"
+    run:
+        warm_script("relative_accuracy.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule calibration_set:
@@ -109,10 +101,8 @@ rule calibration_set:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/calibration_set.py"
+    run:
+        warm_script("calibration_set.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule generalization:
@@ -132,10 +122,8 @@ rule generalization:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/generalization.py"
+    run:
+        warm_script("generalization.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule release_calibration:
@@ -154,10 +142,8 @@ rule release_calibration:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/calibration_set.py"
+    run:
+        warm_script("calibration_set.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule findings:
@@ -181,10 +167,8 @@ rule findings:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/findings.py"
+    run:
+        warm_script("findings.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule truncation:
@@ -203,10 +187,8 @@ rule truncation:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/hidden.yaml"  # re-tokenizing needs transformers
-    script:
-        "../scripts/truncation.py"
+    run:
+        warm_script("truncation.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule tables:

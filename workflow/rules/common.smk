@@ -4,6 +4,8 @@
 
 from pathlib import Path
 
+from snakemake.logging import logger
+
 from uqroute import paths
 from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files, dataset_info
 from uqroute.datasets import probe_training as dataset_probe_training
@@ -13,10 +15,12 @@ from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
 from uqroute.passes import GENERATING_PASSES, GRADED_PASSES, NEEDS_GREEDY, PASS_NAMES, pass_settings
 from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
+from uqroute.warm import WarmPool, default_workers, run_script
 
 RESULTS = "results"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
+SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 SLMS = list(config["slms"])
 LLMS = list(config["llms"])
@@ -77,6 +81,9 @@ onstart:
             check_model_files(model_spec(name))
     if DATA_DIR is not None:
         check_data_files(DATASETS, Path(DATA_DIR))
+    if workflow.local_exec and not workflow.use_threads:
+        logger.warning("uqroute: jobs run without --force-use-threads (profiles/default sets it; was it skipped "
+                       "with --workflow-profile?): each table and figure job will start a Snakemake of its own")
 
 
 wildcard_constraints:
@@ -455,3 +462,22 @@ def all_tables():
         *all_release(),
         *all_release_probes(),
     ]
+
+
+# Table, figure and UQ jobs (everything but a model pass) run their script in a warm worker of the main
+# Snakemake process: each would otherwise spend most of its time starting Python and importing its
+# libraries. That needs the jobs in threads of this process, which profiles/default asks for
+# (force-use-threads); without it Snakemake starts a whole Snakemake for each job.
+WARM = WarmPool(default_workers(workflow.resource_settings.local_cores if workflow.non_local_exec else workflow._cores))
+
+
+def warm_script(script, input, output, params, wildcards, threads, resources, log, rule):
+    """Run workflow/scripts/<script> with the `snakemake` object a script directive would hand it: in a warm
+    worker from the main process, in this process where Snakemake runs the job alone (a cluster node)."""
+    from snakemake.iocontainers import Snakemake
+
+    job = Snakemake(input, output, params, wildcards, threads, resources, log, config, rule, None, str(SCRIPTS))
+    if workflow.is_main_process:
+        WARM.run(SCRIPTS / script, {"snakemake": job})
+    else:
+        run_script(SCRIPTS / script, {"snakemake": job})

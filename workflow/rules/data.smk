@@ -15,7 +15,5 @@ rule dataset:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/prepare_dataset.py"
+    run:
+        warm_script("prepare_dataset.py", input, output, params, wildcards, threads, resources, log, rule)

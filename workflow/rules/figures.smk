@@ -31,10 +31,8 @@ rule figure_auroc_heatmaps:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/figures.py"
+    run:
+        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_routing_curves:
@@ -59,10 +57,8 @@ rule figure_routing_curves:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/figures.py"
+    run:
+        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_relative_accuracy:
@@ -86,10 +82,8 @@ rule figure_relative_accuracy:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/figures.py"
+    run:
+        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_confidence_distributions:
@@ -111,10 +105,8 @@ rule figure_confidence_distributions:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/figures.py"
+    run:
+        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_generalization:
@@ -144,10 +136,8 @@ rule figure_generalization:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/figures.py"
+    run:
+        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_ratio_fidelity:
@@ -168,10 +158,8 @@ rule figure_ratio_fidelity:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/figures.py"
+    run:
+        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figures:
@@ -193,10 +181,8 @@ rule paper_figure:
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/analysis.yaml"
-    script:
-        "../scripts/paper_figure.py"
+    run:
+        warm_script("paper_figure.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule paper_figures:

@@ -115,10 +115,8 @@ rule grade:
         mem_mb=2000,
         runtime=60,
         openai_requests=judge_api_requests(),
-    conda:
-        "../../envs/generate.yaml"
-    script:
-        "../scripts/grade.py"
+    run:
+        warm_script("grade.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule hidden_states:

@@ -18,10 +18,8 @@ rule uq:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/hidden.yaml"
-    script:
-        "../scripts/uq_score.py"
+    run:
+        warm_script("uq_score.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule holdout_uq:
@@ -45,10 +43,8 @@ rule holdout_uq:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/hidden.yaml"
-    script:
-        "../scripts/holdout_uq.py"
+    run:
+        warm_script("holdout_uq.py", input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule release_probe:
@@ -68,7 +64,5 @@ rule release_probe:
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        "../../envs/hidden.yaml"
-    script:
-        "../scripts/release_probe.py"
+    run:
+        warm_script("release_probe.py", input, output, params, wildcards, threads, resources, log, rule)
