@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,10 +37,19 @@ MODEL_CACHE = Path(os.environ.get("UQROUTE_MODEL_CACHE", REPO_ROOT / "results" /
 MODEL_FIXTURES = frozenset({"smollm2_dir", "gemma3_dir", "smollm2_engine", "model_dirs", "slice_run"})
 
 
+# The longest modules (minutes each: DAG runs, SLURM jobs, vLLM engines, servers), longest first. The full suite
+# runs on two pytest-xdist workers, one module at a time each (`--dist loadfile`); starting these first keeps
+# one of them from being the last thing left running while the other worker idles.
+LONG_MODULES = ("test_slurm", "test_engine_vllm", "test_workflow_vllm", "test_workflow_e2e", "test_serve_e2e",
+                "test_engine_hf")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: modules stay whole and in order
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +60,16 @@ def data_dir() -> Path:
 
 
 def _materialized(name: str) -> Path:
+    from filelock import FileLock
+
     from uqroute.gguf import materialize
     from uqroute.models import model_spec
 
-    return materialize(model_spec(name), MODEL_CACHE / name)
+    # Under pytest-xdist each worker asks for the models at once: one converts, the other waits for its copy.
+    # The lock lives outside the cache, which holds models only.
+    cache_key = hashlib.sha1(str(MODEL_CACHE.resolve()).encode()).hexdigest()[:12]
+    with FileLock(Path(tempfile.gettempdir()) / f"uqroute-models-{cache_key}-{name}.lock"):
+        return materialize(model_spec(name), MODEL_CACHE / name)
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +106,19 @@ def model_dirs(smollm2_dir, gemma3_dir) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def slice_run(tmp_path_factory, data_dir, model_dirs) -> Path:
-    """The tiny slice's tables made by the local executor; the determinism and SLURM tests compare to it."""
+def slice_run(tmp_path_factory, worker_id, data_dir, model_dirs) -> Path:
+    """The tiny slice's tables made by the local executor; the determinism, granularity and SLURM tests compare
+    to it. Made once per test run: under pytest-xdist the first worker to ask runs it, the others wait for it."""
+    from filelock import FileLock
+
     from workflow_runs import run_workflow, slice_config
 
-    workdir = tmp_path_factory.mktemp("slice-local")
-    result = run_workflow(workdir, data_dir, model_dirs, "tables", config=slice_config(data_dir))
-    assert result.returncode == 0, result.stderr[-6000:]
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    workdir, done = shared / "slice-local", shared / "slice-local.done"
+    with FileLock(shared / "slice-local.lock"):
+        if not done.exists():
+            workdir.mkdir(exist_ok=True)
+            result = run_workflow(workdir, data_dir, model_dirs, "tables", config=slice_config(data_dir))
+            assert result.returncode == 0, result.stderr[-6000:]
+            done.touch()
     return workdir

@@ -98,17 +98,23 @@ from uqroute.engines.options import resolve_dtype
 torch.set_num_threads(2)
 torch.manual_seed(0)
 ids = torch.randint(100, 40000, (8, 300))
-seconds = {}
-for dtype in ("float32", "bfloat16"):
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=getattr(torch, dtype)).eval()
-    with torch.inference_mode():
+models = {dtype: AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=getattr(torch, dtype)).eval()
+          for dtype in ("float32", "bfloat16")}
+runs = {dtype: [] for dtype in models}
+with torch.inference_mode():
+    for model in models.values():
         model(ids[:2, :32])  # warm-up: oneDNN builds its kernels on the first call
-        runs = []
-        for _ in range(2):
+    # Turn about, best of three each: a neighbour's load (another test worker) then weighs on both alike.
+    # A first round that differs by more than 3x decides alone (an emulated bf16 is ~6x slower; a busy
+    # neighbour slows one measurement by 2x at most).
+    for _ in range(3):
+        for dtype, model in models.items():
             start = time.perf_counter()
             model(ids)
-            runs.append(time.perf_counter() - start)
-    seconds[dtype] = min(runs)
+            runs[dtype].append(time.perf_counter() - start)
+        if max(runs["float32"][0], runs["bfloat16"][0]) > 3 * min(runs["float32"][0], runs["bfloat16"][0]):
+            break
+seconds = {dtype: min(times) for dtype, times in runs.items()}
 print(json.dumps({"auto": resolve_dtype("auto", "cpu"), "seconds": seconds}))
 """
 
@@ -116,8 +122,9 @@ print(json.dumps({"auto": resolve_dtype("auto", "cpu"), "seconds": seconds}))
 @pytest.mark.slow
 @pytest.mark.parametrize("cap", [{}, AVX2_CAP], ids=["this-cpu", "capped-to-avx2"])
 def test_auto_is_the_faster_dtype_for_a_smollm2_prefill_on_this_machine(smollm2_dir, cap):
-    """SmolLM2-135M prefill of 8 x 300 tokens timed in float32 and bfloat16 (best of 2, 2 threads): the
-    dtype ``auto`` picks must be the faster one here, and again with PyTorch capped to AVX2."""
+    """SmolLM2-135M prefill of 8 x 300 tokens timed in float32 and bfloat16 by turns (best of 3, or one round
+    that differs by more than 3x; 2 threads): the dtype ``auto`` picks must be the faster one here, and again
+    with PyTorch capped to AVX2."""
     import json
 
     result = subprocess.run([sys.executable, "-c", PREFILL_CODE, str(smollm2_dir)], env={**os.environ, **cap},

@@ -163,7 +163,9 @@ def test_p_true_matches_the_hf_engine(engines, items, greedy):
 
     prompts = PromptSet.load()
     hf_replies, _ = greedy
-    asked = [prompts.ptrue(item, reply.text) for item, reply in zip(items.to_dict("records"), hf_replies)]
+    # Every other item, two of each dataset: vLLM prefills each (question, candidate token) pair on its own
+    # (12 pairs a question for Gemma's candidates), and the other half would only repeat the same path.
+    asked = [prompts.ptrue(item, reply.text) for item, reply in zip(items.to_dict("records"), hf_replies)][::2]
     candidates = list(prompts.ptrue_candidates)
     expected = engines.hf.next_token_probs(asked, candidates)
     got = engines.vllm.next_token_probs(asked, candidates)
@@ -263,6 +265,9 @@ def _vllm_processes() -> list[psutil.Process]:
 @slow
 def test_close_frees_the_engine_so_a_second_one_starts(engines, conversations, greedy):
     """Runs last for each model: replaces the module's engine by a fresh one, which must answer the same."""
+    if engines.name != "smollm2-135m":
+        pytest.skip("close() and a restart are shown on SmolLM2; the engine code does not depend on the model, "
+                    "and a second Gemma engine would add a minute")
     _, vllm_replies = greedy
     engine_processes = _vllm_processes()
     assert engine_processes, "vLLM runs its engine core in child processes"
