@@ -29,9 +29,9 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
 def _filled_profile(folder: Path) -> Path:
-    """profiles/slurm with its placeholders filled in, no account, no conda (none on this machine)."""
-    text = (REPO / "profiles" / "slurm" / "config.yaml").read_text()
-    profile = yaml.safe_load(text.replace("<your-cpu-partition>", "cpu").replace("<your-gpu-partition>", "gpu"))
+    """profiles/slurm with no account and no conda (none on this machine); a dry run submits nothing, so
+    its partition file stays unread."""
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
     del profile["default-resources"]["slurm_account"]
     profile.update({"slurm-no-account": True, "software-deployment-method": "env-modules"})
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))

@@ -79,8 +79,6 @@ def overlay(tmp_path_factory) -> Path:
     """tests/slurm/profile with the partition this run uses (the overlay's own unless overridden)."""
     profile = _with_account(yaml.safe_load(OVERLAY.read_text()))
     profile["default-resources"]["slurm_partition"] = CPU_PARTITION
-    for rule in profile["set-resources"].values():
-        rule["slurm_partition"] = CPU_PARTITION
     folder = tmp_path_factory.mktemp("overlay")
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
@@ -208,9 +206,10 @@ def test_job_failing_for_good_is_reported_with_its_logs(slurm_env, overlay, tmp_
 
 def _paper_profile(folder: Path) -> Path:
     """profiles/slurm as a user fills it in: partitions, no account, and (no conda here) no conda."""
-    text = (USER_PROFILE / "config.yaml").read_text()
-    text = text.replace("<your-cpu-partition>", PAPER_CPU_PARTITION).replace("<your-gpu-partition>", PAPER_GPU_PARTITION)
-    profile = yaml.safe_load(text)
+    partitions = (USER_PROFILE / "partitions.yaml").read_text()
+    partitions = partitions.replace("<your-cpu-partition>", PAPER_CPU_PARTITION)
+    (folder / "partitions.yaml").write_text(partitions.replace("<your-gpu-partition>", PAPER_GPU_PARTITION))
+    profile = yaml.safe_load((USER_PROFILE / "config.yaml").read_text())
     del profile["default-resources"]["slurm_account"]
     profile.update({"slurm-no-account": True, "software-deployment-method": "env-modules"})
     profile = _with_account(profile)
@@ -223,25 +222,54 @@ def _test_only(command: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_paper_grid_requests_are_accepted_by_sbatch(slurm_env, tmp_path):
-    """Every rule's request under config/paper.yaml, GPUs included, as the plugin builds it, passes sbatch --test-only."""
-    profile = _paper_profile(tmp_path)
+def _paper_grid_jobs(folder: Path, config: Path) -> list[dict]:
+    """One job per rule and distinct request of the grid in ``config``, with the sbatch command the plugin
+    would run under the filled-in profile (a dry run: nothing is submitted)."""
+    profile = _paper_profile(folder)
     listing = subprocess.run(
         [sys.executable, str(REPO_ROOT / "tests" / "slurm" / "submit_commands.py"), "-n", "--quiet", "all",
-         "--cores=1024", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(tmp_path),
-         f"--profile={profile}", f"--configfile={REPO_ROOT / 'config' / 'paper.yaml'}"],
+         "--cores=1024", "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(folder),
+         f"--profile={profile}", f"--configfile={config}"],
         capture_output=True, text=True, timeout=1200)
     assert listing.returncode == 0, listing.stderr[-4000:]
-    jobs = [json.loads(line) for line in listing.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in listing.stdout.splitlines() if line.startswith("{")]
+
+
+def _model_commands(jobs: list[dict]) -> dict[str, str]:
+    # A model's passes all ask for the same resources (its greedy pass is a generate_replies job).
+    return {job["wildcards"]["model"]: job["command"] for job in jobs if job["rule"] in ("generate", "generate_replies")}
+
+
+def test_paper_grid_requests_are_accepted_by_sbatch(slurm_env, tmp_path):
+    """Every rule's request under config/paper.yaml, GPUs included, as the plugin builds it, passes sbatch
+    --test-only; the plugin sends each job to the partition that fits its GPU count."""
+    jobs = _paper_grid_jobs(tmp_path, REPO_ROOT / "config" / "paper.yaml")
     assert {job["rule"] for job in jobs} == {"dataset", "generate", "generate_replies", "grade", "hidden_states", "uq",
                                              "holdout_uq", "release_probe"}
-    # A model's passes all ask for the same resources (its greedy pass is a generate_replies job).
-    commands = {job["wildcards"].get("model"): job["command"] for job in jobs
-                if job["rule"] in ("generate", "generate_replies")}
+    commands = _model_commands(jobs)
     assert "--gpus=4" in commands["llama-3.1-70b"] and "--gpus=1" in commands["llama-3.2-1b"]
     assert "--gpus" not in commands["gpt-4o-mini"] and f"-p {PAPER_CPU_PARTITION}" in commands["gpt-4o-mini"]
+    # profiles/slurm names no model and no rule's partition: GPU jobs go to the GPU partition, the rest not.
+    partition = {job["command"]: re.search(r" -p (\S+)", job["command"]).group(1) for job in jobs}
+    misplaced = {command: where for command, where in partition.items()
+                 if where != (PAPER_GPU_PARTITION if "--gpus" in command else PAPER_CPU_PARTITION)}
+    assert not misplaced, misplaced
     rejected = {job["command"]: result.stderr for job in jobs if (result := _test_only(job["command"])).returncode}
     assert not rejected, rejected
     # The check has teeth: a request beyond the node (five GPUs where there are four) is refused.
     too_many = _test_only(commands["llama-3.1-70b"].replace("--gpus=4", "--gpus=5"))
     assert too_many.returncode != 0 and "not available" in too_many.stderr
+
+
+def test_a_model_moved_behind_an_api_needs_no_profile_edit(slurm_env, tmp_path):
+    """The 70B model served by a `vllm serve` node instead of vLLM in the job, and a GPU type asked for: its
+    jobs lose their GPUs and go to the CPU partition, the other models' jobs ask for the type."""
+    config = yaml.safe_load((REPO_ROOT / "config" / "paper.yaml").read_text())
+    config["engines"]["llama-3.1-70b"] = {"kind": "openai", "base_url": "http://llm-node:8000/v1",
+                                          "model": "meta-llama/Llama-3.1-70B-Instruct", "api_key_env": "LLM_KEY"}
+    config["resources"] = {**config.get("resources", {}), "gpu_model": "a100"}
+    (tmp_path / "paper-api.yaml").write_text(yaml.safe_dump(config))
+    commands = _model_commands(_paper_grid_jobs(tmp_path, tmp_path / "paper-api.yaml"))
+    assert "--gpus" not in commands["llama-3.1-70b"] and f"-p {PAPER_CPU_PARTITION}" in commands["llama-3.1-70b"]
+    assert "--gpus=a100:1" in commands["llama-3.2-1b"] and f"-p {PAPER_GPU_PARTITION}" in commands["llama-3.2-1b"]
+    assert "--gpus" not in commands["gpt-4o-mini"]

@@ -134,6 +134,11 @@ def gpus(model, kind=None):
     return job_gpus(model_spec(model), configured_engine(model), kind)
 
 
+def gpu_type(model, kind=None):
+    """The GPU type a job that reserves GPUs asks SLURM for (`--gpus=<type>:<n>`); none for a CPU job."""
+    return config["resources"]["gpu_model"] if gpus(model, kind) else ""
+
+
 def model_inputs(model, kind=None):
     """A GGUF model is converted once to an fp32 folder that every job of that model loads (HF or vLLM)."""
     kind = kind or engine_kind(model)

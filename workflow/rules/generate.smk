@@ -41,6 +41,7 @@ rule generate:
         mem_mb=lambda wc: model_mem_mb(wc.model),
         runtime=lambda wc: model_runtime(wc.model, wc.pass_name),
         gpu=lambda wc: gpus(wc.model),
+        gpu_model=lambda wc: gpu_type(wc.model),
         openai_requests=lambda wc: api_requests(wc.model),
     conda:
         "../../envs/generate.yaml"
@@ -87,6 +88,7 @@ if CELL_PASSES:
             mem_mb=lambda wc: model_mem_mb(wc.model),
             runtime=lambda wc: sum(model_runtime(wc.model, name) for name in CELL_PASSES),
             gpu=lambda wc: gpus(wc.model),
+            gpu_model=lambda wc: gpu_type(wc.model),
             openai_requests=lambda wc: api_requests(wc.model),
         conda:
             "../../envs/generate.yaml"
@@ -142,6 +144,7 @@ rule hidden_states:
         mem_mb=lambda wc: model_mem_mb(wc.model, kind="hf"),
         runtime=lambda wc: model_runtime(wc.model),
         gpu=lambda wc: gpus(wc.model, kind="hf"),
+        gpu_model=lambda wc: gpu_type(wc.model, kind="hf"),
     conda:
         "../../envs/hidden.yaml"
     script:
