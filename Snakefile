@@ -8,7 +8,7 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+validate(config, "workflow/uqroute/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"

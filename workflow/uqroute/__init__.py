@@ -4,9 +4,19 @@ The library knows nothing of Snakemake: workflow scripts unpack their inputs and
 call the functions here.
 """
 
+from importlib.resources import files
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-RESOURCES_DIR = REPO_ROOT / "resources"
+# The registries, prompts and JSON schemas are package data, found wherever the package is installed:
+# the checkout (editable install) or site-packages (a wheel).
+# pip installs a package as a folder, so files() is a real path; the library wants one, since it stats
+# the registries to cache them and names them in its errors.
+PACKAGE_DIR = Path(files(__name__))
+RESOURCES_DIR = PACKAGE_DIR / "resources"
+SCHEMAS_DIR = PACKAGE_DIR / "schemas"
 
-__all__ = ["REPO_ROOT", "RESOURCES_DIR"]
+# The checkout around workflow/uqroute, which exists only for an editable install: the tests and bench
+# scripts find the Snakefile and config/ through it. Nothing the library reads depends on it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+__all__ = ["PACKAGE_DIR", "REPO_ROOT", "RESOURCES_DIR", "SCHEMAS_DIR"]

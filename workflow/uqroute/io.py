@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from . import SCHEMAS_DIR
+
 
 def _default_file_mode() -> int:
     # Reading the umask means setting it, so set it straight back.
@@ -89,11 +91,8 @@ def load_yaml(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: not valid YAML: {err}") from err
 
 
-SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
-
-
 def load_schema(name: str) -> dict:
-    """A JSON schema of ``workflow/schemas/`` (``name`` without ``.schema.yaml``)."""
+    """A JSON schema of the package's ``schemas/`` (``name`` without ``.schema.yaml``)."""
     return load_yaml(SCHEMAS_DIR / f"{name}.schema.yaml")
 
 

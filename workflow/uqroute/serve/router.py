@@ -21,7 +21,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from uqroute import REPO_ROOT
 from uqroute.engines.base import Completion, Conversation, Engine, EngineError
 from uqroute.engines.openai_engine import OpenAIEngine
 from uqroute.grading import extract_item_prediction, parse_verbal_confidence
@@ -65,8 +64,12 @@ def _finish_reason(completion: Completion, budget: int) -> str:
 
 
 def model_cache_dir() -> Path:
-    """Where fp32 copies of GGUF models live: ``$UQROUTE_MODEL_CACHE`` or the workflow's results/models."""
-    return Path(os.environ.get("UQROUTE_MODEL_CACHE", REPO_ROOT / "results" / "models"))
+    """Where fp32 copies of GGUF models live: ``$UQROUTE_MODEL_CACHE``, else ./results/models.
+
+    Relative to the working directory, not to the package: an installed router has no checkout,
+    and where the workflow ran, its results/ holds both the converted models and the calibration files.
+    """
+    return Path(os.environ.get("UQROUTE_MODEL_CACHE", Path.cwd() / "results" / "models"))
 
 
 def build_slm_engine(config: RouterConfig) -> Engine:
