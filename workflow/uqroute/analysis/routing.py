@@ -22,10 +22,7 @@ import pandas as pd
 
 from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
 
-CURVE_COLUMNS = ("ratio", "accuracy", "random_accuracy", "oracle_accuracy", "n")
 INVALID_RULES = ("drop", "route_first")
-SUMMARY_KEYS = ("area", "apgr", "cpt20", "cpt50", "cpt80")
-RELATIVE_COLUMNS = ("excluded_pct", "n_kept", "slm_accuracy", "llm_accuracy", "relative_accuracy")
 # Default grid: every percent from 0 % to 100 % routed (read-only, shared as a default argument).
 ROUTING_RATIOS = np.linspace(0, 1, 101)
 ROUTING_RATIOS.flags.writeable = False
