@@ -129,9 +129,9 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch):
         load_config(config, REQUIRED)
     with pytest.raises(ConfigError, match="ratio is required"):
         load_config(None, {**REQUIRED, "ratio": None})
-    with pytest.raises(ConfigError, match="ratio must be a number in"):
+    with pytest.raises(ConfigError, match="ratio: Input should be less than or equal to 1, got 1.5"):
         load_config(None, {**REQUIRED, "ratio": 1.5})
-    with pytest.raises(ConfigError, match="method 'trained_probe' is not served: it learns from one dataset"):
+    with pytest.raises(ConfigError, match="method: trained_probe is not served: it learns from one dataset"):
         load_config(None, {**REQUIRED, "method": "trained_probe"})
     with pytest.raises(ConfigError, match="probe is required"):
         load_config(None, {**REQUIRED, "method": "ood_probe"})
@@ -145,12 +145,24 @@ def test_config_errors_name_the_key(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="probe is set but method perplexity reads no probe"):
         load_config(None, {**REQUIRED, "probe": str(probe)})
     monkeypatch.delenv("UQROUTE_TEST_ROUTER_KEY", raising=False)
-    with pytest.raises(ConfigError, match="server.api_key_env names environment variable UQROUTE_TEST_ROUTER_KEY"):
+    with pytest.raises(ConfigError, match="server.api_key_env: environment variable UQROUTE_TEST_ROUTER_KEY is not set"):
         load_config(None, {**REQUIRED, "server.api_key_env": "UQROUTE_TEST_ROUTER_KEY"})
+    # Every problem of the file at once, each with its key; YAML's true is no number.
+    config.write_text(yaml.safe_dump({"drift": {"window": True}, "generation": {"max_new_tokens": {"mcq": 4}},
+                                      "slm": {"kind": "openai"}}))
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(config, REQUIRED)
+    problems = str(excinfo.value).splitlines()
+    assert all(problem.startswith(f"{config}: ") for problem in problems)
+    assert any("drift.window: Input should be a valid integer, got True" in problem for problem in problems)
+    assert any("generation.max_new_tokens: needs a budget for every task type" in problem for problem in problems)
+    assert any("slm: base_url is required when kind is openai" in problem for problem in problems)
 
 
 def test_example_config_documents_every_key():
-    from uqroute.serve.config import DEFAULTS
+    from pydantic import BaseModel
+
+    from uqroute.serve.config import RouterConfig
 
     example = yaml.safe_load((REPO_ROOT / "config" / "router.yaml").read_text())
 
@@ -161,8 +173,15 @@ def test_example_config_documents_every_key():
             out |= keys(value, f"{prefix}{key}.") if nested else {f"{prefix}{key}"}
         return out
 
-    assert keys(example) == keys(DEFAULTS)
-    assert load_config(REPO_ROOT / "config" / "router.yaml")["method"] == "perplexity"
+    def settings_keys(model, prefix=""):
+        out = set()
+        for key, field in model.model_fields.items():
+            nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+            out |= settings_keys(field.annotation, f"{prefix}{key}.") if nested else {f"{prefix}{key}"}
+        return out
+
+    assert keys(example) == settings_keys(RouterConfig)
+    assert load_config(REPO_ROOT / "config" / "router.yaml").method == "perplexity"
 
 
 def test_drift_warning_when_routed_share_leaves_the_band(caplog):

@@ -109,15 +109,15 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve.app import create_app
     from .serve.router import Router
 
-    server = config["server"]
-    api_key = os.environ[server["api_key_env"]] if server["api_key_env"] else None
+    server = config.server
+    api_key = os.environ[server.api_key_env] if server.api_key_env else None
     router = Router.from_config(config)
-    app = create_app(router, served_model_name=server["served_model_name"], api_key=api_key)
+    app = create_app(router, served_model_name=server.served_model_name, api_key=api_key)
     logging.getLogger("uqroute").info("serving %s on http://%s:%d/v1 (SLM %s, LLM %s, %s, ratio %g)",
-                                      server["served_model_name"], server["host"], server["port"],
-                                      router.slm_name, router.llm_name, router.method, config["ratio"])
+                                      server.served_model_name, server.host, server.port,
+                                      router.slm_name, router.llm_name, router.method, config.ratio)
     try:
-        uvicorn.run(app, host=server["host"], port=int(server["port"]), log_level=server["log_level"])
+        uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level)
     finally:
         router.close()
     return 0

@@ -143,7 +143,7 @@ def create_app(router: Router, *, served_model_name: str = "uqroute",
             metrics.rejected.labels("400").inc()
             return _error(400, f"model: this router serves {served_model_name!r}, not {body.model!r}", "model")
         hints = body.uqroute or RouteHints()
-        task_type = hints.task_type or router.config["default_task_type"]
+        task_type = hints.task_type or router.config.default_task_type
         if task_type == "mcq" and not hints.choices:
             metrics.rejected.labels("400").inc()
             return _error(400, "uqroute.choices: task type mcq needs the options, a list of strings",

@@ -2,15 +2,17 @@
 
 Every key is documented in ``config/router.yaml``. The generation defaults are those of the
 embedded default (``config/config.yaml``), so a router scores answers exactly as that study did.
+The settings are pydantic models: the types and bounds of a key stand beside its default, and a
+mistake is reported with the file and the dotted key (:class:`ConfigError`).
 """
 
 from __future__ import annotations
 
-import copy
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from uqroute.datasets import TASK_TYPES
 from uqroute.io import load_yaml
@@ -28,179 +30,195 @@ NOT_SERVED = {
 SLM_KINDS = ("hf", "vllm", "openai")
 ON_FAILURE = ("fallback", "error")
 
-DEFAULTS: dict[str, Any] = {
-    "calibration": None,
-    "method": None,
-    "probe": None,
-    "ratio": None,
-    "calibration_run": 0,
-    "slm": {
-        "model": None,
-        "kind": "hf",
-        "model_dir": None,
-        "engine_options": {"device": "cpu", "dtype": "auto", "batch_size": 16, "threads": 1},
-        "base_url": None,
-        "api_model": None,
-        "api_key_env": None,
-        "max_concurrency": 16,
-        "timeout": 120.0,
-    },
-    "llm": {
-        "model": None,
-        "api_model": None,
-        "base_url": None,
-        "api_key_env": None,
-        "max_tokens": 256,
-        "timeout": 60.0,
-        "max_retries": 3,
-        "backoff_base": 0.5,
-        "max_concurrency": 16,
-        "cache_dir": None,
-        "on_failure": "fallback",
-    },
-    "generation": {
-        "max_new_tokens": {"mcq": 12, "tf": 8, "ff_num": 64, "ff_text": 32},
-        "verbal_max_new_tokens": 16,
-        "n_samples": 5,
-        "sample_temperature": 1.0,
-        "top_p": 1.0,
-        "seed": 50,
-    },
-    "default_task_type": "ff_text",
-    "batching": {"max_batch_size": 32, "max_wait_ms": 10.0},
-    "drift": {"window": 200, "band": 0.1, "min_requests": 50},
-    "server": {
-        "host": "127.0.0.1",
-        "port": 8000,
-        "api_key_env": None,
-        "served_model_name": "uqroute",
-        "log_level": "info",
-    },
-}
+# Strict: YAML's `true` is not the number 1, nor "8000" a port.
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+NonNegativeInt = Annotated[int, Field(strict=True, ge=0)]
+PositiveFloat = Annotated[float, Field(strict=True, gt=0)]
+Share = Annotated[float, Field(strict=True, ge=0, le=1)]
+RequiredText = Annotated[str, Field(min_length=1)]
+
+
+def _names_a_set_variable(name: str | None) -> str | None:
+    if name is not None and not os.environ.get(name):
+        raise ValueError(f"environment variable {name} is not set or empty")
+    return name
+
+
+# The *name* of an environment variable holding a key (never the key); it must be set when given.
+KeyVariable = Annotated[str | None, AfterValidator(_names_a_set_variable)]
 
 
 class ConfigError(ValueError):
     """A setting is missing or wrong; the message names the key (and the file it came from)."""
 
 
-def _merge(base: dict, update: Mapping, where: str, prefix: str = "") -> None:
-    for key, value in update.items():
-        label = f"{prefix}{key}"
-        if key not in base:
-            raise ConfigError(f"{where}: unknown key {label!r}; known here: {sorted(base)}")
-        # engine_options and max_new_tokens are open mappings: replaced whole, checked by their users.
-        if isinstance(base[key], dict) and label not in ("slm.engine_options", "generation.max_new_tokens"):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}: {label} must be a mapping, got {value!r}")
-            _merge(base[key], value, where, f"{label}.")
-        else:
-            base[key] = value
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for name in parents:
-        tree = tree.setdefault(name, {})
-    tree[leaf] = value
+class SLMSettings(_Section):
+    model: RequiredText
+    kind: Literal[SLM_KINDS] = "hf"  # type: ignore[valid-type]
+    model_dir: str | None = None
+    # An open mapping, replaced whole; the engine rejects what it does not know.
+    engine_options: dict[str, Any] = {"device": "cpu", "dtype": "auto", "batch_size": 16, "threads": 1}
+    base_url: str | None = None
+    api_model: str | None = None
+    api_key_env: KeyVariable = None
+    max_concurrency: PositiveInt = 16
+    timeout: PositiveFloat = 120.0
+
+    @model_validator(mode="after")
+    def _endpoint_given(self) -> SLMSettings:
+        if self.kind == "openai" and not self.base_url:
+            raise ValueError("base_url is required when kind is openai (key 'slm.base_url' or --slm-base-url)")
+        return self
 
 
-@dataclass(frozen=True)
-class RouterConfig:
-    """Checked settings; ``raw`` keeps the merged tree (the keys of ``config/router.yaml``)."""
+class LLMSettings(_Section):
+    model: RequiredText
+    api_model: str | None = None
+    base_url: RequiredText
+    api_key_env: KeyVariable = None
+    max_tokens: PositiveInt = 256
+    timeout: PositiveFloat = 60.0
+    max_retries: NonNegativeInt = 3
+    backoff_base: PositiveFloat = 0.5
+    max_concurrency: PositiveInt = 16
+    cache_dir: str | None = None
+    on_failure: Literal[ON_FAILURE] = "fallback"  # type: ignore[valid-type]
 
-    raw: Mapping[str, Any]
 
-    def __getitem__(self, key: str) -> Any:
-        return self.raw[key]
+class GenerationSettings(_Section):
+    max_new_tokens: dict[Literal[TASK_TYPES], PositiveInt] = {  # type: ignore[valid-type]
+        "mcq": 12, "tf": 8, "ff_num": 64, "ff_text": 32}
+    verbal_max_new_tokens: PositiveInt = 16
+    n_samples: PositiveInt = 5
+    sample_temperature: Annotated[float, Field(strict=True, ge=0)] = 1.0
+    top_p: Share = 1.0
+    seed: NonNegativeInt = 50
 
-    @property
-    def slm(self) -> Mapping[str, Any]:
-        return self.raw["slm"]
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _every_task_type(cls, budgets: dict[str, int]) -> dict[str, int]:
+        # Replaced whole, so a file that sets one budget must set them all.
+        lacking = [task for task in TASK_TYPES if task not in budgets]
+        if lacking:
+            raise ValueError(f"needs a budget for every task type; lacking {lacking}")
+        return budgets
 
-    @property
-    def llm(self) -> Mapping[str, Any]:
-        return self.raw["llm"]
+
+class BatchingSettings(_Section):
+    max_batch_size: PositiveInt = 32
+    max_wait_ms: Annotated[float, Field(strict=True, ge=0)] = 10.0
+
+
+class DriftSettings(_Section):
+    window: PositiveInt = 200
+    band: Share = 0.1
+    min_requests: PositiveInt = 50
+
+
+class ServerSettings(_Section):
+    host: RequiredText = "127.0.0.1"
+    port: PositiveInt = 8000
+    api_key_env: KeyVariable = None
+    served_model_name: RequiredText = "uqroute"
+    log_level: Literal["critical", "error", "warning", "info", "debug", "trace"] = "info"  # uvicorn's
+
+
+class RouterConfig(_Section):
+    """Checked settings, the keys of ``config/router.yaml``."""
+
+    calibration: RequiredText
+    method: str
+    probe: str | None = None
+    ratio: Share
+    calibration_run: NonNegativeInt = 0
+    # The two models have required keys: an absent section is an empty one, so the error names those keys.
+    slm: SLMSettings = Field(default_factory=dict, validate_default=True)
+    llm: LLMSettings = Field(default_factory=dict, validate_default=True)
+    generation: GenerationSettings = GenerationSettings()
+    default_task_type: Literal[TASK_TYPES] = "ff_text"  # type: ignore[valid-type]
+    batching: BatchingSettings = BatchingSettings()
+    drift: DriftSettings = DriftSettings()
+    server: ServerSettings = ServerSettings()
+
+    @field_validator("method")
+    @classmethod
+    def _served(cls, method: str) -> str:
+        if method in NOT_SERVED:
+            raise ValueError(f"{method} is not served: {NOT_SERVED[method]}; served: {', '.join(SERVED_METHODS)}")
+        if method not in SERVED_METHODS:
+            raise ValueError(f"unknown method {method!r}; served: {', '.join(SERVED_METHODS)}")
+        return method
+
+    @model_validator(mode="after")
+    def _method_fits(self) -> RouterConfig:
+        if self.method in PROBE_SERVED:
+            if self.probe is None:
+                raise ValueError(f"probe is required for method {self.method} (key 'probe' or --probe)")
+            if self.slm.kind != "hf":
+                raise ValueError(f"method {self.method} reads the SLM's hidden states: slm.kind must be hf "
+                                 f"(in process), got {self.slm.kind!r}")
+            if not Path(self.probe).is_file():
+                raise ValueError(f"probe file {self.probe} not found (the workflow writes "
+                                 f"results/release/<slm>/{self.method}.probe.pt)")
+        elif self.probe is not None:
+            raise ValueError(f"probe is set but method {self.method} reads no probe")
+        if self.method == "jaccard_degree" and self.generation.n_samples < 2:
+            raise ValueError("jaccard_degree compares samples: generation.n_samples must be >= 2")
+        return self
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> RouterConfig:
     """Defaults, then the YAML file at ``path``, then ``overrides`` (dotted keys, None = not given)."""
-    tree = copy.deepcopy(DEFAULTS)
+    tree: dict[str, Any] = {}
     where = "router settings"
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: router config file not found")
-        raw = load_yaml(path)
-        if not isinstance(raw, Mapping):
+        tree = load_yaml(path)
+        if not isinstance(tree, dict):
             raise ConfigError(f"{path}: must be a mapping of router settings")
         where = str(path)
-        _merge(tree, raw, where)
-    update: dict = {}
     for dotted, value in (overrides or {}).items():
         if value is not None:
-            _set_dotted(update, dotted, value)
-    _merge(tree, update, "command line")
-    _check(tree, where)
-    return RouterConfig(tree)
+            _set_dotted(tree, dotted, value)
+    try:
+        return RouterConfig.model_validate(tree)
+    except ValidationError as err:
+        # One line a problem, each naming the file and the key.
+        raise ConfigError("\n".join(_describe(problem, where) for problem in err.errors())) from None
 
 
-def _require(tree: Mapping, dotted: str, where: str) -> Any:
-    value: Any = tree
-    for name in dotted.split("."):
-        value = value[name]
-    if value is None or value == "":
-        raise ConfigError(f"{where}: {dotted} is required (key {dotted!r} or its command-line flag)")
-    return value
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *sections, leaf = dotted.split(".")
+    for name in sections:
+        tree = tree.setdefault(name, {})
+        if not isinstance(tree, dict):
+            return  # the file set this section to a non-mapping, which validation reports
+    tree[leaf] = value
 
 
-def _check(tree: dict, where: str) -> None:
-    for key in ("calibration", "method", "ratio", "slm.model", "llm.model", "llm.base_url"):
-        _require(tree, key, where)
-    method = tree["method"]
-    if method in NOT_SERVED:
-        raise ConfigError(f"{where}: method {method!r} is not served: {NOT_SERVED[method]}; "
-                          f"served: {', '.join(SERVED_METHODS)}")
-    if method not in SERVED_METHODS:
-        raise ConfigError(f"{where}: unknown method {method!r}; served: {', '.join(SERVED_METHODS)}")
-    ratio = tree["ratio"]
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
-        raise ConfigError(f"{where}: ratio must be a number in [0, 1] (share of questions sent to the LLM), "
-                          f"got {ratio!r}")
-    slm, llm, server = tree["slm"], tree["llm"], tree["server"]
-    if slm["kind"] not in SLM_KINDS:
-        raise ConfigError(f"{where}: slm.kind must be one of {SLM_KINDS}, got {slm['kind']!r}")
-    if slm["kind"] == "openai":
-        _require(tree, "slm.base_url", where)
-    if method in PROBE_SERVED:
-        probe = _require(tree, "probe", where)
-        if slm["kind"] != "hf":
-            raise ConfigError(f"{where}: method {method} reads the SLM's hidden states: slm.kind must be hf "
-                              f"(in process), got {slm['kind']!r}")
-        if not Path(probe).is_file():
-            raise ConfigError(f"{where}: probe file {probe} not found (the workflow writes "
-                              f"results/release/<slm>/{method}.probe.pt)")
-    elif tree["probe"] is not None:
-        raise ConfigError(f"{where}: probe is set but method {method} reads no probe")
-    if llm["on_failure"] not in ON_FAILURE:
-        raise ConfigError(f"{where}: llm.on_failure must be one of {ON_FAILURE}, got {llm['on_failure']!r}")
-    if tree["default_task_type"] not in TASK_TYPES:
-        raise ConfigError(f"{where}: default_task_type must be one of {TASK_TYPES}, "
-                          f"got {tree['default_task_type']!r}")
-    budgets = tree["generation"]["max_new_tokens"]
-    lacking = [t for t in TASK_TYPES if not isinstance(budgets.get(t), int) or budgets[t] < 1]
-    if lacking:
-        raise ConfigError(f"{where}: generation.max_new_tokens needs a positive integer for {lacking}")
-    for dotted in ("batching.max_batch_size", "drift.window", "drift.min_requests", "server.port",
-                   "generation.n_samples", "llm.max_tokens"):
-        value = _require(tree, dotted, where)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{where}: {dotted} must be a positive integer, got {value!r}")
-    if tree["method"] == "jaccard_degree" and tree["generation"]["n_samples"] < 2:
-        raise ConfigError(f"{where}: jaccard_degree compares samples: generation.n_samples must be >= 2")
-    if not 0 <= tree["drift"]["band"] <= 1:
-        raise ConfigError(f"{where}: drift.band must be in [0, 1], got {tree['drift']['band']!r}")
-    for dotted in ("server.api_key_env", "llm.api_key_env", "slm.api_key_env"):
-        name = dotted.split(".")
-        env = tree[name[0]][name[1]]
-        if env is not None and not os.environ.get(env):
-            raise ConfigError(f"{where}: {dotted} names environment variable {env}, which is not set or empty")
+def _describe(problem: Mapping[str, Any], where: str) -> str:
+    """One pydantic error as ``<file>: <dotted key>: <what is wrong>``."""
+    key = ".".join(str(part) for part in problem["loc"] if part != "[key]")
+    if problem["type"] == "extra_forbidden":
+        section, _, _ = key.rpartition(".")
+        return f"{where}: unknown key {key!r}; known here: {sorted(_section_model(section).model_fields)}"
+    if problem["type"] == "missing":
+        return f"{where}: {key} is required (key {key!r} or its command-line flag)"
+    if problem["type"] == "value_error":
+        # Our own validators' messages, without pydantic's "Value error, " prefix.
+        message = str(problem["ctx"]["error"])
+        return f"{where}: {key}: {message}" if key else f"{where}: {message}"
+    return f"{where}: {key}: {problem['msg']}, got {problem['input']!r}"
+
+
+def _section_model(dotted: str) -> type[BaseModel]:
+    model: type[BaseModel] = RouterConfig
+    for name in filter(None, dotted.split(".")):
+        model = model.model_fields[name].annotation
+    return model

@@ -75,38 +75,37 @@ def model_cache_dir() -> Path:
 def build_slm_engine(config: RouterConfig) -> Engine:
     """The SLM: in-process (registry model on hf or vllm) or an OpenAI-compatible endpoint with logprobs."""
     slm = config.slm
-    if slm["kind"] == "openai":
-        return OpenAIEngine(slm["model"], model=slm["api_model"] or slm["model"], base_url=slm["base_url"],
-                            api_key_env=slm["api_key_env"], cache_dir=None, timeout=float(slm["timeout"]),
-                            max_concurrency=int(slm["max_concurrency"]))
-    spec = model_spec(slm["model"])
-    model_dir = slm["model_dir"]
+    if slm.kind == "openai":
+        return OpenAIEngine(slm.model, model=slm.api_model or slm.model, base_url=slm.base_url,
+                            api_key_env=slm.api_key_env, cache_dir=None, timeout=slm.timeout,
+                            max_concurrency=slm.max_concurrency)
+    spec = model_spec(slm.model)
+    model_dir = slm.model_dir
     if model_dir is None and spec.is_gguf:
         model_dir = materialize(spec, model_cache_dir() / spec.name)
-    options = dict(slm["engine_options"])
-    if slm["kind"] == "hf":
+    options = dict(slm.engine_options)
+    if slm.kind == "hf":
         options.setdefault("progress", False)
-    return make_engine(spec, kind=slm["kind"], model_dir=model_dir, **options)
+    return make_engine(spec, kind=slm.kind, model_dir=model_dir, **options)
 
 
 def build_llm_engine(config: RouterConfig) -> OpenAIEngine:
     llm = config.llm
-    return OpenAIEngine(llm["model"], model=llm["api_model"] or llm["model"], base_url=llm["base_url"],
-                        api_key_env=llm["api_key_env"], cache_dir=llm["cache_dir"], max_retries=int(llm["max_retries"]),
-                        timeout=float(llm["timeout"]), backoff_base=float(llm["backoff_base"]),
-                        max_concurrency=int(llm["max_concurrency"]))
+    return OpenAIEngine(llm.model, model=llm.api_model or llm.model, base_url=llm.base_url,
+                        api_key_env=llm.api_key_env, cache_dir=llm.cache_dir, max_retries=llm.max_retries,
+                        timeout=llm.timeout, backoff_base=llm.backoff_base, max_concurrency=llm.max_concurrency)
 
 
 def load_served_probe(config: RouterConfig):
     """The probe file's model and hidden layer, refused (naming both) when it was trained for another SLM or method."""
     from uqroute.uq.probes import load_probe
 
-    model, record = load_probe(config["probe"])
-    if (record["slm"], record["method"]) != (config.slm["model"], config["method"]):
-        raise ValueError(f"probe file {config['probe']} was trained for SLM {record['slm']} with method "
-                         f"{record['method']}, but the router serves SLM {config.slm['model']} with method "
-                         f"{config['method']}")
-    log.info("probe %s: layer %d, learned on %s", config["probe"], record["layer"], ", ".join(record["datasets"]))
+    model, record = load_probe(config.probe)
+    if (record["slm"], record["method"]) != (config.slm.model, config.method):
+        raise ValueError(f"probe file {config.probe} was trained for SLM {record['slm']} with method "
+                         f"{record['method']}, but the router serves SLM {config.slm.model} with method "
+                         f"{config.method}")
+    log.info("probe %s: layer %d, learned on %s", config.probe, record["layer"], ", ".join(record["datasets"]))
     return model, int(record["layer"])
 
 
@@ -118,38 +117,36 @@ class Router:
                  probe_layer: int | None = None) -> None:
         self.config = config
         self.probe, self.probe_layer = probe, probe_layer
-        self.method = config["method"]
+        self.method = config.method
         self.threshold = float(threshold)
-        self.slm_name = config.slm["model"]
-        self.llm_name = config.llm["model"]
+        self.slm_name = config.slm.model
+        self.llm_name = config.llm.model
         self.prompts = prompts or PromptSet.load()
-        self.generation = config["generation"]
-        self.batcher = EngineBatcher(slm, max_batch_size=config["batching"]["max_batch_size"],
-                                     max_wait=float(config["batching"]["max_wait_ms"]) / 1000.0,
+        self.generation = config.generation
+        self.batcher = EngineBatcher(slm, max_batch_size=config.batching.max_batch_size,
+                                     max_wait=config.batching.max_wait_ms / 1000.0,
                                      on_batch=metrics.slm_batch_size.observe)
         self.metrics = metrics
         self.llm = llm
-        self._llm_pool = ThreadPoolExecutor(max_workers=int(config.llm["max_concurrency"]),
+        self._llm_pool = ThreadPoolExecutor(max_workers=config.llm.max_concurrency,
                                             thread_name_prefix="llm")
 
     @classmethod
     def from_config(cls, config: RouterConfig) -> "Router":
         """Check the calibration file first (cheap), then load the models; metrics from the drift settings."""
-        check_calibration_file(config["calibration"], config.slm["model"], config["method"])
-        threshold = calibration_threshold(config["calibration"], float(config["ratio"]),
-                                          int(config["calibration_run"]))
-        probe, probe_layer = load_served_probe(config) if config["probe"] is not None else (None, None)
-        log.info("threshold %.6g routes %.3f of calibration run %d of %s", threshold, config["ratio"],
-                 config["calibration_run"], config["calibration"])
+        check_calibration_file(config.calibration, config.slm.model, config.method)
+        threshold = calibration_threshold(config.calibration, config.ratio, config.calibration_run)
+        probe, probe_layer = load_served_probe(config) if config.probe is not None else (None, None)
+        log.info("threshold %.6g routes %.3f of calibration run %d of %s", threshold, config.ratio,
+                 config.calibration_run, config.calibration)
         llm = build_llm_engine(config)
         try:
             slm = build_slm_engine(config)
         except BaseException:
             llm.close()
             raise
-        drift = config["drift"]
-        metrics = RouterMetrics(float(config["ratio"]), window=drift["window"], band=drift["band"],
-                                min_requests=drift["min_requests"])
+        drift = config.drift
+        metrics = RouterMetrics(config.ratio, window=drift.window, band=drift.band, min_requests=drift.min_requests)
         return cls(config, slm, llm, threshold, metrics, probe=probe, probe_layer=probe_layer)
 
     # ------------------------------------------------------------------ confidence
@@ -162,7 +159,7 @@ class Router:
 
     async def slm_answer(self, messages: Conversation, item: Mapping[str, Any],
                          max_tokens: int | None) -> tuple[Completion, int]:
-        budget = int(max_tokens or self.generation["max_new_tokens"][item["task_type"]])
+        budget = int(max_tokens or self.generation.max_new_tokens[item["task_type"]])
         (completion,) = await self.batcher.generate(messages, max_new_tokens=budget, temperature=0.0)
         return completion, budget
 
@@ -191,15 +188,15 @@ class Router:
             follow_up = self.prompts.verbal2s(item, answer.text)[-1]
             conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]
             (reply,) = await self.batcher.generate(
-                conversation, max_new_tokens=int(self.generation["verbal_max_new_tokens"]), temperature=0.0)
+                conversation, max_new_tokens=self.generation.verbal_max_new_tokens, temperature=0.0)
             stated = parse_verbal_confidence(reply.text, require_cue=False)
             passes["verbal2s"] = pd.DataFrame({"id": [_REQUEST_ID],
                                                "verbal_confidence": [math.nan if stated is None else stated]})
         elif self.method == "jaccard_degree":
             samples = await self.batcher.generate(
-                messages, max_new_tokens=int(self.generation["max_new_tokens"][item["task_type"]]),
-                temperature=float(self.generation["sample_temperature"]), top_p=float(self.generation["top_p"]),
-                n=int(self.generation["n_samples"]), seed=int(self.generation["seed"]))
+                messages, max_new_tokens=self.generation.max_new_tokens[item["task_type"]],
+                temperature=self.generation.sample_temperature, top_p=self.generation.top_p,
+                n=self.generation.n_samples, seed=self.generation.seed)
             passes["sample"] = pd.DataFrame({"id": _REQUEST_ID, "sample_idx": range(len(samples)),
                                              "response": [s.text for s in samples]})
         questions = pd.DataFrame([item])
@@ -223,13 +220,13 @@ class Router:
         if not routed:
             return RoutedAnswer(slm_reply.text, self.slm_name, _finish_reason(slm_reply, budget),
                                 len(slm_reply.tokens), fallback=False, **common)
-        llm_budget = int(max_tokens or self.config.llm["max_tokens"])
+        llm_budget = int(max_tokens or self.config.llm.max_tokens)
         try:
             (llm_reply,), = await asyncio.get_running_loop().run_in_executor(
                 self._llm_pool, lambda: self.llm.generate([messages], max_new_tokens=llm_budget,
                                                           temperature=float(temperature or 0.0)))
         except EngineError as err:
-            if self.config.llm["on_failure"] == "error":
+            if self.config.llm.on_failure == "error":
                 raise UpstreamError(f"LLM {self.llm_name} failed: {err}") from err
             log.warning("LLM %s failed, answering with the SLM (fallback): %s", self.llm_name, err)
             return RoutedAnswer(slm_reply.text, self.slm_name, _finish_reason(slm_reply, budget),
