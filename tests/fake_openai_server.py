@@ -1,10 +1,11 @@
 """A real HTTP server speaking the OpenAI chat-completions wire format, with scripted faults.
 
-Engine tests talk to it over a socket, so the official client, our retry loop
-and our cache are exercised exactly as against a remote endpoint. Answers are
-deterministic (see :func:`echo_reply`); every request is counted by its
-canonical body and its Authorization header recorded; :meth:`FakeOpenAIServer.inject`
-queues faults that the next incoming requests consume, one fault each.
+Engine tests talk to it over a socket, so the official client and its retries,
+the engine's retry of unreadable answers and its cache are exercised exactly as
+against a remote endpoint. Answers are deterministic (see :func:`echo_reply`);
+every request is counted by its canonical body and its Authorization header
+recorded; :meth:`FakeOpenAIServer.inject` queues faults that the next incoming
+requests consume, one fault each.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Reply:
 class Fault:
     """One injected misbehaviour; build with the class methods."""
 
-    kind: str  # "status" | "delay" | "malformed" | "no_choices" | "garbled_logprobs"
+    kind: str  # "status" | "delay" | "drop" | "malformed" | "no_choices" | "garbled_logprobs"
     status: int = 200
     retry_after: float | None = None
     seconds: float = 0.0
@@ -52,6 +53,11 @@ class Fault:
     def delay(cls, seconds: float) -> Fault:
         """Answer normally, but only after ``seconds`` (longer than the client's timeout)."""
         return cls("delay", seconds=seconds)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Read the request, then close the connection without a word (a proxy or server that died)."""
+        return cls("drop")
 
     @classmethod
     def malformed(cls) -> Fault:
@@ -283,6 +289,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "status":
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             self._send(fault.status, self._error_body(fault.status), headers)
+            return
+        if fault is not None and fault.kind == "drop":
+            self.close_connection = True
             return
         if fault is not None and fault.kind == "malformed":
             self._send_raw(200, b'{"id": "chatcmpl-broken", "object": "chat.completion", "choices": [{"ind')

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import re
 import threading
 import time
 import traceback
-from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -19,12 +17,15 @@ from fake_openai_server import (FakeOpenAIServer, Fault, Reply, echo_reply, last
                                 split_tokens)
 from uqroute.engines.base import Completion, Engine, EngineError
 from uqroute.engines.cache import RequestCache
-from uqroute.engines.openai_engine import OpenAIEngine, _retry_after_seconds
+from uqroute.engines.openai_engine import OpenAIEngine
 from uqroute.grading import LLMJudge, parse_verdict
 
 SECRET = "sk-test-SECRET-123"
 KEY_ENV = "UQROUTE_TEST_OPENAI_KEY"
 MODEL_NAME = "fake-llm"
+# A Retry-After (seconds) that the openai client waits instead of its backoff (0.5 s, doubling), so a test
+# that retries an HTTP error does not sit out the backoff; timeouts and dropped connections still do.
+NO_WAIT = 0.01
 
 
 def conv(question: str) -> list[dict]:
@@ -54,7 +55,7 @@ def make_engine(server, api_key, cache_dir):
 
     def build(**overrides) -> OpenAIEngine:
         opts = dict(model="fake-chat", base_url=server.base_url, api_key_env=KEY_ENV, cache_dir=cache_dir,
-                    max_retries=3, timeout=5.0, backoff_base=0.01, backoff_max=0.05)
+                    max_retries=3, timeout=5.0)
         opts.update(overrides)
         engine = OpenAIEngine(MODEL_NAME, **opts)
         engines.append(engine)
@@ -215,42 +216,52 @@ def test_request_cache_keys_and_atomic_concurrent_writes(tmp_path):
 # ---- retries ----------------------------------------------------------------------------------------
 
 
-def test_retry_after_header_forms():
-    soon = email.utils.format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
-    assert _retry_after_seconds({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
-    assert _retry_after_seconds({"retry-after": "2"}) == 2.0
-    assert 25.0 < _retry_after_seconds({"retry-after": soon}) <= 30.0
-    assert _retry_after_seconds({"retry-after": "soon-ish"}) is None
-    assert _retry_after_seconds({}) is None
-
-
-def test_429_waits_at_least_retry_after(server, make_engine):
+def test_429_waits_at_least_retry_after(server, make_engine, caplog):
     server.inject(Fault.http(429, retry_after=1))
     start = time.monotonic()
-    out = make_engine().generate([conv("rate limited")], max_new_tokens=8)
+    with caplog.at_level(logging.INFO, logger="openai"):
+        out = make_engine().generate([conv("rate limited")], max_new_tokens=8)
     waited = time.monotonic() - start
 
     assert waited >= 1.0
     assert [[c.text for c in row] for row in out] == [["Echo: rate limited"]]
     assert server.n_requests == 2 and server.count(server.bodies[0]) == 2
+    # The openai client, which retries, says so in the log.
+    assert any(r.levelno == logging.INFO and "retry" in r.getMessage().lower() for r in caplog.records)
+
+
+def test_retry_after_beyond_two_minutes_fails_at_once(server, make_engine):
+    """The openai client's rule: a server that asks for a longer wait is not waited for."""
+    server.inject(Fault.http(429, retry_after=600))
+    with pytest.raises(EngineError, match="HTTP 429") as excinfo:
+        make_engine().generate([conv("come back later")], max_new_tokens=8)
+    assert "attempts" not in str(excinfo.value) and server.n_requests == 1
 
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault.http(500), Fault.http(502), Fault.http(503), Fault.http(504), Fault.delay(1.5), Fault.malformed(),
-     Fault.no_choices(), Fault.garbled_logprobs()],
-    ids=["500", "502", "503", "504", "timeout", "malformed", "no-choices", "garbled-logprobs"],
+    [*(Fault.http(status, retry_after=NO_WAIT) for status in (408, 409, 429, 500, 502, 503, 504)),
+     Fault.http(503), Fault.delay(1.5), Fault.drop(), Fault.malformed(), Fault.no_choices(), Fault.garbled_logprobs()],
+    ids=["408", "409", "429", "500", "502", "503", "504", "503-backoff", "timeout", "dropped-connection", "malformed",
+         "no-choices", "garbled-logprobs"],
 )
-def test_transient_fault_is_retried_once(server, make_engine, fault):
+def test_transient_fault_is_retried_once(server, make_engine, cache_dir, fault):
     server.inject(fault)
-    out = make_engine(timeout=0.5).generate([conv("flaky")], max_new_tokens=8)
+    engine = make_engine(timeout=0.5)
+    out = engine.generate([conv("flaky")], max_new_tokens=8)
 
     assert [[c.text for c in row] for row in out] == [["Echo: flaky"]]
     assert server.n_requests == 2 and server.count(server.bodies[0]) == 2 and server.pending_faults == 0
+    # The engine counts what the client sent, its retries included.
+    assert engine.n_requests == 2
+    # Only the good answer was cached: a rerun asks nothing and reads it back.
+    (entry,) = [p for p in cache_dir.rglob("*") if p.is_file()]
+    assert json.loads(entry.read_text())["response"]["choices"][0]["message"]["content"] == "Echo: flaky"
+    assert make_engine().generate([conv("flaky")], max_new_tokens=8) == out and server.n_requests == 2
 
 
 def test_faults_across_a_concurrent_batch_give_each_answer_once(server, make_engine):
-    server.inject(Fault.http(500), Fault.malformed(), Fault.http(503))
+    server.inject(Fault.http(500, retry_after=NO_WAIT), Fault.malformed(), Fault.http(503, retry_after=NO_WAIT))
     questions = [f"q{i}" for i in range(4)]
     out = make_engine().generate([conv(q) for q in questions], max_new_tokens=8)
 
@@ -273,8 +284,41 @@ def test_client_errors_fail_at_once_naming_model_and_endpoint(server, make_engin
     assert not cache_dir.exists() or not any(p.is_file() for p in cache_dir.rglob("*"))
 
 
+@pytest.mark.parametrize(
+    "faults, last_error",
+    [([Fault.malformed()] * 3, "malformed response body (not JSON"),
+     ([Fault.http(500, retry_after=NO_WAIT), Fault.no_choices(), Fault.http(502, retry_after=NO_WAIT)], "HTTP 502"),
+     ([Fault.no_choices(), Fault.http(503, retry_after=NO_WAIT), Fault.garbled_logprobs()],
+      "malformed response body (a logprobs entry")],
+    ids=["malformed", "client-then-engine-then-client", "engine-then-client-then-engine"],
+)
+def test_client_and_engine_retries_share_one_budget(server, make_engine, cache_dir, faults, last_error):
+    server.inject(*faults)
+    engine = make_engine(max_retries=2)
+    with pytest.raises(EngineError) as excinfo:
+        engine.generate([conv("unlucky")], max_new_tokens=8)
+    message = str(excinfo.value)
+    assert MODEL_NAME in message and server.base_url in message
+    assert "gave up after 3 attempts" in message and last_error in message
+    assert server.n_requests == 3 and engine.n_requests == 3 and server.pending_faults == 0
+    # A malformed body is never remembered: nothing is cached.
+    assert not cache_dir.exists() or not any(p.is_file() for p in cache_dir.rglob("*"))
+
+
+@pytest.mark.parametrize("fault, reason", [(Fault.delay(1.5), "no answer within 0.5 s"),
+                                           (Fault.drop(), "connection error")],
+                         ids=["timeout", "dropped-connection"])
+def test_unanswered_attempt_is_named_in_the_error(server, make_engine, fault, reason):
+    server.inject(fault)
+    with pytest.raises(EngineError) as excinfo:
+        make_engine(max_retries=0, timeout=0.5).generate([conv("hello?")], max_new_tokens=8)
+    message = str(excinfo.value)
+    assert MODEL_NAME in message and server.base_url in message and reason in message
+    assert "attempts" not in message and server.n_requests == 1
+
+
 def test_exhausted_retries_raise_and_cache_nothing(server, make_engine, cache_dir):
-    server.inject(*[Fault.http(500)] * 3)
+    server.inject(*[Fault.http(500, retry_after=NO_WAIT)] * 3)
     engine = make_engine(max_retries=2)
     with pytest.raises(EngineError) as excinfo:
         engine.generate([conv("doomed")], max_new_tokens=8)
@@ -314,7 +358,7 @@ def test_key_never_reaches_cache_errors_or_logs(server, make_engine, cache_dir, 
     engine = make_engine(max_retries=1)
     engine.generate([conv("ok")], max_new_tokens=8)
     engine.next_token_probs([conv("ok")], ["Echo:"])
-    server.inject(Fault.http(429, retry_after=0), Fault.http(500), Fault.http(500), Fault.http(401))
+    server.inject(Fault.http(429, retry_after=NO_WAIT), *[Fault.http(500, retry_after=NO_WAIT)] * 2, Fault.http(401))
     errors = []
     for question in ("retried", "401"):
         try:

@@ -180,7 +180,7 @@ def _router(workdir: Path, name: str, settings: dict, env: dict | None = None):
 
 def _llm_settings(llm_server) -> dict:
     return {"model": "gemma3-270m", "base_url": llm_server.base_url, "max_tokens": 16, "timeout": 30.0,
-            "max_retries": 2, "backoff_base": 0.2}
+            "max_retries": 2}
 
 
 @pytest.fixture(scope="module")

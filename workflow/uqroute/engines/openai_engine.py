@@ -1,28 +1,26 @@
 """Any OpenAI-compatible chat-completions endpoint (GPT-4o mini, a ``vllm serve`` node, ...).
 
 Every request goes through an on-disk :class:`~uqroute.engines.cache.RequestCache`
-first, so reruns cost nothing, and through our own retry loop (the client's is
-switched off so there is exactly one, and it is testable): rate limits, 5xx,
-timeouts, dropped connections and unparsable bodies are retried with
-exponential backoff; anything else fails at once with an :class:`EngineError`
+first, so reruns cost nothing. Retries are the openai client's own (``max_retries``):
+it retries 408, 409, 429, 5xx, timeouts and dropped connections, waiting 0.5 s
+doubling to 8 s, or as long as the server's ``Retry-After`` asks (up to 2 min), and
+logs each retry. The client does not look inside a 200 answer, so an unreadable
+body (not JSON, or not a chat.completion) is asked again here, from the same
+budget of attempts. Anything else fails at once with an :class:`EngineError`
 naming the model, the endpoint and the status. The API key is read from the
-environment variable named in the config and is never written to the cache,
-an error message or a log line.
+environment variable named in the config and is never written to the cache, an
+error message or a log line.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
 import os
-import random
 import threading
-import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from datetime import datetime, timezone
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import openai
@@ -33,44 +31,26 @@ from .cache import RequestCache
 
 log = logging.getLogger(__name__)
 
-# Statuses that say "try again later", not "this request is wrong".
-TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # The most alternatives OpenAI returns per position; p(True) needs them all.
 MAX_TOP_LOGPROBS = 20
 _ROLES = frozenset({"system", "user", "assistant"})
+# The openai client numbers each attempt of a request in this header (0 for the first).
+_RETRY_COUNT_HEADER = "x-stainless-retry-count"
 
 
-class _TransientFailure(Exception):
-    """One attempt failed in a way worth retrying; ``retry_after`` is the server's wait hint in seconds."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
+def _attempts_of(request: Any) -> int:
+    """How many times the client had sent the request whose last attempt is ``request``."""
+    return int(request.headers.get(_RETRY_COUNT_HEADER, 0)) + 1
 
 
-def _retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Wait hint of a 429/503: ``retry-after-ms``, ``retry-after`` in seconds, or an HTTP date."""
-    millis = headers.get("retry-after-ms")
-    if millis is not None:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if value is None:
-        return None
+def _read_completion(body: bytes) -> tuple[dict | None, str | None]:
+    """The parsed chat.completion, or None and what is wrong with ``body``."""
     try:
-        return max(0.0, float(value))
+        response = json.loads(body)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        return None, f"not JSON, {len(body)} bytes"
+    problem = _shape_problem(response)
+    return (None, problem) if problem else (response, None)
 
 
 def _shape_problem(response: Any) -> str | None:
@@ -104,7 +84,9 @@ class OpenAIEngine:
     field carrying the length limit (``max_tokens``, understood by every
     compatible server, or ``max_completion_tokens`` for OpenAI models that
     require it). Token logprobs are whatever the endpoint reports (OpenAI and
-    vLLM report them under the unmodified model distribution).
+    vLLM report them under the unmodified model distribution). ``max_retries``
+    attempts may follow the first, whether the client retries a failure or this
+    engine an unreadable answer.
     """
 
     def __init__(
@@ -118,9 +100,6 @@ class OpenAIEngine:
         max_retries: int = 6,
         timeout: float = 60.0,
         max_concurrency: int = 4,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        retry_seed: int = 0,
         token_limit_param: str = "max_tokens",
     ) -> None:
         if max_retries < 0 or max_concurrency < 1:
@@ -134,8 +113,6 @@ class OpenAIEngine:
         self.model = model
         self.max_retries = max_retries
         self.timeout = float(timeout)
-        self.backoff_base = float(backoff_base)
-        self.backoff_max = float(backoff_max)
         self.token_limit_param = token_limit_param
         self.cache = RequestCache(cache_dir) if cache_dir is not None else None
         if api_key_env is None:
@@ -148,10 +125,12 @@ class OpenAIEngine:
                 raise EngineError(f"model {model_name} ({model}) at {where}: environment variable "
                                   f"{api_key_env} is not set or empty; it must hold the API key")
         self._secret = api_key
-        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=self.timeout, max_retries=0)
-        self.endpoint = str(self._client.base_url).rstrip("/")
-        self._rng = random.Random(retry_seed)
         self._lock = threading.Lock()
+        # The request hook counts every attempt, retries included (the client sends those itself).
+        http_client = openai.DefaultHttpxClient(event_hooks={"request": [self._count_request]})
+        self._client = openai.OpenAI(api_key=api_key, base_url=base_url, timeout=self.timeout,
+                                     max_retries=max_retries, http_client=http_client)
+        self.endpoint = str(self._client.base_url).rstrip("/")
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix=f"openai-{model_name}")
         self.n_requests = 0
         self.n_cache_hits = 0
@@ -282,59 +261,42 @@ class OpenAIEngine:
                 with self._lock:
                     self.n_cache_hits += 1
                 return cached
-        failure = None
-        for attempt in range(self.max_retries + 1):
+        attempts = 0
+        while True:
+            # After an unreadable answer, the client may retry only what is left of the budget.
+            client = self._client.with_options(max_retries=self.max_retries - attempts) if attempts else self._client
             try:
-                response = self._send_once(request)
-            except _TransientFailure as err:
-                failure = err
-            else:
+                raw = client.chat.completions.with_raw_response.create(**request)
+            except openai.APIError as err:
+                raise self._gave_up(err, attempts + _attempts_of(err.request)) from None
+            attempts += raw.retries_taken + 1
+            response, problem = _read_completion(raw.http_response.content)
+            if response is not None:
+                # Checked before caching, so a garbled answer is asked again rather than remembered.
                 if self.cache is not None:
                     self.cache.put(cache_request, response)
                 return response
-            if attempt < self.max_retries:
-                delay = self._backoff(attempt, failure.retry_after)
-                log.warning("model %s at %s: %s; retry %d of %d in %.2f s", self.model_name, self.endpoint,
-                            failure.reason, attempt + 1, self.max_retries, delay)
-                time.sleep(delay)
-        raise EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: gave up after "
-                          f"{self.max_retries + 1} attempts; last error: {failure.reason}")
+            if attempts > self.max_retries:
+                raise EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: gave up after "
+                                  f"{attempts} attempts; last error: malformed response body ({problem})")
+            # At once: the server did answer, so there is no load to wait out.
+            log.warning("model %s at %s: malformed response body (%s); retry %d of %d", self.model_name,
+                        self.endpoint, problem, attempts, self.max_retries)
 
-    def _send_once(self, request: dict[str, Any]) -> dict:
-        """One HTTP round trip: the parsed body, or :class:`_TransientFailure`, or :class:`EngineError`."""
+    def _count_request(self, request: Any) -> None:
         with self._lock:
             self.n_requests += 1
-        try:
-            raw = self._client.chat.completions.with_raw_response.create(**request)
-        except openai.APIStatusError as err:
-            status = err.status_code
-            if status in TRANSIENT_STATUSES:
-                hint = _retry_after_seconds(err.response.headers) if status in (429, 503) else None
-                reason = f"HTTP {status}" if hint is None else f"HTTP {status}, server asks to wait {hint:g} s"
-                raise _TransientFailure(reason, hint) from None
-            raise EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: HTTP {status}: "
-                              f"{self._server_message(err)}") from None
-        except openai.APITimeoutError:
-            raise _TransientFailure(f"no answer within {self.timeout:g} s") from None
-        except openai.APIConnectionError as err:
-            raise _TransientFailure(f"connection error ({self._scrub(str(err.__cause__ or err))})") from None
-        body = raw.http_response.content
-        try:
-            response = json.loads(body)
-        except ValueError:
-            raise _TransientFailure(f"malformed response body (not JSON, {len(body)} bytes)") from None
-        problem = _shape_problem(response)
-        if problem is not None:
-            # Checked before caching, so a garbled answer is asked again rather than remembered.
-            raise _TransientFailure(f"malformed response body ({problem})")
-        return response
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        """Exponential backoff with equal jitter from the seeded RNG; never shorter than the server's hint."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2.0**attempt)
-        with self._lock:
-            delay = ceiling * (0.5 + 0.5 * self._rng.random())
-        return max(delay, retry_after) if retry_after is not None else delay
+    def _gave_up(self, err: openai.APIError, attempts: int) -> EngineError:
+        """The engine's error for the client's: model, endpoint, attempts made and the last failure."""
+        if isinstance(err, openai.APIStatusError):
+            reason = f"HTTP {err.status_code}: {self._server_message(err)}"
+        elif isinstance(err, openai.APITimeoutError):
+            reason = f"no answer within {self.timeout:g} s"
+        else:
+            reason = f"connection error ({self._scrub(str(err.__cause__ or err))})"
+        tried = f"gave up after {attempts} attempts; last error: " if attempts > 1 else ""
+        return EngineError(f"model {self.model_name} ({self.model}) at {self.endpoint}: {tried}{reason}")
 
     def _server_message(self, err: openai.APIStatusError) -> str:
         body = err.body

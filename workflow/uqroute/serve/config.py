@@ -83,7 +83,6 @@ class LLMSettings(_Section):
     max_tokens: PositiveInt = 256
     timeout: PositiveFloat = 60.0
     max_retries: NonNegativeInt = 3
-    backoff_base: PositiveFloat = 0.5
     max_concurrency: PositiveInt = 16
     cache_dir: str | None = None
     on_failure: Literal[ON_FAILURE] = "fallback"  # type: ignore[valid-type]

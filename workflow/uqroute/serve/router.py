@@ -93,7 +93,7 @@ def build_llm_engine(config: RouterConfig) -> OpenAIEngine:
     llm = config.llm
     return OpenAIEngine(llm.model, model=llm.api_model or llm.model, base_url=llm.base_url,
                         api_key_env=llm.api_key_env, cache_dir=llm.cache_dir, max_retries=llm.max_retries,
-                        timeout=llm.timeout, backoff_base=llm.backoff_base, max_concurrency=llm.max_concurrency)
+                        timeout=llm.timeout, max_concurrency=llm.max_concurrency)
 
 
 def load_served_probe(config: RouterConfig):
