@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from uqroute import paths
@@ -132,6 +133,29 @@ def test_calibration_job_pools_the_datasets_its_paths_name(grid, tmp_path):
     pd.testing.assert_frame_equal(table.drop(columns="seed"), expected)
     assert set(table["source_dataset"]) == {"piqa", "multiarith"}
     assert set(zip(table["run"], table["seed"])) == {(0, 50), (1, 51)}
+
+
+def test_calibration_and_generalization_keep_their_column_types_without_valid_scores(grid, tmp_path):
+    """A method that scored nothing in one dataset, or anywhere, still writes the column types of one that scored
+    everything (docs/contracts.md), so the tables of all methods stack into one schema."""
+    results, _ = grid
+    rng = np.random.default_rng(11)
+    unscored = {"piqa": uq_frame(rng, invalid=40), "multiarith": uq_frame(rng, invalid=40),
+                "boolq": uq_frame(rng, invalid=10)}
+    for dataset, table in unscored.items():
+        write_parquet(table, paths.results_path(results, "uq", slm="slm-a", dataset=dataset, method="verbal_1s"))
+    schemas = {}
+    for name, sources in {"scored": [("piqa", "p_true"), ("multiarith", "p_true")],
+                          "partly": [("piqa", "verbal_1s"), ("boolq", "verbal_1s")],
+                          "never": [("piqa", "verbal_1s"), ("multiarith", "verbal_1s")]}.items():
+        calibration, generalization = str(tmp_path / f"{name}.parquet"), str(tmp_path / f"{name}-boolq.parquet")
+        analysis.calibration_set(uq=uq_paths(results, [("slm-a", d, m) for d, m in sources]), n_bins=5,
+                                 fraction=0.5, seeds=[50, 51], output=calibration)
+        analysis.generalization(calibration=calibration, uq=uq_paths(results, [("slm-a", "boolq", "p_true")])[0],
+                                llm=llm_path(results, "boolq"), step=0.1, output=generalization)
+        schemas[name] = [pq.read_schema(path).remove_metadata() for path in (calibration, generalization)]
+    assert len(read_parquet(str(tmp_path / "never-boolq.parquet"))) == 0
+    assert schemas["partly"] == schemas["scored"] and schemas["never"] == schemas["scored"]
 
 
 def test_grade_job_grades_replies_with_the_rule_judge(tmp_path):

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from workflow_runs import (DATASETS, METHODS, check_contracts, check_figures, check_model_passes_ran_once,
-                           parquet_bytes, plan, run_workflow, slice_config, tiny_config)
+                           check_tables_match_contracts, parquet_bytes, plan, run_workflow, slice_config,
+                           tiny_config)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -28,6 +29,11 @@ def finished_run(tmp_path_factory, data_dir, model_dirs):
 
 def test_every_contract_table_exists(finished_run):
     check_contracts(finished_run[0])
+
+
+def test_every_table_matches_docs_contracts(finished_run):
+    # Every method is calibrated here (three datasets or more), so every documented table has a file.
+    check_tables_match_contracts(finished_run[0] / "results")
 
 
 def test_every_figure_family_is_drawn(finished_run):

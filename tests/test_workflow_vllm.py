@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from workflow_runs import (LLM, METHODS, SLM, check_contracts, check_figures, check_model_passes_ran_once, run_workflow,
-                           tiny_config)
+from workflow_runs import (LLM, METHODS, SLM, check_contracts, check_figures, check_model_passes_ran_once,
+                           check_tables_match_contracts, run_workflow, tiny_config)
 from uqroute import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.vllm]
@@ -46,6 +46,11 @@ def test_generation_ran_on_vllm_and_hidden_states_on_transformers(vllm_run):
 
 def test_every_contract_table_exists(vllm_run):
     check_contracts(vllm_run[0])
+
+
+def test_every_table_matches_docs_contracts(vllm_run):
+    check_tables_match_contracts(vllm_run[0] / "results", absent={
+        "holdout-uq/{slm}/{method}/without-{dataset}.parquet": "the OOD probe is not calibrated on two datasets"})
 
 
 def test_every_figure_family_is_drawn(vllm_run):

@@ -1,6 +1,6 @@
 """What the test modules share: Snakemake runs of tiny slices of the real data with the real tiny models
 (a subprocess, as a user runs them), plans of the DAG made in the test process through Snakemake's API,
-the jobs a printed dry run lists, and the contract checks of a finished run.
+the jobs a printed dry run lists, the contract checks of a finished run, and docs/contracts.md read as data.
 
 The slice run is a session fixture (conftest.py), so the determinism check and the SLURM check compare
 against one local run. No test module imports another: what two of them need lives here.
@@ -13,10 +13,12 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from uqroute import REPO_ROOT
@@ -321,3 +323,87 @@ def check_model_passes_ran_once(workdir: Path, log: str) -> None:
     hidden_files = sorted((workdir / "results" / "hidden").rglob("*.parquet"))
     hidden_jobs = log.count("rule hidden_states:")
     assert hidden_jobs == len(hidden_files) == len(list((workdir / "benchmarks" / "hidden_states").rglob("*.tsv")))
+
+
+# --------------------------------------------------------------------------- docs/contracts.md
+
+CONTRACTS_DOC = REPO_ROOT / "docs" / "contracts.md"
+_TABLE_HEADING = re.compile(r"^## `([^`]+\.parquet)`$")
+_COLUMN_ROW = re.compile(r"^\| `([^`]+)` \| `([^`]+)` \| ([^|]+) \|$")
+_METADATA_ROW = re.compile(r"^\| `([^`]+)` \| ([^|]+) \|$")
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """One table of docs/contracts.md: its path pattern (relative to results/, ``{name}`` one path segment),
+    its columns as (name, Arrow type) in order, and the ``uqroute.*`` metadata keys it carries."""
+
+    pattern: str
+    columns: tuple[tuple[str, str], ...]
+    metadata_keys: frozenset[str]
+
+    def matches(self, relative_path: str) -> bool:
+        regex = "".join("[^/]+" if part.startswith("{") else re.escape(part)
+                        for part in re.split(r"(\{\w+\})", self.pattern) if part)
+        return re.fullmatch(regex, relative_path) is not None
+
+
+def documented_contracts(doc: Path = CONTRACTS_DOC) -> dict[str, TableContract]:
+    """Pattern -> contract of every table section of ``doc``: a level-2 heading holding the pattern in backticks,
+    then a ``column | type | meaning`` table and optionally a ``metadata key | meaning`` table. A malformed row
+    is an error naming its line, so the page stays regular enough to check runs against."""
+    sections: dict[str, dict[str, list]] = {}
+    section = table = None
+    for number, line in enumerate(doc.read_text().splitlines(), 1):
+        if line.startswith("## "):
+            heading = _TABLE_HEADING.match(line)
+            section = sections.setdefault(heading.group(1), {"columns": [], "metadata": []}) if heading else None
+            table = None
+        elif section is None or not line.startswith("|"):
+            table = None
+        elif line in ("| column | type | meaning |", "| metadata key | meaning |"):
+            table = "columns" if line.startswith("| column") else "metadata"
+        elif not set(line) <= set("|-"):  # the row under the header is dashes only
+            row = (_COLUMN_ROW if table == "columns" else _METADATA_ROW).match(line) if table else None
+            if row is None:
+                raise ValueError(f"{doc}:{number}: not a row of a column or metadata table: {line}")
+            section[table].append(row.group(1, 2) if table == "columns" else row.group(1))
+    empty = [pattern for pattern, found in sections.items() if not found["columns"]]
+    if empty:
+        raise ValueError(f"{doc}: no column table under {empty}")
+    return {pattern: TableContract(pattern, tuple(found["columns"]), frozenset(found["metadata"]))
+            for pattern, found in sections.items()}
+
+
+def _stored_columns(path: Path, contract: TableContract) -> list[tuple[str, str]]:
+    """(name, Arrow type) of each column of ``path``. A column of type null (which holds no value) counts as
+    the documented type, as docs/contracts.md allows: pandas cannot tell a type from missing values alone."""
+    documented = dict(contract.columns)
+    return [(field.name, documented.get(field.name, "null") if str(field.type) == "null" else str(field.type))
+            for field in pq.read_schema(path)]
+
+
+def check_tables_match_contracts(results: Path, absent: Mapping[str, str] | None = None) -> None:
+    """Every Parquet file under ``results`` (model folders aside) matches exactly one table of docs/contracts.md
+    and has its columns in order, with their Arrow types and its ``uqroute.*`` metadata keys; every documented
+    table has a file. ``absent``: documented patterns this run makes no file of -> why. Every model of the runs
+    checked runs here (none behind an API), so each table a model writes carries every key documented."""
+    contracts = documented_contracts()
+    absent = dict(absent or {})
+    assert set(absent) <= set(contracts), f"not documented: {sorted(set(absent) - set(contracts))}"
+    files = Counter()
+    for path in sorted(results.rglob("*.parquet")):
+        relative = path.relative_to(results).as_posix()
+        if relative.startswith("models/"):  # the converted weights, not a table of the workflow
+            continue
+        matching = [contract for contract in contracts.values() if contract.matches(relative)]
+        assert len(matching) == 1, f"{relative} matches {[c.pattern for c in matching]} in {CONTRACTS_DOC.name}"
+        contract = matching[0]
+        files[contract.pattern] += 1
+        columns = _stored_columns(path, contract)
+        assert columns == list(contract.columns), f"{relative}: columns {columns}, documented {list(contract.columns)}"
+        metadata_keys = {key.decode() for key in pq.read_schema(path).metadata or {}}
+        assert {key for key in metadata_keys if key.startswith("uqroute.")} == contract.metadata_keys, (
+            f"{relative}: metadata keys {sorted(metadata_keys)}, documented {sorted(contract.metadata_keys)}")
+    missing = [pattern for pattern in contracts if not files[pattern] and pattern not in absent]
+    assert not missing, f"documented tables without a file in {results}: {missing}"

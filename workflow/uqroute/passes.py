@@ -7,12 +7,13 @@ padding), and runs the batches through the engine, keeping each finished
 batch in a :class:`~uqroute.checkpoint.BatchCheckpoint` when a folder is
 given. Rows come back in the order of ``questions``.
 
-Output columns (the Parquet contract):
+Output columns (the Parquet contract; types and meanings in docs/contracts.md):
 
 ========  ===================================================================
-greedy    id, prompt, response, tokens, token_logprobs, prediction, correct
+greedy    id, prompt, response, tokens, token_logprobs, prediction, correct,
+          ambiguous
 sample    id, sample_idx, response, prediction
-verbal1s  id, response, prediction, correct, verbal_confidence
+verbal1s  id, response, prediction, correct, verbal_confidence, ambiguous
 verbal2s  id, response, verbal_confidence
 ptrue     id, p_true
 hidden    id, layer, vector

@@ -48,9 +48,9 @@ def pool_confidences(uq_tables: Mapping[str, pd.DataFrame], exclude: Iterable[st
             continue
         conf = as_float_array(uq["confidence"])
         keep = valid_mask(conf, uq["valid"], what=f"uq table of {dataset}", ids=uq["id"])
-        parts.append(pd.DataFrame({
-            "source_dataset": dataset, "id": uq["id"].to_numpy()[keep], "confidence": conf[keep],
-        }))
+        # Selecting from the Series keeps the ids' type when no row is kept, so every pool has one id type.
+        ids = uq["id"][keep].reset_index(drop=True)
+        parts.append(pd.DataFrame({"source_dataset": dataset, "id": ids, "confidence": conf[keep]}))
     if not parts:
         raise ValueError(f"no dataset left to pool: tables {list(uq_tables)}, excluded {sorted(exclude)}")
     return pd.concat(parts, ignore_index=True)
@@ -203,6 +203,12 @@ def tie_shares_for_ratios(calibration_confidences, target_ratios) -> np.ndarray:
     return shares
 
 
+def _no_generalization_rows() -> pd.DataFrame:
+    """A generalization table without rows, with the column types of one with rows (``run`` an integer)."""
+    return pd.DataFrame({column: pd.Series(dtype="int64" if column == "run" else "float64")
+                         for column in GENERALIZATION_COLUMNS})
+
+
 def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_correct,
                    target_ratios=TARGET_RATIOS, *, invalid: str = "drop") -> pd.DataFrame:
     """Routing on an unseen target with thresholds from each calibration run.
@@ -238,7 +244,7 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
     n, n_invalid = len(conf), int((~valid).sum())
     if n == 0:
         log.warning("target has no valid confidence: no generalization rows")
-        return pd.DataFrame({column: pd.Series(dtype=float) for column in GENERALIZATION_COLUMNS})
+        return _no_generalization_rows()
     order = np.argsort(conf[valid], kind="stable")
     sorted_conf = conf[valid][order]
     cum_slm = np.concatenate([[0], np.cumsum(slm[valid][order])])
@@ -269,5 +275,5 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
         }))
     if not frames:
         log.warning("empty calibration set: no thresholds, no generalization rows")
-        return pd.DataFrame({column: pd.Series(dtype=float) for column in GENERALIZATION_COLUMNS})
+        return _no_generalization_rows()
     return pd.concat(frames, ignore_index=True)[list(GENERALIZATION_COLUMNS)]

@@ -1,0 +1,68 @@
+"""docs/contracts.md against the code, without a run: it documents every Parquet path of uqroute.paths (each pass
+by name), names every UQ method and task type, and lists the columns the code writes, in the code's order.
+tests/test_workflow_e2e.py checks the tables of a finished run against the same page."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from uqroute import paths
+from uqroute.analysis.alignment import ALIGNMENT_COLUMNS
+from uqroute.analysis.calibration import CALIBRATION_COLUMNS, GENERALIZATION_COLUMNS
+from uqroute.analysis.findings import FINDING_COLUMNS
+from uqroute.analysis.routing import CURVE_COLUMNS, RELATIVE_COLUMNS, routing_metrics_row
+from uqroute.analysis.truncation import TRUNCATION_COLUMNS
+from uqroute.datasets import ITEM_SCHEMA, TASK_TYPES
+from uqroute.passes import GRADED_PASSES, PASS_COLUMNS, PASS_NAMES, REPLY_COLUMNS
+from uqroute.uq.registry import METHOD_NAMES
+from uqroute.uq.tables import OUTPUT_COLUMNS
+from workflow_runs import CONTRACTS_DOC, documented_contracts
+
+
+def documented_columns() -> dict[str, list[str]]:
+    return {pattern: [name for name, _ in contract.columns] for pattern, contract in documented_contracts().items()}
+
+
+def test_every_parquet_path_of_the_workflow_is_documented_and_nothing_else():
+    """The templates of uqroute.paths, with each pass a table of its own (their columns differ)."""
+    passes = {"gen": PASS_NAMES, "replies": GRADED_PASSES}
+    expected = set()
+    for kind, template in paths.TEMPLATES.items():
+        if template.endswith(".parquet"):
+            expected |= {template.replace("{pass_name}", name) for name in passes.get(kind, [""])}
+    assert set(documented_contracts()) == expected
+
+
+def test_the_page_names_every_method_and_task_type():
+    text = CONTRACTS_DOC.read_text()
+    named = set(re.findall(r"`(\w+)`", text))
+    assert set(METHOD_NAMES) <= named and set(TASK_TYPES) <= named
+
+
+def test_documented_columns_are_the_ones_the_code_writes_in_its_order():
+    curve = pd.DataFrame({"ratio": [0.0, 1.0], "accuracy": [0.5, 0.75], "n": 4})
+    routing_metrics = list(routing_metrics_row(curve, slm="s", llm="l", dataset="d", method="m"))
+    cell = ["slm", "llm", "dataset", "method"]
+    code = {
+        "data": ITEM_SCHEMA.names, "hidden": PASS_COLUMNS["hidden"], "uq": OUTPUT_COLUMNS,
+        "holdout_uq": [*OUTPUT_COLUMNS, "dataset"], "routing": CURVE_COLUMNS,
+        "calibration": [*CALIBRATION_COLUMNS, "seed"], "release": [*CALIBRATION_COLUMNS, "seed"],
+        "generalization": GENERALIZATION_COLUMNS, "alignment": ALIGNMENT_COLUMNS, "routing_metrics": routing_metrics,
+        "relative_accuracy": [*cell, *RELATIVE_COLUMNS], "findings": FINDING_COLUMNS, "truncation": TRUNCATION_COLUMNS,
+    }
+    expected = {paths.template(kind): list(columns) for kind, columns in code.items()}
+    for name in PASS_NAMES:
+        expected[paths.template("gen").replace("{pass_name}", name)] = PASS_COLUMNS[name]
+    for name in GRADED_PASSES:
+        expected[paths.template("replies").replace("{pass_name}", name)] = REPLY_COLUMNS[name]
+    assert documented_columns() == expected
+
+
+def test_the_data_tables_types_are_the_schema_the_code_pins(tmp_path):
+    # Through a file, as a reader sees them: Parquet names a list's items "element".
+    pq.write_table(ITEM_SCHEMA.empty_table(), tmp_path / "data.parquet")
+    stored = [(field.name, str(field.type)) for field in pq.read_schema(tmp_path / "data.parquet")]
+    assert list(documented_contracts()[paths.template("data")].columns) == stored
