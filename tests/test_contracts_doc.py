@@ -13,7 +13,7 @@ from uqroute import paths
 from uqroute.analysis.alignment import ALIGNMENT_COLUMNS
 from uqroute.analysis.calibration import CALIBRATION_COLUMNS, GENERALIZATION_COLUMNS
 from uqroute.analysis.findings import FINDING_COLUMNS
-from uqroute.analysis.routing import CURVE_COLUMNS, RELATIVE_COLUMNS, routing_metrics_row
+from uqroute.analysis.routing import relative_accuracy, routing_curve, routing_metrics_row
 from uqroute.analysis.truncation import TRUNCATION_COLUMNS
 from uqroute.datasets import ITEM_SCHEMA, TASK_TYPES
 from uqroute.passes import GRADED_PASSES, PASS_COLUMNS, PASS_NAMES, REPLY_COLUMNS
@@ -43,15 +43,18 @@ def test_the_page_names_every_method_and_task_type():
 
 
 def test_documented_columns_are_the_ones_the_code_writes_in_its_order():
-    curve = pd.DataFrame({"ratio": [0.0, 1.0], "accuracy": [0.5, 0.75], "n": 4})
+    # Columns of the computed tables come from the functions that compute them, on four scored questions.
+    confidence, slm_correct, llm_correct = [0.9, 0.2, 0.6, 0.4], [True, False, True, False], [True, True, False, True]
+    curve = routing_curve(confidence, slm_correct, llm_correct)
     routing_metrics = list(routing_metrics_row(curve, slm="s", llm="l", dataset="d", method="m"))
+    relative = list(relative_accuracy(confidence, slm_correct, llm_correct).columns)
     cell = ["slm", "llm", "dataset", "method"]
     code = {
         "data": ITEM_SCHEMA.names, "hidden": PASS_COLUMNS["hidden"], "uq": OUTPUT_COLUMNS,
-        "holdout_uq": [*OUTPUT_COLUMNS, "dataset"], "routing": CURVE_COLUMNS,
+        "holdout_uq": [*OUTPUT_COLUMNS, "dataset"], "routing": list(curve.columns),
         "calibration": [*CALIBRATION_COLUMNS, "seed"], "release": [*CALIBRATION_COLUMNS, "seed"],
         "generalization": GENERALIZATION_COLUMNS, "alignment": ALIGNMENT_COLUMNS, "routing_metrics": routing_metrics,
-        "relative_accuracy": [*cell, *RELATIVE_COLUMNS], "findings": FINDING_COLUMNS, "truncation": TRUNCATION_COLUMNS,
+        "relative_accuracy": [*cell, *relative], "findings": FINDING_COLUMNS, "truncation": TRUNCATION_COLUMNS,
     }
     expected = {paths.template(kind): list(columns) for kind, columns in code.items()}
     for name in PASS_NAMES:
