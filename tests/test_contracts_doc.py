@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pandas as pd
 import pyarrow.parquet as pq
 
 from uqroute import paths
