@@ -184,6 +184,23 @@ def test_example_config_documents_every_key():
     assert load_config(REPO_ROOT / "config" / "router.yaml").method == "perplexity"
 
 
+def test_generation_defaults_have_one_home_and_every_config_states_them():
+    """The config schema holds the generation defaults; the router takes them from there, and the two files
+    that spell them out for readers (the embedded default and the router's example) state the same values."""
+    from uqroute.io import load_schema
+    from uqroute.serve.config import GenerationSettings
+
+    schema = load_schema("config")["properties"]["generation"]["properties"]
+    defaults = {key: schema[key]["default"] for key in ("verbal_max_new_tokens", "n_samples", "sample_temperature",
+                                                        "top_p", "seed")}
+    budgets = schema["max_new_tokens"]["properties"]
+    defaults["max_new_tokens"] = {task: rule["default"] for task, rule in budgets.items()}
+    assert GenerationSettings().model_dump() == defaults
+    for path in ("config.yaml", "router.yaml"):
+        stated = yaml.safe_load((REPO_ROOT / "config" / path).read_text())["generation"]
+        assert {key: stated[key] for key in defaults} == defaults, path
+
+
 def test_drift_warning_when_routed_share_leaves_the_band(caplog):
     metrics = RouterMetrics(0.3, window=10, band=0.1, min_requests=5)
     with caplog.at_level(logging.WARNING, logger="uqroute.serve"):

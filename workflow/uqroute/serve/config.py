@@ -1,7 +1,8 @@
 """Router settings: defaults, a YAML file (``--config``) and command-line overrides, checked once.
 
-Every key is documented in ``config/router.yaml``. The generation defaults are those of the
-embedded default (``config/config.yaml``), so a router scores answers exactly as that study did.
+Every key is documented in ``config/router.yaml``. The generation defaults are read from the study's
+config schema, whose defaults are the embedded default's (``config/config.yaml`` states the same values, a
+test holds them equal), so a router scores answers exactly as that study did.
 The settings are pydantic models: the types and bounds of a key stand beside its default, and a
 mistake is reported with the file and the dotted key (:class:`ConfigError`).
 """
@@ -15,7 +16,7 @@ from typing import Annotated, Any, Literal, Mapping
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from uqroute.datasets import TASK_TYPES
-from uqroute.io import load_yaml
+from uqroute.io import load_schema, load_yaml
 
 # Methods the router computes per request, and why the others are not served (yet).
 SERVED_METHODS = ("perplexity", "avg_token_prob", "p_true", "verbal_2s", "jaccard_degree", "ood_probe")
@@ -88,14 +89,18 @@ class LLMSettings(_Section):
     on_failure: Literal[ON_FAILURE] = "fallback"  # type: ignore[valid-type]
 
 
+# The study's generation settings and their defaults: one home, the config schema.
+STUDY_GENERATION = load_schema("config")["properties"]["generation"]["properties"]
+
+
 class GenerationSettings(_Section):
     max_new_tokens: dict[Literal[TASK_TYPES], PositiveInt] = {  # type: ignore[valid-type]
-        "mcq": 12, "tf": 8, "ff_num": 64, "ff_text": 32}
-    verbal_max_new_tokens: PositiveInt = 16
-    n_samples: PositiveInt = 5
-    sample_temperature: Annotated[float, Field(strict=True, ge=0)] = 1.0
-    top_p: Share = 1.0
-    seed: NonNegativeInt = 50
+        task: STUDY_GENERATION["max_new_tokens"]["properties"][task]["default"] for task in TASK_TYPES}
+    verbal_max_new_tokens: PositiveInt = STUDY_GENERATION["verbal_max_new_tokens"]["default"]
+    n_samples: PositiveInt = STUDY_GENERATION["n_samples"]["default"]
+    sample_temperature: Annotated[float, Field(strict=True, ge=0)] = STUDY_GENERATION["sample_temperature"]["default"]
+    top_p: Share = STUDY_GENERATION["top_p"]["default"]
+    seed: NonNegativeInt = STUDY_GENERATION["seed"]["default"]
 
     @field_validator("max_new_tokens")
     @classmethod
