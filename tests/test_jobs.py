@@ -209,7 +209,7 @@ def test_uq_job_trains_the_probe_on_the_train_split_its_paths_name(tmp_path):
     def score(train_dataset):
         out = str(tmp_path / f"probe-{train_dataset}.parquet")
         uq.uq_score(method="trained_probe", dataset="piqa", questions=str(tmp_path / "questions.parquet"),
-                    passes={"greedy": paths.results_path(results, "gen", model="s", dataset="piqa", split="test",
+                    **{"greedy": paths.results_path(results, "gen", model="s", dataset="piqa", split="test",
                                                          pass_name="greedy")},
                     hidden=paths.results_path(results, "hidden", model="s", dataset="piqa", split="test"),
                     train_hidden=[paths.results_path(results, "hidden", model="s", dataset=train_dataset,
@@ -280,7 +280,7 @@ def test_holdout_pool_scores_each_dataset_with_a_probe_that_saw_neither_it_nor_t
     def ood_score(dataset, train):
         out = str(tmp_path / f"{dataset}-{'-'.join(train)}.parquet")
         uq.uq_score(method="ood_probe", dataset=dataset, questions=cell("data", dataset),
-                    passes={"greedy": cell("gen", dataset)}, hidden=cell("hidden", dataset),
+                    **{"greedy": cell("gen", dataset)}, hidden=cell("hidden", dataset),
                     train_hidden=[cell("hidden", d, "train") for d in train],
                     train_greedy=[cell("gen", d, "train") for d in train], probe=probe, max_questions=None,
                     subset_seed=50, output=out)
@@ -311,10 +311,10 @@ def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path)
     analysis.alignment(uq=uq_paths(results, [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]),
                        ece_bins=10, output=alignment)
     png = paths.results_path(results, "figure_auroc_heatmaps", ext="png")
-    figures.figure(family="auroc_heatmaps", inputs={"alignment": [alignment]}, output_png=png)
+    figures.figure(family="auroc_heatmaps", inputs={"alignment": [alignment]}, png=png)
     assert (tmp_path / "results" / "figures" / "auroc_heatmaps.pdf").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown figure family 'nope'"):
-        figures.figure(family="nope", inputs={}, output_png=png)
+        figures.figure(family="nope", inputs={}, png=png)
 
 
 def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, monkeypatch):
@@ -329,12 +329,12 @@ def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, mon
     # Fig. 6 (AQuA, BoolQ, CoQA) on a grid that has BoolQ of those: one panel, drawn to results/paper/fig6.
     monkeypatch.setitem(PAPER_FIGURES, 6, PaperFigure("auroc_heatmaps", "test", datasets=("aqua", "boolq")))
     png = paths.results_path(results, "paper_figure", number="6", ext="png")
-    figures.paper_figure(number="6", inputs={"alignment": [alignment]}, output_png=png)
+    figures.paper_figure(number="6", inputs={"alignment": [alignment]}, png=png)
     assert (tmp_path / "results" / "paper" / "fig6.pdf").stat().st_size > 1000
 
     drawn = {}
     monkeypatch.setattr(drawing, "plot_auroc_heatmaps", lambda table, stem: drawn.update(heatmap=table))
-    figures.paper_figure(number="6", inputs={"alignment": [alignment]}, output_png=png)
+    figures.paper_figure(number="6", inputs={"alignment": [alignment]}, png=png)
     assert set(drawn["heatmap"]["dataset"]) == {"boolq"} and set(drawn["heatmap"]["slm"]) == set(SLMS)
 
     relative = paths.results_path(results, "relative_accuracy")
@@ -343,7 +343,7 @@ def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, mon
     monkeypatch.setitem(PAPER_FIGURES, 3, PaperFigure("relative_accuracy", "test", pairs=((LLM, "piqa"),)))
     monkeypatch.setattr(drawing, "plot_relative_accuracy",
                         lambda table, stem, no_confidence: drawn.update(relative=table))
-    figures.paper_figure(number="3", inputs={"relative": [relative], "alignment": [alignment]}, output_png=png)
+    figures.paper_figure(number="3", inputs={"relative": [relative], "alignment": [alignment]}, png=png)
     assert set(map(tuple, drawn["relative"][["llm", "dataset"]].drop_duplicates().to_numpy())) == {(LLM, "piqa")}
     with pytest.raises(KeyError, match="paper figure '18': the paper has Figures 1-17"):
         paper_figure("18")

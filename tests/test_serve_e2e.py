@@ -33,6 +33,7 @@ from uqroute.jobs import analysis as analysis_jobs
 from uqroute.jobs import data as data_jobs
 from uqroute.jobs import generate as generate_jobs
 from uqroute.jobs import uq as uq_jobs
+from uqroute.datasets import load_questions
 from uqroute.paths import results_path
 from uqroute.analysis.calibration import generalization, thresholds_for_ratios
 from uqroute.engines.options import resolve_dtype
@@ -59,8 +60,8 @@ CONFIDENCE_TOLERANCE = 1e-4
 def _subset(data_dir: Path, root: Path, dataset: str, n: int | None = None) -> pd.DataFrame:
     """The embedded default's test subset of ``dataset`` (``n`` questions of the same seeded order if given)."""
     full = root / "data" / dataset / "test.parquet"
-    data_jobs.prepare_dataset(dataset, "test", str(data_dir), str(full))
-    return generate_jobs.load_questions(str(full), n or STUDY["subset"]["max_test"], STUDY["subset"]["seed"])
+    data_jobs.prepare_dataset(dataset=dataset, split="test", data_dir=str(data_dir), output=str(full))
+    return load_questions(str(full), n or STUDY["subset"]["max_test"], STUDY["subset"]["seed"])
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +94,7 @@ def study(workdir, data_dir, smollm2_dir):
         for method, passes in (("p_true", ("greedy", "ptrue")), ("perplexity", ("greedy",))):
             out = results_path(str(workdir), "uq", slm="smollm2-135m", dataset=dataset, method=method)
             uq_jobs.uq_score(method=method, dataset=dataset, questions=str(cell / "questions.parquet"),
-                          passes={p: str(cell / f"{p}.parquet") for p in passes}, output=str(out), probe={},
+                          **{p: str(cell / f"{p}.parquet") for p in passes}, output=str(out), probe={},
                           max_questions=None, subset_seed=50)
             uq_paths[method].append(str(out))
     calibration = STUDY["calibration"]
@@ -137,7 +138,7 @@ def probe_study(workdir, study, smollm2_dir):
     cell = workdir / "cell" / scored
     uq_path = results_path(results, "uq", slm="smollm2-135m", dataset=scored, method="ood_probe")
     uq_jobs.uq_score(method="ood_probe", dataset=scored, questions=str(cell / "questions.parquet"),
-                     passes={"greedy": str(cell / "greedy.parquet")}, hidden=hidden_paths[scored],
+                     **{"greedy": str(cell / "greedy.parquet")}, hidden=hidden_paths[scored],
                      train_hidden=[train_hidden], train_greedy=[train_greedy], probe=probe_settings,
                      max_questions=None, subset_seed=50, output=uq_path)
     release = results_path(results, "release", slm="smollm2-135m", method="ood_probe")

@@ -164,7 +164,7 @@ def test_the_job_counts_every_pass_table_and_warns_about_cut_off_ones(greedy, sm
     output = tmp_path / "truncation.parquet"
     # The multiple-choice replies stopped at 4 tokens: as a 4-token verbal2s budget, they reach it.
     budgets = {**BUDGETS, "verbal_max_new_tokens": 4}
-    with caplog.at_level(logging.WARNING, logger="uqroute.jobs.analysis"):
+    with caplog.at_level(logging.WARNING, logger="uqroute.analysis.truncation"):
         truncation(gen=paths, budgets=budgets, tokenizers={SLM: str(smollm2_dir)}, max_share=0.01, output=str(output))
     table = read_parquet(output)
     assert table[["dataset", "pass_name", "budget"]].values.tolist() == [
@@ -184,7 +184,7 @@ def test_a_model_without_a_tokenizer_leaves_its_text_only_replies_uncounted(tmp_
 
     path = gen_file(tmp_path, "boolq", "verbal2s", pd.DataFrame({"id": ["q", "r"], "response": ["0.9", "0.8"]}))
     output = tmp_path / "truncation.parquet"
-    with caplog.at_level(logging.WARNING, logger="uqroute.jobs.analysis"):
+    with caplog.at_level(logging.WARNING, logger="uqroute.analysis.truncation"):
         truncation(gen=[path], budgets=BUDGETS, tokenizers={SLM: None}, max_share=0.01, output=str(output))
     row = read_parquet(output).iloc[0]
     assert (row["replies"], row["uncounted"], row["at_budget"]) == (2, 2, 0) and pd.isna(row["share"])
@@ -201,7 +201,7 @@ def test_ambiguous_mcq_replies_are_counted_per_pass(tmp_path, caplog):
     greedy = gen_file(tmp_path, "commonsenseqa", "greedy", graded)
     verbal2s = gen_file(tmp_path, "commonsenseqa", "verbal2s", pd.DataFrame({"id": ["q"], "response": ["0.9"]}))
     output = tmp_path / "truncation.parquet"
-    with caplog.at_level(logging.WARNING, logger="uqroute.jobs.analysis"):
+    with caplog.at_level(logging.WARNING, logger="uqroute.analysis.truncation"):
         truncation(gen=[greedy, verbal2s], budgets=BUDGETS, tokenizers={SLM: None}, max_share=1.0,
                    output=str(output))
     table = read_parquet(output).set_index("pass_name")

@@ -1,4 +1,4 @@
-"""Warm workers (uqroute.warm): the scripts of table, figure and UQ jobs run in reused worker processes."""
+"""Warm workers (uqroute.warm): table, figure and UQ jobs run in reused worker processes."""
 
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ import pytest
 
 from uqroute.warm import WarmPool, default_workers
 
-SCRIPT = """
-import json, os
-from uqroute.logs import log_to
-with log_to(snakemake["log"]):
+def record_job(job: dict) -> None:
+    """A job for the workers (module level: the worker imports it by name): logs, writes its pid, may fail or die."""
+    import json
     import logging
-    logging.getLogger("uqroute.test").info("job %s", snakemake["name"])
-    with open(snakemake["output"], "w") as handle:
-        json.dump({"pid": os.getpid(), "name": snakemake["name"]}, handle)
-    if snakemake.get("fail"):
-        raise ValueError(f"bad input in {snakemake['name']}")
-    if snakemake.get("die"):
-        os._exit(3)
-"""
+
+    from uqroute.logs import log_to
+
+    with log_to(job["log"]):
+        logging.getLogger("uqroute.test").info("job %s", job["name"])
+        with open(job["output"], "w") as handle:
+            json.dump({"pid": os.getpid(), "name": job["name"]}, handle)
+        if job.get("fail"):
+            raise ValueError(f"bad input in {job['name']}")
+        if job.get("die"):
+            os._exit(3)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +40,8 @@ def _job(tmp_path, name, **extra):
 def test_jobs_run_one_after_another_in_one_reused_worker_with_their_own_logs(pool, tmp_path):
     import json
 
-    script = tmp_path / "job.py"
-    script.write_text(SCRIPT)
-    pool.run(script, {"snakemake": _job(tmp_path, "first")})
-    pool.run(script, {"snakemake": _job(tmp_path, "second")})
+    pool.run(record_job, _job(tmp_path, "first"))
+    pool.run(record_job, _job(tmp_path, "second"))
     first, second = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("first", "second"))
     assert first["pid"] == second["pid"] != os.getpid()  # one worker, warm for the second job, not this process
     assert "job first" in (tmp_path / "first.log").read_text()
@@ -50,23 +50,19 @@ def test_jobs_run_one_after_another_in_one_reused_worker_with_their_own_logs(poo
 
 
 def test_a_failing_job_raises_its_error_here_and_logs_it(pool, tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text(SCRIPT)
     with pytest.raises(ValueError, match="bad input in broken"):
-        pool.run(script, {"snakemake": _job(tmp_path, "broken", fail=True)})
+        pool.run(record_job, _job(tmp_path, "broken", fail=True))
     assert "job failed" in (tmp_path / "broken.log").read_text()
 
 
 def test_a_dead_worker_fails_its_job_and_the_next_job_gets_a_fresh_pool(tmp_path):
     import json
 
-    script = tmp_path / "job.py"
-    script.write_text(SCRIPT)
     warm = WarmPool(1)
     try:
         with pytest.raises(BrokenProcessPool):
-            warm.run(script, {"snakemake": _job(tmp_path, "killed", die=True)})
-        warm.run(script, {"snakemake": _job(tmp_path, "after")})
+            warm.run(record_job, _job(tmp_path, "killed", die=True))
+        warm.run(record_job, _job(tmp_path, "after"))
         assert json.loads((tmp_path / "after.json").read_text())["name"] == "after"
     finally:
         warm.close()

@@ -82,15 +82,9 @@ def parquet_bytes(results: Path) -> dict[str, bytes]:
 # --------------------------------------------------------------------------- plans, in the test process
 
 
-def plan(workdir: Path, *targets: str, configfiles: Iterable[Path] = (), config: dict | None = None,
-         forcerun: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Every job a dry run of ``targets`` (default: the default target) plans in ``workdir``, through
-    Snakemake's API in this process: no interpreter start-up, no printed output to parse.
-
-    ``configfiles`` go over the workdir's config/config.yaml (as ``--configfile``); ``config`` is written
-    to ``workdir/config/config.yaml`` first. Each job is a dict with ``rule``, ``input``, ``output``
-    (lists of paths), ``wildcards`` and ``resources``. A config or data error raises (see :func:`plan_error`).
-    """
+def _dry_run(workdir: Path, targets: Iterable[str], configfiles: Iterable[Path], config: dict | None,
+             forcerun: Iterable[str], collect):
+    """``collect`` applied to every job a dry run of ``targets`` plans, inside the API's context."""
     from snakemake.api import SnakemakeApi
     from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
                                           ResourceSettings)
@@ -105,11 +99,39 @@ def plan(workdir: Path, *targets: str, configfiles: Iterable[Path] = (), config:
         workflow.dag(DAGSettings(targets=frozenset(targets), forcerun=frozenset(forcerun))).execute_workflow(
             executor="dryrun")
         # The API hands out no DAG; its workflow object (private) holds the one the dry run built.
-        jobs = workflow._workflow.dag.needrun_jobs(exclude_finished=False)
-        return sorted(({"rule": job.rule.name, "input": [str(p) for p in job.input],
-                        "output": [str(p) for p in job.output], "wildcards": dict(job.wildcards),
-                        "resources": dict(job.resources)} for job in jobs),
-                      key=lambda job: (job["rule"], job["output"]))
+        return [collect(job) for job in workflow._workflow.dag.needrun_jobs(exclude_finished=False)]
+
+
+def plan(workdir: Path, *targets: str, configfiles: Iterable[Path] = (), config: dict | None = None,
+         forcerun: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Every job a dry run of ``targets`` (default: the default target) plans in ``workdir``, through
+    Snakemake's API in this process: no interpreter start-up, no printed output to parse.
+
+    ``configfiles`` go over the workdir's config/config.yaml (as ``--configfile``); ``config`` is written
+    to ``workdir/config/config.yaml`` first. Each job is a dict with ``rule``, ``input``, ``output``
+    (lists of paths), ``wildcards`` and ``resources``. A config or data error raises (see :func:`plan_error`).
+    """
+    jobs = _dry_run(workdir, targets, configfiles, config, forcerun, lambda job: {
+        "rule": job.rule.name, "input": [str(p) for p in job.input], "output": [str(p) for p in job.output],
+        "wildcards": dict(job.wildcards), "resources": dict(job.resources)})
+    return sorted(jobs, key=lambda job: (job["rule"], job["output"]))
+
+
+def planned_job_calls(workdir: Path, *targets: str, configfiles: Iterable[Path] = (),
+                      config: dict | None = None) -> list[tuple[str, str | None, dict[str, Any]]]:
+    """``(rule, job function, its arguments)`` of every job a dry run plans: what ``uqroute.jobs.run_job``
+    would call it with (no function and no arguments for a rule that runs none, such as ``all``)."""
+    from uqroute.jobs import JOB_PARAM, job_arguments, job_function
+
+    def call(job):
+        name = dict(job.params.items()).get(JOB_PARAM)
+        if name is None:
+            return job.rule.name, None, {}
+        return job.rule.name, name, job_arguments(job_function(name), rule=job.rule.name, input=job.input,
+                                                  output=job.output, params=job.params,
+                                                  wildcards=job.wildcards, threads=job.threads)
+
+    return _dry_run(workdir, targets, configfiles, config, (), call)
 
 
 def lint(workdir: Path, configfiles: Iterable[Path]) -> bool:

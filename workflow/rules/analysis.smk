@@ -18,6 +18,7 @@ rule alignment:
     output:
         path("alignment"),
     params:
+        job="analysis.alignment",
         ece_bins=config["analysis"]["ece_bins"],
     log:
         f"{LOGS}/alignment.log",
@@ -26,7 +27,7 @@ rule alignment:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("alignment.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule routing_curve:
@@ -37,6 +38,7 @@ rule routing_curve:
     output:
         pattern("routing"),
     params:
+        job="analysis.routing_curve",
         step=config["analysis"]["routing_step"],
         invalid=config["analysis"]["invalid"],
     log:
@@ -46,7 +48,7 @@ rule routing_curve:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("routing_curve.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule routing_metrics:
@@ -55,6 +57,8 @@ rule routing_metrics:
         curves=all_routing(),
     output:
         path("routing_metrics"),
+    params:
+        job="analysis.routing_metrics",
     log:
         f"{LOGS}/routing_metrics.log",
     threads: 1
@@ -62,7 +66,7 @@ rule routing_metrics:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("routing_metrics.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule relative_accuracy:
@@ -73,6 +77,7 @@ rule relative_accuracy:
     output:
         path("relative_accuracy"),
     params:
+        job="analysis.relative_accuracy",
         step=config["analysis"]["exclusion_step"],
         invalid=config["analysis"]["invalid"],
     log:
@@ -82,7 +87,7 @@ rule relative_accuracy:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("relative_accuracy.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule calibration_set:
@@ -92,6 +97,7 @@ rule calibration_set:
     output:
         pattern("calibration"),
     params:
+        job="analysis.calibration_set",
         n_bins=config["calibration"]["n_bins"],
         fraction=config["calibration"]["fraction"],
         seeds=config["calibration"]["seeds"],
@@ -102,7 +108,7 @@ rule calibration_set:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("calibration_set.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule generalization:
@@ -114,6 +120,7 @@ rule generalization:
     output:
         pattern("generalization"),
     params:
+        job="analysis.generalization",
         step=config["calibration"]["target_ratio_step"],
         invalid=config["analysis"]["invalid"],
     log:
@@ -123,7 +130,7 @@ rule generalization:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("generalization.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule release_calibration:
@@ -133,6 +140,7 @@ rule release_calibration:
     output:
         pattern("release"),
     params:
+        job="analysis.calibration_set",
         n_bins=config["calibration"]["n_bins"],
         fraction=config["calibration"]["fraction"],
         seeds=config["calibration"]["seeds"],
@@ -143,7 +151,7 @@ rule release_calibration:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("calibration_set.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule findings:
@@ -161,6 +169,8 @@ rule findings:
             caption="../report/findings.rst",
             category="1. Findings",
         ),
+    params:
+        job="analysis.findings",
     log:
         f"{LOGS}/findings.log",
     threads: 1
@@ -168,7 +178,7 @@ rule findings:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("findings.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule truncation:
@@ -178,6 +188,7 @@ rule truncation:
     output:
         path("truncation"),
     params:
+        job="analysis.truncation",
         budgets={key: config["generation"][key] for key in ("max_new_tokens", "verbal_max_new_tokens")},
         tokenizers=tokenizer_sources(),
         max_share=config["analysis"]["max_truncated_share"],
@@ -188,7 +199,7 @@ rule truncation:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("truncation.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule tables:

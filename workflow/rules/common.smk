@@ -15,12 +15,12 @@ from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
 from uqroute.passes import GENERATING_PASSES, GRADED_PASSES, NEEDS_GREEDY, PASS_NAMES, pass_settings
 from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
-from uqroute.warm import WarmPool, default_workers, run_script
+from uqroute.jobs import run_job
+from uqroute.warm import WarmPool, default_workers
 
 RESULTS = "results"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
-SCRIPTS = Path(workflow.basedir) / "workflow" / "scripts"
 
 SLMS = list(config["slms"])
 LLMS = list(config["llms"])
@@ -469,20 +469,22 @@ def all_tables():
     ]
 
 
-# Table, figure and UQ jobs (everything but a model pass) run their script in a warm worker of the main
-# Snakemake process: each would otherwise spend most of its time starting Python and importing its
+# Table, figure and UQ jobs (everything but a model pass) run their job function in a warm worker of the
+# main Snakemake process: each would otherwise spend most of its time starting Python and importing its
 # libraries. That needs the jobs in threads of this process, which profiles/default asks for
-# (force-use-threads); without it Snakemake starts a whole Snakemake for each job.
+# (force-use-threads); without it Snakemake starts a whole Snakemake for each job. Model jobs run the same
+# entry, workflow/scripts/job.py, in a process of their own (their engines spawn, and take conda envs).
 WARM = WarmPool(default_workers(workflow.resource_settings.local_cores if workflow.non_local_exec else workflow._cores))
 
 
-def warm_script(script, input, output, params, wildcards, threads, resources, log, rule):
-    """Run workflow/scripts/<script> with the `snakemake` object a script directive would hand it: in a warm
-    worker from the main process, in this process where Snakemake runs the job alone (a cluster node)."""
+def warm_job(input, output, params, wildcards, threads, resources, log, rule):
+    """Run the job function the rule names (params.job) with the `snakemake` object a script directive would
+    hand it: in a warm worker from the main process, in this process where Snakemake runs the job alone (a
+    cluster node)."""
     from snakemake.iocontainers import Snakemake
 
-    job = Snakemake(input, output, params, wildcards, threads, resources, log, config, rule, None, str(SCRIPTS))
+    job = Snakemake(input, output, params, wildcards, threads, resources, log, config, rule, None, workflow.basedir)
     if workflow.is_main_process:
-        WARM.run(SCRIPTS / script, {"snakemake": job})
+        WARM.run(run_job, job)
     else:
-        run_script(SCRIPTS / script, {"snakemake": job})
+        run_job(job)

@@ -8,6 +8,7 @@ rule dataset:
     wildcard_constraints:
         dataset="|".join(DATASET_NAMES),
     params:
+        job="data.prepare_dataset",
         data_dir=DATA_DIR,
     log:
         f"{LOGS}/dataset/{{dataset}}/{{split}}.log",
@@ -16,4 +17,4 @@ rule dataset:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("prepare_dataset.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)

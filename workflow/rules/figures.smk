@@ -24,6 +24,7 @@ rule figure_auroc_heatmaps:
             category="2. Alignment",
         ),
     params:
+        job="figures.figure",
         family="auroc_heatmaps",
     log:
         f"{LOGS}/figures/auroc_heatmaps.log",
@@ -32,7 +33,7 @@ rule figure_auroc_heatmaps:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_routing_curves:
@@ -50,6 +51,7 @@ rule figure_routing_curves:
             labels={"LLM": "{llm}", "dataset": "{dataset}", "figure": "accuracy vs routing ratio"},
         ),
     params:
+        job="figures.figure",
         family="routing_curves",
     log:
         f"{LOGS}/figures/routing_curves/{{llm}}/{{dataset}}.log",
@@ -58,7 +60,7 @@ rule figure_routing_curves:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_relative_accuracy:
@@ -75,6 +77,7 @@ rule figure_relative_accuracy:
             labels={"LLM": "{llm}", "dataset": "{dataset}", "figure": "relative accuracy"},
         ),
     params:
+        job="figures.figure",
         family="relative_accuracy",
     log:
         f"{LOGS}/figures/relative_accuracy/{{llm}}/{{dataset}}.log",
@@ -83,7 +86,7 @@ rule figure_relative_accuracy:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_confidence_distributions:
@@ -98,6 +101,7 @@ rule figure_confidence_distributions:
             labels={"SLM": "{slm}", "figure": "confidence distributions"},
         ),
     params:
+        job="figures.figure",
         family="confidence_distributions",
     log:
         f"{LOGS}/figures/confidence_distributions/{{slm}}.log",
@@ -106,7 +110,7 @@ rule figure_confidence_distributions:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_generalization:
@@ -129,6 +133,7 @@ rule figure_generalization:
             labels={"LLM": "{llm}", "dataset": "{dataset}", "figure": "calibration data vs ground truth"},
         ),
     params:
+        job="figures.figure",
         family="generalization",
     log:
         f"{LOGS}/figures/generalization/{{llm}}/{{dataset}}.log",
@@ -137,7 +142,7 @@ rule figure_generalization:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figure_ratio_fidelity:
@@ -151,6 +156,7 @@ rule figure_ratio_fidelity:
             category="6. Generalization",
         ),
     params:
+        job="figures.figure",
         family="ratio_fidelity",
     log:
         f"{LOGS}/figures/ratio_fidelity.log",
@@ -159,7 +165,7 @@ rule figure_ratio_fidelity:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("figures.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule figures:
@@ -175,6 +181,8 @@ rule paper_figure:
     output:
         pdf=figure_output("paper_figure", "pdf"),
         png=figure_output("paper_figure", "png"),
+    params:
+        job="figures.paper_figure",
     log:
         f"{LOGS}/figures/paper/fig{{number}}.log",
     threads: 1
@@ -182,7 +190,7 @@ rule paper_figure:
         mem_mb=2000,
         runtime=10,
     run:
-        warm_script("paper_figure.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule paper_figures:

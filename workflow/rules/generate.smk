@@ -2,6 +2,8 @@ rule prepare_model:
     """Convert a GGUF model once to an fp32 folder: loading it then takes seconds, not a minute."""
     output:
         directory(pattern("model_dir")),
+    params:
+        job="data.prepare_model",
     log:
         f"{LOGS}/prepare_model/{{model}}.log",
     benchmark:
@@ -13,7 +15,7 @@ rule prepare_model:
     conda:
         "../../envs/hidden.yaml"
     script:
-        "../scripts/prepare_model.py"
+        "../scripts/job.py"
 
 
 rule generate:
@@ -25,8 +27,8 @@ rule generate:
     wildcard_constraints:
         pass_name="|".join(UNGRADED_PASSES),
     params:
-        model=lambda wc: wc.model,
-        engine=lambda wc: engine_options(wc.model),
+        job="generate.generate",
+        engine_options=lambda wc: engine_options(wc.model),
         settings=generation_settings,
         max_questions=lambda wc: subset_size(wc.split),
         subset_seed=config["subset"]["seed"],
@@ -46,7 +48,7 @@ rule generate:
     conda:
         "../../envs/generate.yaml"
     script:
-        "../scripts/generate.py"
+        "../scripts/job.py"
 
 
 # The replies of a graded model pass (greedy or verbal1s); rule grade adds prediction and correct.
@@ -72,8 +74,8 @@ if CELL_PASSES:
             model="|".join(SLMS),
             split="test",
         params:
-            model=lambda wc: wc.model,
-            engine=lambda wc: engine_options(wc.model),
+            job="generate.generate_cell",
+            engine_options=lambda wc: engine_options(wc.model),
             settings=cell_settings,
             max_questions=lambda wc: subset_size(wc.split),
             subset_seed=config["subset"]["seed"],
@@ -93,7 +95,7 @@ if CELL_PASSES:
         conda:
             "../../envs/generate.yaml"
         script:
-            "../scripts/generate_cell.py"
+            "../scripts/job.py"
 
 
 rule grade:
@@ -106,6 +108,7 @@ rule grade:
     wildcard_constraints:
         pass_name="|".join(GRADED_PASSES),
     params:
+        job="generate.grade",
         judge=judge_settings(),
         api_cache=path("api_cache"),
     log:
@@ -118,7 +121,7 @@ rule grade:
         runtime=60,
         openai_requests=judge_api_requests(),
     run:
-        warm_script("grade.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule hidden_states:
@@ -128,8 +131,8 @@ rule hidden_states:
     output:
         pattern("hidden"),
     params:
-        model=lambda wc: wc.model,
-        engine=lambda wc: engine_options(wc.model, kind="hf"),
+        job="generate.hidden_states",
+        engine_options=lambda wc: engine_options(wc.model, kind="hf"),
         layer=config["hidden"]["layer"],
         part_size=config["hidden"]["part_size"],
         max_questions=lambda wc: subset_size(wc.split),
@@ -148,4 +151,4 @@ rule hidden_states:
     conda:
         "../../envs/hidden.yaml"
     script:
-        "../scripts/hidden_states.py"
+        "../scripts/job.py"

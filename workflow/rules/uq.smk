@@ -5,8 +5,7 @@ rule uq:
     output:
         pattern("uq"),
     params:
-        method=lambda wc: wc.method,
-        dataset=lambda wc: wc.dataset,
+        job="uq.uq_score",
         probe=probe_settings,
         max_questions=subset_size("test"),
         subset_seed=config["subset"]["seed"],
@@ -19,7 +18,7 @@ rule uq:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("uq_score.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule holdout_uq:
@@ -30,7 +29,7 @@ rule holdout_uq:
     output:
         pattern("holdout_uq"),
     params:
-        method=lambda wc: wc.method,
+        job="uq.holdout_uq",
         holdout=lambda wc: wc.dataset,
         probe=probe_settings,
         max_questions=subset_size("test"),
@@ -44,7 +43,7 @@ rule holdout_uq:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("holdout_uq.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
 rule release_probe:
@@ -54,6 +53,7 @@ rule release_probe:
     output:
         pattern("release_probe"),
     params:
+        job="uq.release_probe",
         probe=probe_settings,
         layer=config["hidden"]["layer"],
     log:
@@ -65,4 +65,4 @@ rule release_probe:
         mem_mb=4000,
         runtime=30,
     run:
-        warm_script("release_probe.py", input, output, params, wildcards, threads, resources, log, rule)
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)

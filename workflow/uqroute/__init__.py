@@ -1,7 +1,7 @@
 """uqroute: uncertainty-based routing from small to large language models.
 
-The library knows nothing of Snakemake: workflow scripts unpack their inputs and
-call the functions here.
+The library knows nothing of Snakemake: each rule names a job function of :mod:`uqroute.jobs`, and one entry
+(:func:`uqroute.jobs.run_job`) hands it the rule's files, params and wildcards as plain arguments.
 """
 
 from importlib.resources import files

@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -67,6 +67,13 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
         if missing:
             raise ValueError(f"{path}: missing column(s) {missing}; has {list(df.columns)}")
     return df
+
+
+def read_tagged(paths: Sequence[str], kind: str) -> pd.DataFrame:
+    """Per-cell tables of one ``kind`` stacked, each with its cell's coordinates (read from its path) as columns."""
+    from .paths import cell_of
+
+    return pd.concat([read_parquet(path).assign(**cell_of(path, kind)) for path in paths], ignore_index=True)
 
 
 def table_metadata(path: str | os.PathLike, prefix: str = "uqroute.") -> dict[str, str]:

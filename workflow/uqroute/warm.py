@@ -1,4 +1,4 @@
-"""Run short Python scripts in warm worker processes.
+"""Run short jobs in warm worker processes.
 
 A table or figure job computes for a fraction of a second, but a fresh Python pays 0.7-1.8 s to start and
 import pandas, scikit-learn, torch or seaborn before it does. A worker imports them once and then runs one
@@ -11,15 +11,14 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
-import runpy
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # Imported once by the fork server; every worker starts with them loaded.
 PRELOAD = [
+    "uqroute.jobs",
     "uqroute.jobs.analysis",
     "uqroute.jobs.data",
     "uqroute.jobs.figures",
@@ -29,12 +28,6 @@ PRELOAD = [
     "uqroute.figures",
     "sklearn.metrics",
 ]
-
-
-def run_script(path: str | Path, init_globals: dict[str, Any]) -> None:
-    """Run the script at ``path`` with ``init_globals`` as its globals; return nothing (module globals do
-    not pickle)."""
-    runpy.run_path(str(path), init_globals=init_globals, run_name="__main__")
 
 
 class WarmPool:
@@ -54,11 +47,12 @@ class WarmPool:
                 atexit.register(self.close)
             return self._executor
 
-    def run(self, path: str | Path, init_globals: dict[str, Any]) -> None:
-        """Run one script in a worker and wait for it; its exception, if any, is raised here."""
+    def run(self, function: Callable[..., None], *args: Any) -> None:
+        """Run ``function(*args)`` (both picklable: a module-level function) in a worker and wait for it; its
+        exception, if any, is raised here."""
         executor = self._start()
         try:
-            executor.submit(run_script, str(path), init_globals).result()
+            executor.submit(function, *args).result()
         except BrokenProcessPool:
             # A worker died (killed, out of memory): this job fails, the next ones get a fresh pool.
             with self._lock:

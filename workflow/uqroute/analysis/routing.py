@@ -30,6 +30,11 @@ ROUTING_RATIOS.flags.writeable = False
 _ROUND_SLACK = 1e-9
 
 
+def ratio_grid(step: float) -> np.ndarray:
+    """0, step, 2 step, ..., 1 (rounded, so 0.1 * 3 is 0.3)."""
+    return np.round(np.arange(0, 1 + step / 2, step), 10)
+
+
 def round_half_up(x) -> np.ndarray:
     """Nearest integer, halves rounded up (2.5 -> 3, unlike NumPy's round-half-even)."""
     return np.floor(np.asarray(x, dtype=float) + 0.5 + _ROUND_SLACK).astype(np.int64)

@@ -17,12 +17,15 @@ as ``uncounted`` and left out of the shares rather than taken for an empty reply
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
 from ..passes import GENERATING_PASSES
+
+log = logging.getLogger(__name__)
 
 # ``ambiguous``: graded multiple-choice replies the rule cannot read (several options, no conclusion), the
 # other way a reply's answer goes missing; 0 for passes that are not graded.
@@ -78,3 +81,71 @@ def truncation_table(rows: list[dict], max_share: float) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=[c for c in TRUNCATION_COLUMNS if c != "over_limit"])
     table["over_limit"] = table["cut_off_share"] > max_share
     return table[TRUNCATION_COLUMNS]
+
+
+def count_truncation(gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str, str | None],
+                     max_share: float) -> pd.DataFrame:
+    """The truncation table of the pass tables at the paths in ``gen`` (each cell read from its path): how
+    often each table's replies used their whole token budget, how many of those loop, and how many graded
+    replies the rule could not read; a warning names each table over ``max_share``.
+
+    ``budgets``: the config's ``generation.max_new_tokens`` and ``verbal_max_new_tokens``; ``tokenizers``:
+    where each model's tokenizer loads from (its folder or hub id; None for a model without one), for the
+    passes that store text only.
+    """
+    from ..datasets import dataset_info
+    from ..io import read_parquet
+    from ..passes import token_budget
+    from ..paths import cell_of
+
+    loaded: dict[str, object] = {}
+
+    def tokenize_with(model: str):
+        """The model's tokenizer as a function of text, or None when it has none (an API-only model)."""
+        if model not in loaded:
+            if model not in tokenizers:
+                raise KeyError(f"no tokenizer source for model {model!r} (its text-only passes need one)")
+            source = tokenizers[model]
+            if source is None:
+                loaded[model] = None
+            else:
+                from transformers import AutoTokenizer
+
+                tokenizer = AutoTokenizer.from_pretrained(source)
+                loaded[model] = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
+        return loaded[model]
+
+    rows = []
+    for path in gen:
+        cell = cell_of(path, "gen")
+        task_type = dataset_info(cell["dataset"])["task_type"]
+        try:
+            budget = token_budget(cell["pass_name"], budgets, task_type)
+        except KeyError as missing:
+            key = missing.args[0]
+            key = f"max_new_tokens.{key}" if key == task_type else key
+            raise KeyError(f"{path}: config key generation.{key} is missing (the {cell['pass_name']} budget of "
+                           f"a {task_type} dataset)") from None
+        table = read_parquet(path)
+        text_only = "tokens" not in table.columns
+        tokenize = tokenize_with(cell["model"]) if text_only else None
+        if text_only and tokenize is None:
+            replies, slack = [None] * len(table), 1
+        else:
+            replies, slack = reply_tokens(table, cell["pass_name"], tokenize)
+        row = {**cell, "task_type": task_type, **truncation_row(replies, budget, slack),
+               "ambiguous": int(table["ambiguous"].sum()) if "ambiguous" in table.columns else 0}
+        if row["ambiguous"]:
+            log.warning("%s: %d of %d replies commit to several options and conclude on none: no answer by the "
+                        "rule, the judge's verdict where one is configured", path, row["ambiguous"], row["replies"])
+        if row["uncounted"]:
+            why = "the model has no tokenizer to count them with" if text_only else "the endpoint reported no logprobs"
+            log.warning("%s: %d of %d replies have no known length (%s); the shares count the rest", path,
+                        row["uncounted"], row["replies"], why)
+        if row["cut_off_share"] > max_share:
+            log.warning("%s: %d of %d counted replies (%.1f %%) were cut off at the budget of %d tokens without "
+                        "looping (limit %.1f %%; %d more loop)", path, row["at_budget"] - row["looping"],
+                        row["replies"] - row["uncounted"], 100 * row["cut_off_share"], budget, 100 * max_share,
+                        row["looping"])
+        rows.append(row)
+    return truncation_table(rows, max_share)

@@ -12,7 +12,7 @@ choices, answer, answer_aliases, incorrect_answers`` (see :data:`ITEM_COLUMNS`).
 """
 
 from .layouts import normalize_number
-from .loader import derived_split_rank, load_split, take_subset
+from .loader import derived_split_rank, load_questions, load_split, take_subset
 from .registry import (
     DATASET_NAMES,
     ITEM_COLUMNS,
@@ -30,6 +30,6 @@ from .registry import (
 
 __all__ = [
     "DATASET_NAMES", "ITEM_COLUMNS", "ITEM_SCHEMA", "PROBE_TRAINING", "REGISTRY_PATH", "SPLITS", "TASK_TYPES",
-    "check_data_files", "dataset_info", "dataset_label", "derived_split_rank", "load_split", "normalize_number",
+    "check_data_files", "dataset_info", "dataset_label", "derived_split_rank", "load_questions", "load_split", "normalize_number",
     "probe_training", "required_files", "take_subset",
 ]

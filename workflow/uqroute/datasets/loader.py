@@ -166,3 +166,11 @@ def take_subset(df: pd.DataFrame, max_n: int | None, seed: int) -> pd.DataFrame:
         raise ValueError(f"max_n must be >= 0 or None, got {max_n}")
     positions = np.sort(np.random.default_rng(seed).choice(len(df), size=max_n, replace=False))
     return df.iloc[positions].reset_index(drop=True)
+
+
+def load_questions(path: str | Path, max_questions: int | None, seed: int) -> pd.DataFrame:
+    """The deterministic subset of a prepared split (its Parquet table) that every pass and method of a cell
+    reads."""
+    from ..io import read_parquet
+
+    return take_subset(read_parquet(path), max_questions, seed)

@@ -10,7 +10,7 @@ from ..io import write_parquet
 log = logging.getLogger(__name__)
 
 
-def prepare_dataset(dataset: str, split: str, data_dir: str | None, output: str) -> None:
+def prepare_dataset(*, dataset: str, split: str, data_dir: str | None, output: str) -> None:
     from ..datasets import ITEM_SCHEMA, load_split
 
     table = load_split(dataset, split, Path(data_dir) if data_dir else None)
@@ -18,7 +18,7 @@ def prepare_dataset(dataset: str, split: str, data_dir: str | None, output: str)
     write_parquet(table, output, schema=ITEM_SCHEMA)
 
 
-def prepare_model(model: str, output: str) -> None:
+def prepare_model(*, model: str, output: str) -> None:
     from ..gguf import materialize
     from ..models import model_spec
 

@@ -14,11 +14,10 @@ from typing import Callable, Mapping, Optional, Sequence
 
 import pandas as pd
 
-from ..io import read_parquet
+from ..io import read_parquet, read_tagged
 from ..paper_figures import PaperFigure
 from ..paper_figures import paper_figure as paper_figure_spec
 from ..paths import cell_of, cells_of
-from .analysis import tagged
 
 Inputs = Mapping[str, Sequence[str]]
 Selection = Optional[PaperFigure]
@@ -47,7 +46,7 @@ def routing_curves(inputs: Inputs, output_png: str, selection: Selection = None)
 
     no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
                      if not read_parquet(path, ["valid"])["valid"].any()}
-    figures.plot_routing_curves(tagged(inputs["curves"], "routing"), _stem(output_png), no_confidence=no_confidence)
+    figures.plot_routing_curves(read_tagged(inputs["curves"], "routing"), _stem(output_png), no_confidence=no_confidence)
 
 
 def relative_accuracy(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
@@ -69,21 +68,21 @@ def confidence_distributions(inputs: Inputs, output_png: str, selection: Selecti
     from .. import figures
 
     # A paper figure names its (SLM, method) panels; the workflow's own figure draws them all.
-    figures.plot_confidence_distributions(tagged(inputs["uq"], "uq"), _stem(output_png),
+    figures.plot_confidence_distributions(read_tagged(inputs["uq"], "uq"), _stem(output_png),
                                           panels=selection.pairs if selection is not None else None)
 
 
 def generalization(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
-    figures.plot_generalization(tagged(inputs["generalization"], "generalization"), tagged(inputs["routing"], "routing"),
+    figures.plot_generalization(read_tagged(inputs["generalization"], "generalization"), read_tagged(inputs["routing"], "routing"),
                                 _stem(output_png), methods=_methods(inputs["generalization"], "generalization"))
 
 
 def ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
-    figures.plot_ratio_fidelity(tagged(inputs["generalization"], "generalization"), _stem(output_png),
+    figures.plot_ratio_fidelity(read_tagged(inputs["generalization"], "generalization"), _stem(output_png),
                                 methods=_methods(inputs["generalization"], "generalization"))
 
 
@@ -97,16 +96,23 @@ FIGURES: dict[str, Callable[[Inputs, str, Selection], None]] = {
 }
 
 
-def figure(*, family: str, inputs: Inputs, output_png: str) -> None:
-    """Draw one figure of ``family`` to ``output_png`` and the PDF beside it."""
+def _checked_pair(png: str, pdf: str | None) -> str:
+    """The PNG path; the drawing writes the PDF beside it, so a PDF output elsewhere is refused."""
+    if pdf is not None and pdf != _stem(png) + ".pdf":
+        raise ValueError(f"figure outputs {png} and {pdf}: the PDF is written beside the PNG, as {_stem(png)}.pdf")
+    return png
+
+
+def figure(*, family: str, inputs: Inputs, png: str, pdf: str | None = None) -> None:
+    """Draw one figure of ``family`` to ``png`` and the PDF beside it."""
     try:
         draw = FIGURES[family]
     except KeyError:
         raise ValueError(f"unknown figure family {family!r}; known: {', '.join(FIGURES)}") from None
-    draw(inputs, output_png)
+    draw(inputs, _checked_pair(png, pdf))
 
 
-def paper_figure(*, number: int | str, inputs: Inputs, output_png: str) -> None:
-    """Draw the paper's Figure ``number`` from its selected cells (its inputs) to ``output_png`` and the PDF."""
+def paper_figure(*, number: int | str, inputs: Inputs, png: str, pdf: str | None = None) -> None:
+    """Draw the paper's Figure ``number`` from its selected cells (its inputs) to ``png`` and the PDF."""
     selection = paper_figure_spec(number)
-    FIGURES[selection.family](inputs, output_png, selection)
+    FIGURES[selection.family](inputs, _checked_pair(png, pdf), selection)

@@ -8,16 +8,10 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from ..datasets import load_questions
 from ..io import read_parquet, table_metadata, write_parquet
 
 log = logging.getLogger(__name__)
-
-
-def load_questions(path: str, max_questions: int | None, seed: int) -> pd.DataFrame:
-    """The deterministic subset every pass and method of a cell reads."""
-    from ..datasets import take_subset
-
-    return take_subset(read_parquet(path), max_questions, seed)
 
 
 def build_engine(model: str, options: Mapping[str, Any], model_dir: str | None = None, api_cache: str | None = None,

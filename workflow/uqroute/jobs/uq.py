@@ -7,9 +7,10 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from ..datasets import load_questions
 from ..io import read_parquet, write_parquet
+from ..passes import PASS_NAMES
 from ..paths import cell_of
-from .generate import load_questions
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +30,22 @@ def training_pairs(hidden: Sequence[str], greedy: Sequence[str]) -> dict[str, tu
     }
 
 
-def uq_score(*, method: str, dataset: str, questions: str, passes: Mapping[str, str], output: str,
-             probe: Mapping[str, Any], max_questions: int | None, subset_seed: int, hidden: str | None = None,
-             train_hidden: Sequence[str] = (), train_greedy: Sequence[str] = (), threads: int = 1) -> None:
+def uq_score(*, method: str, dataset: str, questions: str, output: str, probe: Mapping[str, Any],
+             max_questions: int | None, subset_seed: int, hidden: str | None = None,
+             train_hidden: Sequence[str] = (), train_greedy: Sequence[str] = (), threads: int = 1,
+             **passes: str) -> None:
     """Score one method on ``dataset``'s test subset.
 
-    ``passes``: pass name -> the SLM's pass table. Probes also read ``hidden`` (test hidden states) and the
+    ``passes``: the SLM's pass tables the method reads, each named by its pass (``greedy=``, ``sample=``...). Probes also read ``hidden`` (test hidden states) and the
     train splits in ``train_hidden``/``train_greedy``: this dataset's own for the trained probe (none:
     cross-fitting over the test split), the other datasets' for the OOD probe.
     """
     from ..uq import score_method
     from ..uq.registry import method_spec
 
+    unknown = sorted(set(passes) - set(PASS_NAMES))
+    if unknown:
+        raise ValueError(f"uq_score {method} on {dataset}: {unknown} named as pass tables; passes: {', '.join(PASS_NAMES)}")
     items = load_questions(questions, max_questions, subset_seed)
     tables = {name: read_parquet(path) for name, path in passes.items()}
     if not method_spec(method).needs_hidden:
