@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from uqroute import REPO_ROOT
-from uqroute.datasets import probe_training
-from uqroute.engines.options import job_engine_options, job_gpus
 from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES
+from uqroute.plan import Grid
 from uqroute.passes import GRADED_PASSES
 from uqroute.uq import PROBE_METHODS, pass_requirements
 from workflow_runs import EMBEDDED_CONFIG, count_rules, lint, plan, plan_error, printed_job_counts, printed_jobs
@@ -68,12 +67,8 @@ def expected_counts(config: dict) -> dict[str, int]:
     assert not set(slms) & set(llms), "an LLM that is also an SLM would share its greedy pass"
     test_passes = set().union(*(pass_requirements(method) for method in methods))
     graded = test_passes & set(GRADED_PASSES)
-    # A train split is read by the in-domain trained probe of its dataset and by every other dataset's OOD probe.
-    train = [
-        dataset for dataset in datasets
-        if ("trained_probe" in methods and probe_training(dataset, local=config["data_dir"] is not None) == "in_domain")
-        or ("ood_probe" in methods and len(datasets) > 1)
-    ]
+    # The train splits the probes read (uqroute.plan, checked against the paper's rules in tests/test_plan.py).
+    train = Grid(config).trained_on
     probes_read_test = bool(PROBE_METHODS & set(methods))
     # Hidden states always run transformers, which needs a converted copy of a GGUF model.
     gguf_slms = [slm for slm in slms if model_spec(slm).source.startswith("gguf")]
@@ -224,21 +219,18 @@ def test_model_jobs_request_their_gpus_and_nothing_else_does(paper_dry_run):
 
 
 def test_every_job_that_reserves_a_gpu_runs_its_model_there():
-    """The engine options each model rule passes under config/paper.yaml (the same functions the rules call)."""
-    config = paper_config()
-    for slm in config["slms"]:
-        spec, configured = model_spec(slm), config["engines"][slm]
+    """The engine options each model rule passes under config/paper.yaml (uqroute.plan, which the rules call)."""
+    grid = Grid(paper_config())
+    for slm in grid.slms:
         # hidden_states: transformers on the reserved GPU, in the checkpoint's dtype (bf16 for these models)
-        assert job_gpus(spec, configured, "hf") == 1
-        assert job_engine_options(spec, configured, "hf") == {"kind": "hf", "device": "cuda", "dtype": "auto"}
+        assert grid.gpus(slm, kind="hf") == 1
+        assert grid.engine_options(slm, kind="hf") == {"kind": "hf", "device": "cuda", "dtype": "auto"}
         # generate: vLLM on its one GPU
-        assert job_gpus(spec, configured) == 1
-        assert job_engine_options(spec, configured) == {
+        assert grid.gpus(slm) == 1
+        assert grid.engine_options(slm) == {
             "kind": "vllm", "tensor_parallel_size": 1, "dtype": "auto", "gpu_memory_utilization": 0.9}
-    spec, configured = model_spec("llama-3.1-70b"), config["engines"]["llama-3.1-70b"]
-    assert job_gpus(spec, configured) == 4 == job_engine_options(spec, configured)["tensor_parallel_size"]
-    spec, configured = model_spec("gpt-4o-mini"), config["engines"]["gpt-4o-mini"]
-    assert job_gpus(spec, configured) == 0 and job_engine_options(spec, configured) == {"kind": "openai"}
+    assert grid.gpus("llama-3.1-70b") == 4 == grid.engine_options("llama-3.1-70b")["tensor_parallel_size"]
+    assert grid.gpus("gpt-4o-mini") == 0 and grid.engine_options("gpt-4o-mini") == {"kind": "openai"}
 
 
 def test_lint_is_clean(tmp_path, capsys):

@@ -1,83 +1,43 @@
-# Config access, wildcard constraints, pre-flight checks, the results paths and the input functions.
-# Stage files (data, generate, uq, analysis, figures) hold only rules. Each path is spelled once, in
-# uqroute.paths; each setting reaches only the jobs whose output depends on it.
+# Config, pre-flight checks, wildcard constraints, the results paths, the input functions and the warm
+# workers; the stage files (data, generate, uq, analysis, figures) hold only rules, as Snakemake's linter
+# asks. What the config plans (the grid, the passes of a cell, the train splits of a probe, each job's
+# settings and resources) is uqroute.plan.Grid, library code with its own tests: the input functions here
+# only turn its plans into paths. Each path is spelled once, in uqroute.paths; each setting reaches only
+# the jobs whose output depends on it.
 
 from pathlib import Path
 
 from snakemake.logging import logger
 
 from uqroute import paths
-from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files, dataset_info
-from uqroute.datasets import probe_training as dataset_probe_training
-from uqroute.engines.options import job_engine_options, job_gpus
+from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files
 from uqroute.gguf import check_model_files
+from uqroute.jobs import run_job
 from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
-from uqroute.passes import GENERATING_PASSES, GRADED_PASSES, NEEDS_GREEDY, PASS_NAMES, pass_settings
-from uqroute.uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
-from uqroute.jobs import run_job
+from uqroute.passes import GENERATING_PASSES, GRADED_PASSES, NEEDS_GREEDY
+from uqroute.plan import UNGRADED_PASSES, Grid
+from uqroute.uq.registry import method_spec
 from uqroute.warm import WarmPool, default_workers
 
 RESULTS = "results"
 LOGS = "logs"
 BENCHMARKS = "benchmarks"
 
-SLMS = list(config["slms"])
-LLMS = list(config["llms"])
-DATASETS = list(config["datasets"])
-METHODS = list(config["methods"])
-CALIBRATION_METHODS = list(config["calibration"]["methods"] or METHODS)
-MODELS = list(dict.fromkeys(SLMS + LLMS))
+GRID = Grid(config)
+GRID.check_names()
+SLMS, LLMS, DATASETS, METHODS = GRID.slms, GRID.llms, GRID.datasets, GRID.methods
+CALIBRATION_METHODS, MODELS = GRID.calibration_methods, GRID.models
 DATA_DIR = config["data_dir"]
-UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
-
-
-def _slm_test_passes():
-    """The passes an SLM's test split needs: greedy (hidden states read it) and those the methods read."""
-    needed = {"greedy"}.union(*(method_spec(method).passes for method in METHODS))
-    return [name for name in PASS_NAMES if name in needed]
-
-
 # generation.one_job_per: cell makes every pass of an SLM's test split (the one cell with several passes)
 # in one job, on one engine; each pass file stays a target, whose rebuild reruns its cell.
-CELL_PASSES = _slm_test_passes() if config["generation"]["one_job_per"] == "cell" else []
-if len(CELL_PASSES) < 2:
-    CELL_PASSES = []
-
-
-def _known(key, names, known, what):
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise ValueError(f"config key {key}: unknown {what} {unknown}; known: {', '.join(known)}")
-
-
-def _check_names():
-    """Names the config uses must exist in the registries (cheap: no file is read)."""
-    _known("datasets", DATASETS, DATASET_NAMES, "dataset(s)")
-    _known("methods", METHODS, METHOD_NAMES, "UQ method(s)")
-    _known("calibration.methods", CALIBRATION_METHODS, METHODS, "method(s), not in methods")
-    for key, names in (("slms", SLMS), ("llms", LLMS), ("engines", list(config["engines"]))):
-        for name in names:
-            try:
-                model_spec(name)
-            except KeyError as error:
-                raise ValueError(f"config key {key}: {error}") from None
-    if config["judge"]["engine"] == "openai":
-        if "model" not in config["judge"]:
-            raise ValueError("config key judge.model is required when judge.engine is openai")
-        try:
-            model_spec(config["judge"]["model"])
-        except KeyError as error:
-            raise ValueError(f"config key judge.model: {error}") from None
-
-
-_check_names()
+CELL_PASSES = GRID.cell_passes
 
 
 onstart:
     # Files are checked when a run starts (not while --lint or --list read the workflow), before any job.
     for name in MODELS:
-        if engine_kind(name) != "openai" and not Path(path("model_dir", model=name)).exists():
+        if GRID.engine_kind(name) != "openai" and not Path(path("model_dir", model=name)).exists():
             check_model_files(model_spec(name))
     if DATA_DIR is not None:
         check_data_files(DATASETS, Path(DATA_DIR))
@@ -113,108 +73,29 @@ def checkpoint_dir(wildcards, stage):
     """Finished batches of a long pass survive a killed job here (not a Snakemake output)."""
     return paths.checkpoint_path(RESULTS, stage, wildcards)
 
-
-# ---- models, engines, resources ------------------------------------------------------------------
-
-
-def configured_engine(model):
-    return config["engines"].get(model, {})
+def pass_output(model, dataset, split, pass_name):
+    """The pass table the analysis reads (a graded pass: after grading)."""
+    return path("gen", model=model, dataset=dataset, split=split, pass_name=pass_name)
 
 
-def engine_kind(model):
-    return configured_engine(model).get("kind", model_spec(model).engine)
+def llm_greedy(llm, dataset):
+    return pass_output(llm, dataset, "test", "greedy")
 
 
-def engine_options(model, kind=None):
-    """What the job's engine is built with: config `engines.<model>` for the kind it runs, on its device."""
-    return job_engine_options(model_spec(model), configured_engine(model), kind)
+def uq_file(slm, dataset, method):
+    return path("uq", slm=slm, dataset=dataset, method=method)
 
 
-def gpus(model, kind=None):
-    return job_gpus(model_spec(model), configured_engine(model), kind)
+def routing_file(slm, llm, dataset, method):
+    return path("routing", slm=slm, llm=llm, dataset=dataset, method=method)
 
 
-def gpu_type(model, kind=None):
-    """The GPU type a job that reserves GPUs asks SLURM for (`--gpus=<type>:<n>`); none for a CPU job."""
-    return config["resources"]["gpu_model"] if gpus(model, kind) else ""
+# ---- input functions of the model passes ---------------------------------------------------------
 
 
 def model_inputs(model, kind=None):
     """A GGUF model is converted once to an fp32 folder that every job of that model loads (HF or vLLM)."""
-    kind = kind or engine_kind(model)
-    if kind != "openai" and model_spec(model).is_gguf:
-        return {"model_dir": path("model_dir", model=model)}
-    return {}
-
-
-def model_mem_mb(model, kind=None):
-    """Host memory: weights in fp32 plus headroom (vLLM keeps weights on the GPU)."""
-    params_b = model_spec(model).params_b or 1.0
-    return int(max(4000, params_b * 1000 * (2 if (kind or engine_kind(model)) == "vllm" else 6)))
-
-
-def model_runtime(model, pass_name="greedy"):
-    """Minutes for one (model, dataset, split) pass on the paper's sizes; sampling costs n_samples greedy runs."""
-    factor = config["generation"]["n_samples"] if pass_name == "sample" else 1
-    return int(60 + 30 * factor * max(1.0, (model_spec(model).params_b or 1.0) / 8))
-
-
-def api_requests(model):
-    """One slot of the API budget for a job that calls an API model."""
-    return 1 if engine_kind(model) == "openai" else 0
-
-
-def judge_api_requests():
-    return 1 if config["judge"]["engine"] == "openai" else 0
-
-
-# ---- settings handed to jobs (only what their outputs depend on) --------------------------------
-
-
-def subset_size(split):
-    return config["subset"]["max_test" if split == "test" else "max_train"]
-
-
-def dataset_pass_settings(dataset, pass_name):
-    """The generation settings ``pass_name`` reads, with the token budget of this dataset's task type only."""
-    return pass_settings(pass_name, config["generation"], [dataset_info(dataset)["task_type"]])
-
-
-def generation_settings(wildcards):
-    return dataset_pass_settings(wildcards.dataset, wildcards.pass_name)
-
-
-def judge_settings():
-    judge = dict(config["judge"])
-    if judge["engine"] == "openai":
-        judge["engine_options"] = engine_options(judge["model"])
-    return judge
-
-
-def probe_settings(wildcards):
-    """Probe hyperparameters, for probe methods only; cross-fitting folds only where a probe cross-fits."""
-    if wildcards.method not in PROBE_METHODS:
-        return {}
-    settings = dict(config["probe"])
-    if not (wildcards.method == "trained_probe" and probe_training(wildcards.dataset) == "crossfit"):
-        settings.pop("crossfit_folds", None)
-    if wildcards.method == "trained_probe":
-        settings.pop("ood_lr", None)
-    else:
-        settings.pop("lr", None)
-    return settings
-
-
-def probe_training(dataset):
-    return dataset_probe_training(dataset, local=DATA_DIR is not None)
-
-
-# ---- input functions ---------------------------------------------------------------------------
-
-
-def pass_output(model, dataset, split, pass_name):
-    """The pass table the analysis reads (a graded pass: after grading)."""
-    return path("gen", model=model, dataset=dataset, split=split, pass_name=pass_name)
+    return {"model_dir": path("model_dir", model=model)} if GRID.needs_model_dir(model, kind) else {}
 
 
 def greedy_replies(model, dataset, split):
@@ -245,10 +126,6 @@ def cell_outputs():
     return {name: paths.wildcard_path(RESULTS, model_pass_kind(name), pass_name=name) for name in CELL_PASSES}
 
 
-def cell_settings(wildcards):
-    return {name: dataset_pass_settings(wildcards.dataset, name) for name in CELL_PASSES}
-
-
 def cell_checkpoint_dirs(wildcards):
     """The folders the per-pass jobs would use, so a cell job and a pass job resume each other's parts."""
     cell = [wildcards.model, wildcards.dataset, wildcards.split]
@@ -264,14 +141,7 @@ def hidden_inputs(wildcards):
     return inputs
 
 
-def _train_datasets(method, dataset):
-    """Datasets whose train split a probe of ``method`` learns from when scoring ``dataset``."""
-    spec = method_spec(method)
-    if spec.needs_train == "in_domain":
-        return [dataset] if probe_training(dataset) == "in_domain" else []
-    if spec.needs_train == "other_datasets":
-        return [other for other in DATASETS if other != dataset]
-    return []
+# ---- input functions of the UQ stage -------------------------------------------------------------
 
 
 def probe_training_inputs(slm, datasets):
@@ -280,6 +150,18 @@ def probe_training_inputs(slm, datasets):
         "train_hidden": [path("hidden", model=slm, dataset=dataset, split="train") for dataset in datasets],
         "train_greedy": [pass_output(slm, dataset, "train", "greedy") for dataset in datasets],
     }
+
+
+def uq_inputs(wildcards):
+    slm, dataset, method = wildcards.slm, wildcards.dataset, wildcards.method
+    spec = method_spec(method)
+    inputs = {"questions": path("data", dataset=dataset, split="test")}
+    for pass_name in spec.passes:
+        inputs[pass_name] = pass_output(slm, dataset, "test", pass_name)
+    if spec.needs_hidden:
+        inputs["hidden"] = path("hidden", model=slm, dataset=dataset, split="test")
+        inputs.update(probe_training_inputs(slm, GRID.train_datasets(method, dataset)))
+    return inputs
 
 
 def holdout_uq_inputs(wildcards):
@@ -293,32 +175,15 @@ def holdout_uq_inputs(wildcards):
     }
 
 
-def uq_inputs(wildcards):
-    slm, dataset, method = wildcards.slm, wildcards.dataset, wildcards.method
-    spec = method_spec(method)
-    inputs = {"questions": path("data", dataset=dataset, split="test")}
-    for pass_name in spec.passes:
-        inputs[pass_name] = pass_output(slm, dataset, "test", pass_name)
-    if spec.needs_hidden:
-        inputs["hidden"] = path("hidden", model=slm, dataset=dataset, split="test")
-        inputs.update(probe_training_inputs(slm, _train_datasets(method, dataset)))
-    return inputs
-
-
-def uq_file(slm, dataset, method):
-    return path("uq", slm=slm, dataset=dataset, method=method)
-
-
 def all_uq():
     return [uq_file(slm, dataset, method) for slm in SLMS for dataset in DATASETS for method in METHODS]
 
 
-def llm_greedy(llm, dataset):
-    return pass_output(llm, dataset, "test", "greedy")
+def all_release_probes():
+    return [path("release_probe", slm=slm, method=method) for slm in SLMS for method in GRID.released_probe_methods]
 
 
-def routing_file(slm, llm, dataset, method):
-    return path("routing", slm=slm, llm=llm, dataset=dataset, method=method)
+# ---- input functions of the analysis -------------------------------------------------------------
 
 
 def all_routing():
@@ -345,25 +210,45 @@ def all_release():
     return [path("release", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
 
 
-def released_probe_methods():
-    """Released methods the router serves with a probe file: those learned on other datasets (the OOD probe)."""
-    return [method for method in CALIBRATION_METHODS if method_spec(method).needs_train == "other_datasets"]
-
-
-def all_release_probes():
-    return [path("release_probe", slm=slm, method=method) for slm in SLMS for method in released_probe_methods()]
-
-
-def release_probe_inputs(wildcards):
-    return probe_training_inputs(wildcards.slm, DATASETS)
-
-
 def calibration_uq(wildcards):
     """What the calibration set for a hold-out dataset pools: the other datasets' UQ tables, or for a method
     that learns from other datasets (the OOD probe) its scores from probes that never saw the hold-out."""
     if method_spec(wildcards.method).needs_train == "other_datasets":
         return [path("holdout_uq", slm=wildcards.slm, method=wildcards.method, dataset=wildcards.dataset)]
     return [uq_file(wildcards.slm, other, wildcards.method) for other in DATASETS if other != wildcards.dataset]
+
+
+def truncation_inputs():
+    """Every generating pass table the analysis reads, and the model folders that hold their tokenizers."""
+    slm_passes = [name for name in GRID.slm_test_passes if name in GENERATING_PASSES]
+    gen = [pass_output(slm, dataset, "test", name) for slm in SLMS for dataset in DATASETS for name in slm_passes]
+    gen += [pass_output(slm, dataset, "train", "greedy") for slm in SLMS for dataset in GRID.trained_on]
+    gen += [llm_greedy(llm, dataset) for llm in LLMS if llm not in SLMS for dataset in DATASETS]
+    folders = [path("model_dir", model=slm) for slm in GRID.retokenized_slms if model_spec(slm).is_gguf]
+    return {"gen": gen, "models": folders}
+
+
+def tokenizer_sources():
+    """Where each re-tokenized SLM's tokenizer loads from: a GGUF model's fp32 folder, else its hub id (None
+    for an API-only model: the job then reports its text-only replies as uncounted)."""
+    return {slm: path("model_dir", model=slm) if model_spec(slm).is_gguf else model_spec(slm).hub_id
+            for slm in GRID.retokenized_slms}
+
+
+def all_tables():
+    return [
+        path("alignment"),
+        path("truncation"),
+        path("routing_metrics"),
+        path("relative_accuracy"),
+        path("findings"),
+        *all_generalization(),
+        *all_release(),
+        *all_release_probes(),
+    ]
+
+
+# ---- input functions of the figures --------------------------------------------------------------
 
 
 FIGURE_FORMATS = ("pdf", "png")
@@ -429,44 +314,6 @@ def paper_figure_inputs(wildcards):
 
 def all_paper_figures():
     return [path("paper_figure", number=number, ext="pdf") for number in PAPER_FIGURES]
-
-
-def truncation_inputs():
-    """Every generating pass table the analysis reads, and the model folders that hold their tokenizers."""
-    slm_passes = [name for name in _slm_test_passes() if name in GENERATING_PASSES]
-    # A released probe learns from the train split of every dataset; the others from those their methods name.
-    trained_on = set(DATASETS) if released_probe_methods() else {
-        d for method in METHODS for dataset in DATASETS for d in _train_datasets(method, dataset)}
-    gen = [pass_output(slm, dataset, "test", name) for slm in SLMS for dataset in DATASETS for name in slm_passes]
-    gen += [pass_output(slm, dataset, "train", "greedy") for slm in SLMS for dataset in DATASETS if dataset in trained_on]
-    gen += [llm_greedy(llm, dataset) for llm in LLMS if llm not in SLMS for dataset in DATASETS]
-    folders = [path("model_dir", model=slm) for slm in _retokenized_slms() if model_spec(slm).is_gguf]
-    return {"gen": gen, "models": folders}
-
-
-def _retokenized_slms():
-    """SLMs with a pass that stores text only (every pass but greedy): their replies are re-tokenized."""
-    return SLMS if set(_slm_test_passes()) & (set(GENERATING_PASSES) - {"greedy"}) else []
-
-
-def tokenizer_sources():
-    """Where each re-tokenized SLM's tokenizer loads from: a GGUF model's fp32 folder, else its hub id (None
-    for an API-only model: the job then reports its text-only replies as uncounted)."""
-    return {slm: path("model_dir", model=slm) if model_spec(slm).is_gguf else model_spec(slm).hub_id
-            for slm in _retokenized_slms()}
-
-
-def all_tables():
-    return [
-        path("alignment"),
-        path("truncation"),
-        path("routing_metrics"),
-        path("relative_accuracy"),
-        path("findings"),
-        *all_generalization(),
-        *all_release(),
-        *all_release_probes(),
-    ]
 
 
 # Table, figure and UQ jobs (everything but a model pass) run their job function in a warm worker of the

@@ -28,9 +28,9 @@ rule generate:
         pass_name="|".join(UNGRADED_PASSES),
     params:
         job="generate.generate",
-        engine_options=lambda wc: engine_options(wc.model),
-        settings=generation_settings,
-        max_questions=lambda wc: subset_size(wc.split),
+        engine_options=lambda wc: GRID.engine_options(wc.model),
+        settings=lambda wc: GRID.pass_settings(wc.dataset, wc.pass_name),
+        max_questions=lambda wc: GRID.subset_size(wc.split),
         subset_seed=config["subset"]["seed"],
         checkpoint_dir=lambda wc: checkpoint_dir(wc, "gen"),
         api_cache=path("api_cache"),
@@ -40,11 +40,11 @@ rule generate:
         f"{BENCHMARKS}/generate/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.tsv"
     threads: config["resources"]["model_threads"]
     resources:
-        mem_mb=lambda wc: model_mem_mb(wc.model),
-        runtime=lambda wc: model_runtime(wc.model, wc.pass_name),
-        gpu=lambda wc: gpus(wc.model),
-        gpu_model=lambda wc: gpu_type(wc.model),
-        openai_requests=lambda wc: api_requests(wc.model),
+        mem_mb=lambda wc: GRID.model_mem_mb(wc.model),
+        runtime=lambda wc: GRID.model_runtime(wc.model, wc.pass_name),
+        gpu=lambda wc: GRID.gpus(wc.model),
+        gpu_model=lambda wc: GRID.gpu_type(wc.model),
+        openai_requests=lambda wc: GRID.api_requests(wc.model),
     conda:
         "../../envs/generate.yaml"
     script:
@@ -75,9 +75,9 @@ if CELL_PASSES:
             split="test",
         params:
             job="generate.generate_cell",
-            engine_options=lambda wc: engine_options(wc.model),
-            settings=cell_settings,
-            max_questions=lambda wc: subset_size(wc.split),
+            engine_options=lambda wc: GRID.engine_options(wc.model),
+            settings=lambda wc: {name: GRID.pass_settings(wc.dataset, name) for name in CELL_PASSES},
+            max_questions=lambda wc: GRID.subset_size(wc.split),
             subset_seed=config["subset"]["seed"],
             checkpoint_dirs=cell_checkpoint_dirs,
             api_cache=path("api_cache"),
@@ -87,11 +87,11 @@ if CELL_PASSES:
             f"{BENCHMARKS}/generate_cell/{{model}}/{{dataset}}/{{split}}.tsv"
         threads: config["resources"]["model_threads"]
         resources:
-            mem_mb=lambda wc: model_mem_mb(wc.model),
-            runtime=lambda wc: sum(model_runtime(wc.model, name) for name in CELL_PASSES),
-            gpu=lambda wc: gpus(wc.model),
-            gpu_model=lambda wc: gpu_type(wc.model),
-            openai_requests=lambda wc: api_requests(wc.model),
+            mem_mb=lambda wc: GRID.model_mem_mb(wc.model),
+            runtime=lambda wc: sum(GRID.model_runtime(wc.model, name) for name in CELL_PASSES),
+            gpu=lambda wc: GRID.gpus(wc.model),
+            gpu_model=lambda wc: GRID.gpu_type(wc.model),
+            openai_requests=lambda wc: GRID.api_requests(wc.model),
         conda:
             "../../envs/generate.yaml"
         script:
@@ -109,7 +109,7 @@ rule grade:
         pass_name="|".join(GRADED_PASSES),
     params:
         job="generate.grade",
-        judge=judge_settings(),
+        judge=GRID.judge_settings(),
         api_cache=path("api_cache"),
     log:
         f"{LOGS}/grade/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.log",
@@ -119,7 +119,7 @@ rule grade:
     resources:
         mem_mb=2000,
         runtime=60,
-        openai_requests=judge_api_requests(),
+        openai_requests=GRID.judge_api_requests(),
     run:
         warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
@@ -132,10 +132,10 @@ rule hidden_states:
         pattern("hidden"),
     params:
         job="generate.hidden_states",
-        engine_options=lambda wc: engine_options(wc.model, kind="hf"),
+        engine_options=lambda wc: GRID.engine_options(wc.model, kind="hf"),
         layer=config["hidden"]["layer"],
         part_size=config["hidden"]["part_size"],
-        max_questions=lambda wc: subset_size(wc.split),
+        max_questions=lambda wc: GRID.subset_size(wc.split),
         subset_seed=config["subset"]["seed"],
         checkpoint_dir=lambda wc: checkpoint_dir(wc, "hidden"),
     log:
@@ -144,10 +144,10 @@ rule hidden_states:
         f"{BENCHMARKS}/hidden_states/{{model}}/{{dataset}}/{{split}}.tsv"
     threads: config["resources"]["model_threads"]
     resources:
-        mem_mb=lambda wc: model_mem_mb(wc.model, kind="hf"),
-        runtime=lambda wc: model_runtime(wc.model),
-        gpu=lambda wc: gpus(wc.model, kind="hf"),
-        gpu_model=lambda wc: gpu_type(wc.model, kind="hf"),
+        mem_mb=lambda wc: GRID.model_mem_mb(wc.model, kind="hf"),
+        runtime=lambda wc: GRID.model_runtime(wc.model),
+        gpu=lambda wc: GRID.gpus(wc.model, kind="hf"),
+        gpu_model=lambda wc: GRID.gpu_type(wc.model, kind="hf"),
     conda:
         "../../envs/hidden.yaml"
     script:

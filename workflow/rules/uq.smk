@@ -6,8 +6,8 @@ rule uq:
         pattern("uq"),
     params:
         job="uq.uq_score",
-        probe=probe_settings,
-        max_questions=subset_size("test"),
+        probe=lambda wc: GRID.probe_settings(wc.method, wc.dataset),
+        max_questions=GRID.subset_size("test"),
         subset_seed=config["subset"]["seed"],
     log:
         f"{LOGS}/uq/{{slm}}/{{dataset}}/{{method}}.log",
@@ -31,8 +31,8 @@ rule holdout_uq:
     params:
         job="uq.holdout_uq",
         holdout=lambda wc: wc.dataset,
-        probe=probe_settings,
-        max_questions=subset_size("test"),
+        probe=lambda wc: GRID.probe_settings(wc.method, wc.dataset),
+        max_questions=GRID.subset_size("test"),
         subset_seed=config["subset"]["seed"],
     log:
         f"{LOGS}/holdout_uq/{{slm}}/{{method}}/without-{{dataset}}.log",
@@ -49,12 +49,12 @@ rule holdout_uq:
 rule release_probe:
     """The OOD probe learned on every dataset's train split, saved for the router (uqroute serve)."""
     input:
-        unpack(release_probe_inputs),
+        unpack(lambda wc: probe_training_inputs(wc.slm, DATASETS)),
     output:
         pattern("release_probe"),
     params:
         job="uq.release_probe",
-        probe=probe_settings,
+        probe=lambda wc: GRID.probe_settings(wc.method),
         layer=config["hidden"]["layer"],
     log:
         f"{LOGS}/release_probe/{{slm}}/{{method}}.log",

@@ -27,14 +27,16 @@ DTYPES = ("float32", "bfloat16", "float16")
 GPU_MEMORY_FRACTION = 0.9
 
 
-def _kind(spec: ModelSpec, configured: Mapping[str, Any], kind: str | None) -> str:
+def engine_kind(spec: ModelSpec, configured: Mapping[str, Any], kind: str | None = None) -> str:
+    """The engine a job of ``spec`` runs: ``kind`` where the job fixes it (hidden states: ``hf``), else the
+    config's ``engines.<model>.kind``, else the registry's engine."""
     return kind or configured.get("kind") or spec.engine
 
 
 def job_gpus(spec: ModelSpec, configured: Mapping[str, Any], kind: str | None = None) -> int:
     """GPUs a job of ``spec`` reserves: none behind an API or on a CPU device, the tensor-parallel size on
     vLLM, one on transformers."""
-    kind = _kind(spec, configured, kind)
+    kind = engine_kind(spec, configured, kind)
     if kind == "openai" or str(configured.get("device", "cuda")).startswith("cpu"):
         return 0
     if kind == "vllm":
@@ -51,7 +53,7 @@ def job_engine_options(spec: ModelSpec, configured: Mapping[str, Any], kind: str
     otherwise; vLLM places its own weights on the GPUs it is given. A model engine without a configured
     dtype gets ``auto``, which the engine resolves on the machine it runs on (:func:`resolve_dtype`).
     """
-    kind = _kind(spec, configured, kind)
+    kind = engine_kind(spec, configured, kind)
     foreign = set().union(*(names for other, names in KIND_ONLY.items() if other != kind))
     if kind == "openai":
         foreign |= WEIGHT_SETTINGS

@@ -1,0 +1,103 @@
+"""The workflow's planning logic (uqroute.plan) as plain functions of a config: the passes a cell needs, the
+train splits a probe reads, the settings and resources each job gets. The DAG built from them is checked by
+the dry runs of tests/test_paper_grid.py and tests/test_config_validation.py."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from uqroute import REPO_ROOT
+from uqroute.passes import PASS_NAMES
+from uqroute.plan import Grid
+
+PAPER = yaml.safe_load((REPO_ROOT / "config" / "paper.yaml").read_text())
+EMBEDDED = yaml.safe_load((REPO_ROOT / "config" / "config.yaml").read_text())
+
+
+def grid(base: dict, **changes) -> Grid:
+    config = copy.deepcopy(base)
+    config.update(changes)
+    return Grid(config)
+
+
+def test_an_slm_test_split_needs_greedy_and_the_passes_its_methods_read():
+    assert grid(EMBEDDED).slm_test_passes == list(PASS_NAMES)  # all eight methods read every pass
+    assert grid(EMBEDDED, methods=["perplexity"]).slm_test_passes == ["greedy"]
+    assert grid(EMBEDDED, methods=["verbal_2s"]).slm_test_passes == ["greedy", "verbal2s"]
+
+
+def test_a_cell_job_makes_every_test_pass_only_where_it_saves_a_start_up():
+    assert grid(EMBEDDED).cell_passes == list(PASS_NAMES)
+    assert grid(EMBEDDED, methods=["perplexity"]).cell_passes == []  # one pass: nothing to share
+    by_pass = copy.deepcopy(EMBEDDED)
+    by_pass["generation"]["one_job_per"] = "pass"
+    assert Grid(by_pass).cell_passes == []
+
+
+def test_each_probe_reads_the_train_splits_the_paper_gives_it():
+    paper = Grid(PAPER)
+    for dataset in paper.datasets:
+        others = [other for other in paper.datasets if other != dataset]
+        assert paper.train_datasets("ood_probe", dataset) == others  # every other dataset, never its own
+        assert paper.train_datasets("trained_probe", dataset) == [dataset]  # its own (hub: every train split)
+        assert paper.train_datasets("perplexity", dataset) == []
+    local = Grid(EMBEDDED)
+    # The local BoolQ train split has no passages: its trained probe cross-fits over the test split instead.
+    assert local.probe_training("boolq") == "crossfit" and local.train_datasets("trained_probe", "boolq") == []
+    assert local.train_datasets("trained_probe", "piqa") == ["piqa"]
+
+
+def test_the_grid_reads_every_train_split_when_an_ood_probe_is_released():
+    assert Grid(EMBEDDED).released_probe_methods == ["ood_probe"]
+    assert Grid(EMBEDDED).trained_on == EMBEDDED["datasets"]
+    config = copy.deepcopy(EMBEDDED)
+    config.update(methods=["perplexity", "trained_probe"], calibration={**EMBEDDED["calibration"], "methods": None})
+    assert Grid(config).released_probe_methods == []
+    # Only the trained probes read train splits, and boolq's cross-fits over its test split instead.
+    assert Grid(config).trained_on == [dataset for dataset in EMBEDDED["datasets"] if dataset != "boolq"]
+
+
+def test_probe_settings_reach_probe_jobs_only_with_what_their_probe_reads():
+    local = Grid(EMBEDDED)
+    assert local.probe_settings("perplexity", "piqa") == {}
+    trained = local.probe_settings("trained_probe", "piqa")
+    assert "lr" in trained and "ood_lr" not in trained and "crossfit_folds" not in trained
+    assert "crossfit_folds" in local.probe_settings("trained_probe", "boolq")
+    ood = local.probe_settings("ood_probe", "piqa")
+    assert "ood_lr" in ood and "lr" not in ood and "crossfit_folds" not in ood
+
+
+def test_each_job_gets_the_budget_of_its_datasets_task_type_only():
+    settings = Grid(EMBEDDED).pass_settings("boolq", "greedy")
+    assert settings["max_new_tokens"] == {"tf": EMBEDDED["generation"]["max_new_tokens"]["tf"]}
+    assert Grid(EMBEDDED).subset_size("test") == EMBEDDED["subset"]["max_test"]
+    assert Grid(EMBEDDED).subset_size("train") == EMBEDDED["subset"]["max_train"]
+
+
+def test_resources_follow_the_model_and_the_engine_it_runs_on():
+    paper = Grid(PAPER)
+    slm = paper.slms[0]
+    assert paper.gpus(slm) == 1 and paper.gpus(slm, kind="hf") == 1
+    assert paper.gpus("llama-3.1-70b") == 4 and paper.gpus("gpt-4o-mini") == 0
+    assert paper.api_requests("gpt-4o-mini") == 1 and paper.api_requests(slm) == 0
+    assert paper.gpu_type("gpt-4o-mini") == "" and paper.judge_api_requests() == 1
+    assert paper.judge_settings()["engine_options"] == {"kind": "openai"}
+    # vLLM keeps the weights on the GPU: less host memory than transformers for the same model.
+    assert paper.model_mem_mb("llama-3.1-70b") < paper.model_mem_mb("llama-3.1-70b", kind="hf")
+    assert paper.model_runtime(slm, "sample") > paper.model_runtime(slm, "greedy")
+    local = Grid(EMBEDDED)
+    assert local.gpus("smollm2-135m") == 0 and local.needs_model_dir("smollm2-135m")
+    assert not paper.needs_model_dir("gpt-4o-mini")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("datasets", ["piqa", "nope"], r"config key datasets: unknown dataset\(s\) \['nope'\]"),
+    ("methods", ["perplexity", "vibes"], r"config key methods: unknown UQ method\(s\) \['vibes'\]"),
+    ("slms", ["no-such-model"], r"config key slms: .*no-such-model"),
+])
+def test_unknown_names_fail_naming_the_key(key, value, message):
+    with pytest.raises(ValueError, match=message):
+        grid(EMBEDDED, **{key: value}).check_names()

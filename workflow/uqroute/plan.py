@@ -1,0 +1,178 @@
+"""What the workflow plans from its config, as plain functions of the validated config and the registries.
+
+The grid (SLMs x datasets x methods x LLMs), the passes each cell needs, the train splits each probe reads,
+the settings each job gets (only those its output depends on) and the resources it asks for. The Snakefile's
+rules and input functions call these and add the results paths; the tests check them without Snakemake.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Mapping
+
+from .datasets import DATASET_NAMES, dataset_info
+from .datasets import probe_training as dataset_probe_training
+from .engines.options import engine_kind, job_engine_options, job_gpus
+from .models import model_spec
+from .passes import GENERATING_PASSES, GRADED_PASSES, PASS_NAMES, pass_settings
+from .uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
+
+UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
+
+
+def _known(key: str, names, known, what: str) -> None:
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"config key {key}: unknown {what} {unknown}; known: {', '.join(known)}")
+
+
+class Grid:
+    """The experiment a config describes. ``config`` is the workflow's config after schema validation."""
+
+    def __init__(self, config: Mapping[str, Any]):
+        self.config = config
+        self.slms = list(config["slms"])
+        self.llms = list(config["llms"])
+        self.datasets = list(config["datasets"])
+        self.methods = list(config["methods"])
+        self.calibration_methods = list(config["calibration"]["methods"] or self.methods)
+        self.models = list(dict.fromkeys(self.slms + self.llms))
+
+    def check_names(self) -> None:
+        """Names the config uses must exist in the registries (cheap: no file is read)."""
+        config = self.config
+        _known("datasets", self.datasets, DATASET_NAMES, "dataset(s)")
+        _known("methods", self.methods, METHOD_NAMES, "UQ method(s)")
+        _known("calibration.methods", self.calibration_methods, self.methods, "method(s), not in methods")
+        for key, names in (("slms", self.slms), ("llms", self.llms), ("engines", list(config["engines"]))):
+            for name in names:
+                try:
+                    model_spec(name)
+                except KeyError as error:
+                    raise ValueError(f"config key {key}: {error}") from None
+        if config["judge"]["engine"] == "openai":
+            if "model" not in config["judge"]:
+                raise ValueError("config key judge.model is required when judge.engine is openai")
+            try:
+                model_spec(config["judge"]["model"])
+            except KeyError as error:
+                raise ValueError(f"config key judge.model: {error}") from None
+
+    # ---- passes ------------------------------------------------------------------------------------
+
+    @cached_property
+    def slm_test_passes(self) -> list[str]:
+        """The passes an SLM's test split needs: greedy (hidden states read it) and those the methods read."""
+        needed = {"greedy"}.union(*(method_spec(method).passes for method in self.methods))
+        return [name for name in PASS_NAMES if name in needed]
+
+    @cached_property
+    def cell_passes(self) -> list[str]:
+        """The passes one ``generate_cell`` job makes (``generation.one_job_per: cell``); none when each pass
+        is a job of its own, or when an SLM's test split needs one pass only."""
+        if self.config["generation"]["one_job_per"] != "cell" or len(self.slm_test_passes) < 2:
+            return []
+        return list(self.slm_test_passes)
+
+    def subset_size(self, split: str) -> int | None:
+        return self.config["subset"]["max_test" if split == "test" else "max_train"]
+
+    def pass_settings(self, dataset: str, pass_name: str) -> dict[str, Any]:
+        """The generation settings ``pass_name`` reads, with the token budget of this dataset's task type only."""
+        return pass_settings(pass_name, self.config["generation"], [dataset_info(dataset)["task_type"]])
+
+    # ---- probes ------------------------------------------------------------------------------------
+
+    def probe_training(self, dataset: str) -> str:
+        """How the trained probe of ``dataset`` learns: ``in_domain`` (its train split) or ``crossfit``."""
+        return dataset_probe_training(dataset, local=self.config["data_dir"] is not None)
+
+    def train_datasets(self, method: str, dataset: str) -> list[str]:
+        """Datasets whose train split a probe of ``method`` learns from when scoring ``dataset``."""
+        spec = method_spec(method)
+        if spec.needs_train == "in_domain":
+            return [dataset] if self.probe_training(dataset) == "in_domain" else []
+        if spec.needs_train == "other_datasets":
+            return [other for other in self.datasets if other != dataset]
+        return []
+
+    def probe_settings(self, method: str, dataset: str | None = None) -> dict[str, Any]:
+        """Probe hyperparameters, for probe methods only; cross-fitting folds only where a probe cross-fits
+        (the trained probe of ``dataset``; the OOD probe learns from other datasets, whichever it scores)."""
+        if method not in PROBE_METHODS:
+            return {}
+        settings = dict(self.config["probe"])
+        if not (method == "trained_probe" and self.probe_training(dataset) == "crossfit"):
+            settings.pop("crossfit_folds", None)
+        settings.pop("ood_lr" if method == "trained_probe" else "lr", None)
+        return settings
+
+    @cached_property
+    def released_probe_methods(self) -> list[str]:
+        """Released methods the router serves with a probe file: those learned on other datasets (the OOD
+        probe)."""
+        return [method for method in self.calibration_methods
+                if method_spec(method).needs_train == "other_datasets"]
+
+    @cached_property
+    def trained_on(self) -> list[str]:
+        """Datasets whose train split the grid reads: a released probe learns from every dataset's, the
+        workflow's probes from those their methods name."""
+        if self.released_probe_methods:
+            return list(self.datasets)
+        read = {train for method in self.methods for dataset in self.datasets
+                for train in self.train_datasets(method, dataset)}
+        return [dataset for dataset in self.datasets if dataset in read]
+
+    @cached_property
+    def retokenized_slms(self) -> list[str]:
+        """SLMs with a pass that stores text only (every pass but greedy): their replies are re-tokenized."""
+        text_only = set(GENERATING_PASSES) - {"greedy"}
+        return list(self.slms) if set(self.slm_test_passes) & text_only else []
+
+    # ---- engines and resources ---------------------------------------------------------------------
+
+    def configured_engine(self, model: str) -> Mapping[str, Any]:
+        return self.config["engines"].get(model, {})
+
+    def engine_kind(self, model: str) -> str:
+        return engine_kind(model_spec(model), self.configured_engine(model))
+
+    def engine_options(self, model: str, kind: str | None = None) -> dict[str, Any]:
+        """What the job's engine is built with: config ``engines.<model>`` for the kind it runs, on its device."""
+        return job_engine_options(model_spec(model), self.configured_engine(model), kind)
+
+    def gpus(self, model: str, kind: str | None = None) -> int:
+        return job_gpus(model_spec(model), self.configured_engine(model), kind)
+
+    def gpu_type(self, model: str, kind: str | None = None) -> str:
+        """The GPU type a job that reserves GPUs asks SLURM for (``--gpus=<type>:<n>``); none for a CPU job."""
+        return self.config["resources"]["gpu_model"] if self.gpus(model, kind) else ""
+
+    def needs_model_dir(self, model: str, kind: str | None = None) -> bool:
+        """A GGUF model is converted once to an fp32 folder that every job of that model loads (HF or vLLM)."""
+        return (kind or self.engine_kind(model)) != "openai" and model_spec(model).is_gguf
+
+    def model_mem_mb(self, model: str, kind: str | None = None) -> int:
+        """Host memory: weights in fp32 plus headroom (vLLM keeps weights on the GPU)."""
+        params_b = model_spec(model).params_b or 1.0
+        return int(max(4000, params_b * 1000 * (2 if (kind or self.engine_kind(model)) == "vllm" else 6)))
+
+    def model_runtime(self, model: str, pass_name: str = "greedy") -> int:
+        """Minutes for one (model, dataset, split) pass on the paper's sizes; sampling costs n_samples greedy
+        runs."""
+        factor = self.config["generation"]["n_samples"] if pass_name == "sample" else 1
+        return int(60 + 30 * factor * max(1.0, (model_spec(model).params_b or 1.0) / 8))
+
+    def api_requests(self, model: str) -> int:
+        """One slot of the API budget for a job that calls an API model."""
+        return 1 if self.engine_kind(model) == "openai" else 0
+
+    def judge_settings(self) -> dict[str, Any]:
+        judge = dict(self.config["judge"])
+        if judge["engine"] == "openai":
+            judge["engine_options"] = self.engine_options(judge["model"])
+        return judge
+
+    def judge_api_requests(self) -> int:
+        return 1 if self.config["judge"]["engine"] == "openai" else 0
