@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 
 from uqroute import REPO_ROOT
+from uqroute.paths import model_folder
 from uqroute.datasets import load_split, take_subset
 from uqroute.engines import make_engine
 from uqroute.gguf import materialize
@@ -155,7 +156,7 @@ def vllm_overhead(args, spec, convs) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=REPO_ROOT / "results" / "models" / "smollm2-135m")
+    parser.add_argument("--model-dir", type=Path, default=model_folder(REPO_ROOT / "results", "smollm2-135m"))
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=32)

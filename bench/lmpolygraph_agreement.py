@@ -52,6 +52,7 @@ import torch
 from scipy.stats import spearmanr
 
 from uqroute import REPO_ROOT
+from uqroute.paths import model_folder
 from uqroute.datasets import load_split, take_subset
 from uqroute.engines.rendering import encode_prompt
 from uqroute.io import load_yaml, write_text
@@ -85,7 +86,7 @@ def generation_settings(config_path: Path) -> dict:
 
 def slm_dir() -> Path:
     """The fp32 HF copy of the SLM under results/models (made once from the wheel's GGUF)."""
-    return materialize(model_spec(SLM), REPO_ROOT / "results" / "models" / SLM)
+    return materialize(model_spec(SLM), model_folder(REPO_ROOT / "results", SLM))
 
 
 def user_texts(prompts: PromptSet, questions: pd.DataFrame) -> list[str]:

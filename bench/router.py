@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from uqroute import REPO_ROOT
+from uqroute.paths import model_cache
 from uqroute.datasets import load_split, take_subset
 from uqroute.io import write_parquet
 from uqroute.engines import make_engine
@@ -61,7 +62,7 @@ def main() -> None:
     print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
     print("load before:", _uptime())
     spec = model_spec("smollm2-135m")
-    cache = Path(os.environ.get("UQROUTE_MODEL_CACHE", REPO_ROOT / "results" / "models"))
+    cache = model_cache(REPO_ROOT / "results")
     model_dir = materialize(spec, cache / spec.name)
     questions = take_subset(load_split("commonsenseqa", "test", args.data_dir), 40, 50)
     questions = pd.concat([questions] * (1 + args.questions // len(questions)), ignore_index=True)

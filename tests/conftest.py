@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from uqroute import REPO_ROOT
+from uqroute.paths import model_cache
 
 DATA_DIR = Path(os.environ.get("UQROUTE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 # Rows of each local dataset file's (test, train) split: the paper's test sizes, as SOURCES.md counts them.
@@ -29,7 +30,7 @@ LOCAL_ROWS = {
     "mmlu": (14042, 1816),
 }
 # The workflow keeps its fp32 copies of GGUF models here too, so tests and runs convert each model once.
-MODEL_CACHE = Path(os.environ.get("UQROUTE_MODEL_CACHE", REPO_ROOT / "results" / "models"))
+MODEL_CACHE = model_cache(REPO_ROOT / "results")
 
 
 # Fixtures that load a model (or run the DAG with one): a test that asks for any of them is `slow`, so the

@@ -18,6 +18,7 @@ import yaml
 
 from fake_openai_server import Fault, FakeOpenAIServer
 from uqroute import REPO_ROOT
+from uqroute.paths import model_folder
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +41,7 @@ def _configure(workdir: Path, data_dir: Path, smollm2_dir: Path, base_url: str) 
     config["calibration"].update(n_bins=4, fraction=0.5, methods=None)
     (workdir / "config").mkdir(exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    link = workdir / "results" / "models" / "smollm2-135m"
+    link = model_folder(workdir / "results", "smollm2-135m")
     if not link.exists():
         link.parent.mkdir(parents=True)
         link.symlink_to(smollm2_dir, target_is_directory=True)

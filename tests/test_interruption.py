@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from uqroute import REPO_ROOT
+from uqroute.paths import model_folder
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +40,8 @@ def test_killed_pass_resumes_from_its_checkpoint(tmp_path, data_dir, smollm2_dir
                                 one_job_per="pass")
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "results" / "models").mkdir(parents=True)
-    (tmp_path / "results" / "models" / "smollm2-135m").symlink_to(smollm2_dir, target_is_directory=True)
+    model_folder(tmp_path / "results", "smollm2-135m").parent.mkdir(parents=True)
+    model_folder(tmp_path / "results", "smollm2-135m").symlink_to(smollm2_dir, target_is_directory=True)
 
     job = _start(tmp_path)
     parts_dir = tmp_path / CHECKPOINTS

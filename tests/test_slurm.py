@@ -22,6 +22,7 @@ import yaml
 
 from workflow_runs import SLM, parquet_bytes, run_workflow, slice_config, tiny_config
 from uqroute import REPO_ROOT
+from uqroute.paths import model_folder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -117,8 +118,8 @@ def _write_workdir(workdir: Path, data_dir: Path, smollm2_dir: Path) -> Path:
     config_file = workdir / "config" / "config.yaml"
     config_file.parent.mkdir(parents=True)
     config_file.write_text(yaml.safe_dump(config))
-    (workdir / "results" / "models").mkdir(parents=True)
-    (workdir / "results" / "models" / SLM).symlink_to(smollm2_dir, target_is_directory=True)
+    model_folder(workdir / "results", SLM).parent.mkdir(parents=True)
+    model_folder(workdir / "results", SLM).symlink_to(smollm2_dir, target_is_directory=True)
     return config_file
 
 

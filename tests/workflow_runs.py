@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from uqroute import REPO_ROOT
+from uqroute.paths import model_folder
 from uqroute.engines.options import resolve_dtype
 from uqroute.io import table_metadata
 
@@ -62,7 +63,7 @@ def run_workflow(workdir: Path, data_dir: Path, model_dirs: dict[str, Path], *ex
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config or tiny_config(data_dir)))
     for name, folder in model_dirs.items():
-        link = workdir / "results" / "models" / name
+        link = model_folder(workdir / "results", name)
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(folder, target_is_directory=True)

@@ -7,9 +7,10 @@ on two lists lining up index by index. Templates are relative to the results fol
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Sequence
 
 TEMPLATES: dict[str, str] = {
@@ -63,6 +64,20 @@ def results_path(results: str, kind: str, **fields: str) -> str:
         return f"{results}/{template(kind).format(**fields)}"
     except KeyError as missing:
         raise KeyError(f"results path {kind!r} needs field {missing}") from None
+
+
+MODEL_CACHE_ENV = "UQROUTE_MODEL_CACHE"
+
+
+def model_cache(results: str | os.PathLike = "results") -> Path:
+    """Where the fp32 copies of GGUF models live outside a workflow job (the router, tests, benchmarks):
+    ``$UQROUTE_MODEL_CACHE``, else the workflow's own model folders under ``results`` (``results/models``)."""
+    return Path(os.environ.get(MODEL_CACHE_ENV) or Path(results_path(str(results), "model_dir", model="")))
+
+
+def model_folder(results: str | os.PathLike, model: str) -> Path:
+    """The fp32 folder the workflow converts ``model`` to, under its results folder ``results``."""
+    return Path(results_path(str(results), "model_dir", model=model))
 
 
 def wildcard_path(results: str, kind: str, **fixed: str) -> str:

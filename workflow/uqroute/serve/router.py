@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from uqroute.engines import make_engine
 from uqroute.gguf import materialize
 from uqroute.models import model_spec
 from uqroute.passes import p_true_from_probs
+from uqroute.paths import model_cache
 from uqroute.prompts import PromptSet
 from uqroute.uq import score_method
 from uqroute.uq.probes import probe_confidence
@@ -69,7 +69,7 @@ def model_cache_dir() -> Path:
     Relative to the working directory, not to the package: an installed router has no checkout,
     and where the workflow ran, its results/ holds both the converted models and the calibration files.
     """
-    return Path(os.environ.get("UQROUTE_MODEL_CACHE", Path.cwd() / "results" / "models"))
+    return model_cache(Path.cwd() / "results")
 
 
 def build_slm_engine(config: RouterConfig) -> Engine:
