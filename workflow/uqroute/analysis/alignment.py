@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-UQ_COLUMNS = ("id", "confidence", "prediction", "correct", "valid")
+from ..uq.tables import OUTPUT_COLUMNS as UQ_COLUMNS
+
 ALIGNMENT_COLUMNS = (
     "slm", "dataset", "method", "n", "n_valid", "accuracy", "auroc", "prr", "aurc", "ece", "brier",
     "normalized",

@@ -21,6 +21,7 @@ import pandas as pd
 
 from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
 from uqroute.analysis.routing import INVALID_RULES, check_ratios, round_half_up
+from uqroute.uq.tables import ROUTING_COLUMNS
 
 POOL_COLUMNS = ("source_dataset", "id", "confidence")
 log = logging.getLogger(__name__)
@@ -225,7 +226,7 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
     ``oracle_threshold_accuracy`` is the ground truth: the same with the thresholds taken from the
     target's own valid confidences (its routing curve at r). n: the rows of the target it is over.
     """
-    missing = [c for c in ("id", "confidence", "correct", "valid") if c not in target_uq.columns]
+    missing = [c for c in ROUTING_COLUMNS if c not in target_uq.columns]
     if missing:
         raise ValueError(f"target uq table: missing column(s) {missing}; has {list(target_uq.columns)}")
     conf = as_float_array(target_uq["confidence"])

@@ -12,15 +12,15 @@ import pandas as pd
 
 from ..io import read_parquet, read_tagged, write_parquet, write_text
 from ..paths import cell_of, kind_of
+from ..uq.tables import ROUTING_COLUMNS
 
-UQ_READ = ["id", "confidence", "correct", "valid"]
 
 
 def _uq_and_llm(uq_path: str, llm_path: str) -> tuple[pd.DataFrame, np.ndarray]:
     """A UQ table and the LLM's correctness on each of its rows."""
     from ..analysis.routing import align_llm_correct
 
-    uq = read_parquet(uq_path, UQ_READ)
+    uq = read_parquet(uq_path, ROUTING_COLUMNS)
     return uq, align_llm_correct(uq, read_parquet(llm_path, ["id", "correct"]), label=llm_path)
 
 
@@ -76,10 +76,10 @@ def _uq_by_dataset(paths: Sequence[str]) -> dict[str, pd.DataFrame]:
     tables: dict[str, pd.DataFrame] = {}
     for path in paths:
         if kind_of(path, ("uq", "holdout_uq")) == "uq":
-            tables[cell_of(path, "uq")["dataset"]] = read_parquet(path, UQ_READ)
+            tables[cell_of(path, "uq")["dataset"]] = read_parquet(path, ROUTING_COLUMNS)
             continue
-        for dataset, rows in read_parquet(path, [*UQ_READ, "dataset"]).groupby("dataset", sort=False):
-            tables[dataset] = rows[UQ_READ].reset_index(drop=True)
+        for dataset, rows in read_parquet(path, [*ROUTING_COLUMNS, "dataset"]).groupby("dataset", sort=False):
+            tables[dataset] = rows[ROUTING_COLUMNS].reset_index(drop=True)
     return tables
 
 

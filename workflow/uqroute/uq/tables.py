@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 OUTPUT_COLUMNS = ("id", "confidence", "prediction", "correct", "valid")
+# What routing and calibration read of a UQ table: everything but the prediction.
+ROUTING_COLUMNS = [column for column in OUTPUT_COLUMNS if column != "prediction"]
 
 
 def question_ids(questions: pd.DataFrame, name: str = "questions") -> pd.Index:
