@@ -191,3 +191,34 @@ def test_probes_read_hidden_tables_from_parquet(tmp_path):
     greedy = read_parquet(write_parquet(greedy, tmp_path / "greedy.parquet"))
     out = crossfit_probe(hidden, greedy, FAST, folds=2)
     assert out["valid"].all() and len(out) == 40
+
+
+def test_the_registry_dispatches_the_probes_like_every_other_method():
+    """score_method scores the two probes from their registry entries: the same rows as calling them directly."""
+    from uqroute.uq import score_method
+
+    probe = {"hidden_sizes": [32, 16, 8], "epochs": 20, "lr": 5e-3, "ood_lr": 5e-3, "batch_size": 32, "seed": 3,
+             "crossfit_folds": 3}
+    test_hidden, test_greedy = tables(*separable(60, seed=1), "test")
+    train = {name: tables(*separable(120, seed=seed), name) for seed, name in ((2, "piqa"), (3, "boolq"))}
+    questions = test_greedy[["id"]]
+    direct = trained_probe(test_hidden, test_greedy, *train["piqa"], ProbeSettings.from_config(probe, ood=False),
+                           dataset="piqa", questions=questions)
+    via_registry = score_method("trained_probe", {"greedy": test_greedy}, questions, hidden=test_hidden,
+                                training={"piqa": train["piqa"]}, probe=probe, dataset="piqa")
+    pd.testing.assert_frame_equal(via_registry, direct)
+    crossfit = score_method("trained_probe", {"greedy": test_greedy}, questions, hidden=test_hidden, training={},
+                            probe=probe, dataset="piqa")
+    pd.testing.assert_frame_equal(crossfit, crossfit_probe(test_hidden, test_greedy,
+                                                           ProbeSettings.from_config(probe, ood=False), folds=3,
+                                                           dataset="piqa", questions=questions))
+    ood = score_method("ood_probe", {"greedy": test_greedy}, questions, hidden=test_hidden, training=train,
+                       probe=probe, dataset="arc_easy")
+    pd.testing.assert_frame_equal(ood, ood_probe(test_hidden, test_greedy, train,
+                                                 ProbeSettings.from_config(probe, ood=True), dataset="arc_easy",
+                                                 questions=questions))
+    with pytest.raises(ValueError, match="trained probe of piqa: train splits of \\['boolq', 'piqa'\\]"):
+        score_method("trained_probe", {"greedy": test_greedy}, questions, hidden=test_hidden, training=train,
+                     probe=probe, dataset="piqa")
+    with pytest.raises(ValueError, match="is a probe: it needs hidden, probe and dataset"):
+        score_method("ood_probe", {"greedy": test_greedy}, questions)

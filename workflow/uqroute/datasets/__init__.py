@@ -30,6 +30,6 @@ from .registry import (
 
 __all__ = [
     "DATASET_NAMES", "ITEM_COLUMNS", "ITEM_SCHEMA", "PROBE_TRAINING", "REGISTRY_PATH", "SPLITS", "TASK_TYPES",
-    "check_data_files", "dataset_info", "dataset_label", "derived_split_rank", "load_questions", "load_split", "normalize_number",
-    "probe_training", "required_files", "take_subset",
+    "check_data_files", "dataset_info", "dataset_label", "derived_split_rank", "load_questions", "load_split",
+    "normalize_number", "probe_training", "required_files", "take_subset",
 ]

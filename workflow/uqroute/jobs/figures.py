@@ -46,7 +46,8 @@ def routing_curves(inputs: Inputs, output_png: str, selection: Selection = None)
 
     no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
                      if not read_parquet(path, ["valid"])["valid"].any()}
-    figures.plot_routing_curves(read_tagged(inputs["curves"], "routing"), _stem(output_png), no_confidence=no_confidence)
+    figures.plot_routing_curves(read_tagged(inputs["curves"], "routing"), _stem(output_png),
+                                no_confidence=no_confidence)
 
 
 def relative_accuracy(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
@@ -75,8 +76,9 @@ def confidence_distributions(inputs: Inputs, output_png: str, selection: Selecti
 def generalization(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from .. import figures
 
-    figures.plot_generalization(read_tagged(inputs["generalization"], "generalization"), read_tagged(inputs["routing"], "routing"),
-                                _stem(output_png), methods=_methods(inputs["generalization"], "generalization"))
+    figures.plot_generalization(read_tagged(inputs["generalization"], "generalization"),
+                                read_tagged(inputs["routing"], "routing"), _stem(output_png),
+                                methods=_methods(inputs["generalization"], "generalization"))
 
 
 def ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = None) -> None:

@@ -36,45 +36,28 @@ def uq_score(*, method: str, dataset: str, questions: str, output: str, probe: M
              **passes: str) -> None:
     """Score one method on ``dataset``'s test subset.
 
-    ``passes``: the SLM's pass tables the method reads, each named by its pass (``greedy=``, ``sample=``...). Probes also read ``hidden`` (test hidden states) and the
-    train splits in ``train_hidden``/``train_greedy``: this dataset's own for the trained probe (none:
-    cross-fitting over the test split), the other datasets' for the OOD probe.
+    ``passes``: the SLM's pass tables the method reads, each named by its pass (``greedy=``, ``sample=``...).
+    Probes also read ``hidden`` (test hidden states) and the train splits in ``train_hidden``/``train_greedy``:
+    this dataset's own for the trained probe (none: cross-fitting over the test split), the other datasets'
+    for the OOD probe. Every method, probes included, is scored by :func:`uqroute.uq.score_method`.
     """
     from ..uq import score_method
     from ..uq.registry import method_spec
 
     unknown = sorted(set(passes) - set(PASS_NAMES))
     if unknown:
-        raise ValueError(f"uq_score {method} on {dataset}: {unknown} named as pass tables; passes: {', '.join(PASS_NAMES)}")
+        raise ValueError(f"uq_score {method} on {dataset}: {unknown} named as pass tables; passes: "
+                         f"{', '.join(PASS_NAMES)}")
     items = load_questions(questions, max_questions, subset_seed)
     tables = {name: read_parquet(path) for name, path in passes.items()}
-    if not method_spec(method).needs_hidden:
-        write_parquet(score_method(method, tables, items), output)
-        return
+    probe_inputs: dict[str, Any] = {}
+    if method_spec(method).needs_hidden:
+        import torch
 
-    import torch
-
-    from ..uq import probes
-
-    torch.set_num_threads(threads)
-    test_hidden = read_parquet(hidden, ["id", "layer", "vector"])
-    pairs = training_pairs(train_hidden, train_greedy)
-    common = {"dataset": dataset, "questions": items}
-    if method == "trained_probe":
-        settings = probes.ProbeSettings.from_config(probe, ood=False)
-        if set(pairs) - {dataset}:
-            raise ValueError(f"trained probe of {dataset}: train splits of {sorted(pairs)} given; it learns from "
-                             f"{dataset}'s own train split only")
-        if dataset in pairs:
-            scores = probes.trained_probe(test_hidden, tables["greedy"], *pairs[dataset], settings, **common)
-        else:
-            log.info("%s: train split missing or unlike test; cross-fitting over the test split", dataset)
-            scores = probes.crossfit_probe(test_hidden, tables["greedy"], settings,
-                                           folds=probe.get("crossfit_folds", 5), **common)
-    else:
-        settings = probes.ProbeSettings.from_config(probe, ood=True)
-        scores = probes.ood_probe(test_hidden, tables["greedy"], pairs, settings, **common)
-    write_parquet(scores, output)
+        torch.set_num_threads(threads)
+        probe_inputs = {"hidden": read_parquet(hidden, ["id", "layer", "vector"]), "probe": probe, "dataset": dataset,
+                        "training": training_pairs(train_hidden, train_greedy)}
+    write_parquet(score_method(method, tables, items, **probe_inputs), output)
 
 
 def holdout_uq(*, method: str, holdout: str, questions: Sequence[str], greedy: Sequence[str], hidden: Sequence[str],

@@ -15,7 +15,7 @@ import numpy as np
 from uqroute.analysis.calibration import thresholds_for_ratios
 from uqroute.io import read_parquet
 from uqroute.paths import cell_of
-from uqroute.uq.registry import METHOD_NAMES
+from uqroute.uq.registry import METHODS
 
 
 class CalibrationError(ValueError):
@@ -54,7 +54,7 @@ def check_calibration_file(path: str | os.PathLike, slm: str, method: str) -> No
     except ValueError:
         cell = {"slm": path.parent.name, "method": path.stem}
     file_slm, file_method = cell["slm"], cell["method"]
-    if file_method not in METHOD_NAMES:
+    if file_method not in METHODS:
         raise CalibrationError(f"{path}: cannot tell which method it calibrates; a release file is named "
                                f"release/<slm>/<method>.parquet (here: {slm}/{method}.parquet)")
     if (file_slm, file_method) != (slm, method):

@@ -17,17 +17,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from uqroute.datasets import TASK_TYPES
 from uqroute.io import load_schema, load_yaml
+from uqroute.uq.registry import METHODS, method_spec
 
-# Methods the router computes per request, and why the others are not served (yet).
-SERVED_METHODS = ("perplexity", "avg_token_prob", "p_true", "verbal_2s", "jaccard_degree", "ood_probe")
-# Methods that read the SLM's hidden states: the in-process hf engine and a probe file the workflow wrote.
-PROBE_SERVED = ("ood_probe",)
-NOT_SERVED = {
-    "verbal_1s": "its confidence comes with an answer to a different prompt (the one-step format), "
-                 "not to the user's own messages",
-    "trained_probe": "it learns from one dataset's own split (or cross-fits over its test questions); serve "
-                     "ood_probe, learned on every dataset (results/release/<slm>/ood_probe.probe.pt)",
-}
+
+
+def served_methods() -> list[str]:
+    """Methods the router computes per request: every registered one that does not say why it cannot
+    (``MethodSpec.not_served``). A probe among them reads the SLM's hidden states: the in-process hf
+    engine and a probe file the workflow wrote."""
+    return [name for name, spec in METHODS.items() if spec.not_served is None]
+
 SLM_KINDS = ("hf", "vllm", "openai")
 ON_FAILURE = ("fallback", "error")
 
@@ -151,15 +150,16 @@ class RouterConfig(_Section):
     @field_validator("method")
     @classmethod
     def _served(cls, method: str) -> str:
-        if method in NOT_SERVED:
-            raise ValueError(f"{method} is not served: {NOT_SERVED[method]}; served: {', '.join(SERVED_METHODS)}")
-        if method not in SERVED_METHODS:
-            raise ValueError(f"unknown method {method!r}; served: {', '.join(SERVED_METHODS)}")
+        served = ", ".join(served_methods())
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; served: {served}")
+        if method_spec(method).not_served:
+            raise ValueError(f"{method} is not served: {method_spec(method).not_served}; served: {served}")
         return method
 
     @model_validator(mode="after")
     def _method_fits(self) -> RouterConfig:
-        if self.method in PROBE_SERVED:
+        if method_spec(self.method).needs_hidden:
             if self.probe is None:
                 raise ValueError(f"probe is required for method {self.method} (key 'probe' or --probe)")
             if self.slm.kind != "hf":
@@ -170,8 +170,8 @@ class RouterConfig(_Section):
                                  f"results/release/<slm>/{self.method}.probe.pt)")
         elif self.probe is not None:
             raise ValueError(f"probe is set but method {self.method} reads no probe")
-        if self.method == "jaccard_degree" and self.generation.n_samples < 2:
-            raise ValueError("jaccard_degree compares samples: generation.n_samples must be >= 2")
+        if "sample" in method_spec(self.method).passes and self.generation.n_samples < 2:
+            raise ValueError(f"{self.method} compares samples: generation.n_samples must be >= 2")
         return self
 
 

@@ -29,7 +29,7 @@ from uqroute.models import model_spec
 from uqroute.passes import p_true_from_probs
 from uqroute.paths import model_cache
 from uqroute.prompts import PromptSet
-from uqroute.uq import score_method
+from uqroute.uq import method_spec, score_method
 from uqroute.uq.probes import probe_confidence
 
 from .batching import EngineBatcher
@@ -172,36 +172,44 @@ class Router:
             # Correctness is unknown when serving; the methods carry it through, none reads it to score.
             "correct": [False],
         })
-        passes = {"greedy": greedy}
         if self.probe is not None:
             # The workflow's hidden pass: the answer conversation closed by the reply, then the probe.
             vector = await self.batcher.hidden_states([*messages, {"role": "assistant", "content": answer.text}],
                                                       self.probe_layer)
             return float(probe_confidence(self.probe, np.asarray([vector], dtype=np.float32))[0])
-        if self.method == "p_true":
+        # The passes the method declares (uqroute.uq.registry), each as the workflow's pass makes it.
+        passes = {"greedy": greedy}
+        for pass_name in method_spec(self.method).passes:
+            if pass_name not in passes:
+                passes[pass_name] = await self._pass(pass_name, messages, item, answer)
+        questions = pd.DataFrame([item])
+        scored = score_method(self.method, passes, questions)
+        return float(scored["confidence"].iloc[0])
+
+    async def _pass(self, pass_name: str, messages: Conversation, item: Mapping[str, Any],
+                    answer: Completion) -> pd.DataFrame:
+        """One follow-up pass of the workflow for this request, as a one-row (or n-sample) pass table."""
+        if pass_name == "ptrue":
             follow_up = self.prompts.ptrue(item, answer.text)[-1]
             conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]
             probs = await self.batcher.next_token_probs(conversation, self.prompts.ptrue_candidates)
-            passes["ptrue"] = pd.DataFrame({"id": [_REQUEST_ID],
-                                            "p_true": p_true_from_probs(np.asarray([probs], dtype=np.float64))})
-        elif self.method == "verbal_2s":
+            p_true = p_true_from_probs(np.asarray([probs], dtype=np.float64))
+            return pd.DataFrame({"id": [_REQUEST_ID], "p_true": p_true})
+        if pass_name == "verbal2s":
             follow_up = self.prompts.verbal2s(item, answer.text)[-1]
             conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]
             (reply,) = await self.batcher.generate(
                 conversation, max_new_tokens=self.generation.verbal_max_new_tokens, temperature=0.0)
             stated = parse_verbal_confidence(reply.text, require_cue=False)
-            passes["verbal2s"] = pd.DataFrame({"id": [_REQUEST_ID],
-                                               "verbal_confidence": [math.nan if stated is None else stated]})
-        elif self.method == "jaccard_degree":
+            return pd.DataFrame({"id": [_REQUEST_ID], "verbal_confidence": [math.nan if stated is None else stated]})
+        if pass_name == "sample":
             samples = await self.batcher.generate(
                 messages, max_new_tokens=self.generation.max_new_tokens[item["task_type"]],
                 temperature=self.generation.sample_temperature, top_p=self.generation.top_p,
                 n=self.generation.n_samples, seed=self.generation.seed)
-            passes["sample"] = pd.DataFrame({"id": _REQUEST_ID, "sample_idx": range(len(samples)),
-                                             "response": [s.text for s in samples]})
-        questions = pd.DataFrame([item])
-        scored = score_method(self.method, passes, questions)
-        return float(scored["confidence"].iloc[0])
+            return pd.DataFrame({"id": _REQUEST_ID, "sample_idx": range(len(samples)),
+                                 "response": [s.text for s in samples]})
+        raise ValueError(f"the router makes no {pass_name} pass per request (method {self.method})")
 
     # ------------------------------------------------------------------ answer
 

@@ -9,11 +9,11 @@ methods' modules (and the probes' torch) are imported only when a method runs.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping
 
 import pandas as pd
 
-from .registry import METHOD_NAMES, METHODS, PROBE_METHODS, MethodSpec, method_spec
+from .registry import METHOD_NAMES, METHODS, PROBE_METHODS, MethodSpec, method_spec, register_method
 from .tables import OUTPUT_COLUMNS
 
 
@@ -22,21 +22,27 @@ def pass_requirements(method: str) -> tuple[str, ...]:
     return method_spec(method).passes
 
 
-def score_method(method: str, passes: Mapping[str, pd.DataFrame], questions: pd.DataFrame, **params) -> pd.DataFrame:
-    """Score one of the six non-probe methods: ``passes`` maps pass name -> table.
+def score_method(method: str, passes: Mapping[str, pd.DataFrame], questions: pd.DataFrame, *,
+                 hidden: pd.DataFrame | None = None, training: Mapping[str, Any] | None = None,
+                 probe: Mapping[str, Any] | None = None, dataset: str | None = None) -> pd.DataFrame:
+    """Score any registered method: ``passes`` maps pass name -> table (the method's passes at least).
 
-    Returns ``id, confidence, prediction, correct, valid``, one row per question in order.
-    Probes need hidden states and training tables: call ``uqroute.uq.probes`` directly.
+    A probe also reads ``hidden`` (test hidden states), ``training`` (dataset -> train ``(hidden, greedy)``
+    tables; empty for a trained probe that cross-fits), ``probe`` (the config's probe settings) and
+    ``dataset``. Returns ``id, confidence, prediction, correct, valid``, one row per question in order.
     """
     spec = method_spec(method)
-    if spec.needs_hidden:
-        raise ValueError(f"UQ method {method!r} is a probe: use uqroute.uq.probes, not score_method")
     missing = [name for name in spec.passes if name not in passes]
     if missing:
         raise KeyError(f"UQ method {method!r} needs pass table(s) {missing}; got {sorted(passes)}")
-    table = spec.fn(questions=questions, **{name: passes[name] for name in spec.passes}, **params)
+    inputs: dict[str, Any] = {name: passes[name] for name in spec.passes}
+    if spec.needs_hidden:
+        if hidden is None or probe is None or dataset is None:
+            raise ValueError(f"UQ method {method!r} is a probe: it needs hidden, probe and dataset")
+        inputs.update(hidden=hidden, training=dict(training or {}), probe=probe, dataset=dataset)
+    table = spec.fn(questions=questions, **inputs)
     return table[list(OUTPUT_COLUMNS)]
 
 
 __all__ = ["METHODS", "METHOD_NAMES", "MethodSpec", "OUTPUT_COLUMNS", "PROBE_METHODS", "method_spec",
-           "pass_requirements", "score_method"]
+           "pass_requirements", "register_method", "score_method"]

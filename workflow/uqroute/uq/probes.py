@@ -20,6 +20,7 @@ correct, below when all were wrong) and the scores carry almost no ranking infor
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Sequence
 
@@ -29,6 +30,8 @@ import torch
 from torch import nn
 
 from .tables import method_frame, question_ids, rows_by_id
+
+log = logging.getLogger(__name__)
 
 TRAINED_LR = 5e-4
 OOD_LR = 1e-4
@@ -262,6 +265,30 @@ def ood_probe(test_hidden: pd.DataFrame, test_greedy: pd.DataFrame,
     ids, answers, X_test = _test_rows(test_hidden, test_greedy, questions, f"{name} test")
     model = fit_pooled_probe(pairs, settings, name=f"{name} (other datasets)")
     return method_frame(ids, probe_confidence(model, X_test), answers["prediction"], answers["correct"])
+
+
+def score_trained_probe(*, questions: pd.DataFrame, greedy: pd.DataFrame, hidden: pd.DataFrame,
+                        training: Mapping[str, TablePair], probe: Mapping[str, Any], dataset: str) -> pd.DataFrame:
+    """The trained probe of ``dataset`` as the registry calls it: learned on ``training[dataset]`` (its own
+    train split's hidden states and graded greedy answers), or cross-fitted over the test split where none
+    is given (``probe.crossfit_folds`` folds). ``probe``: the config's probe settings."""
+    if set(training) - {dataset}:
+        raise ValueError(f"trained probe of {dataset}: train splits of {sorted(training)} given; it learns from "
+                         f"{dataset}'s own train split only")
+    settings = ProbeSettings.from_config(probe, ood=False)
+    common = {"dataset": dataset, "questions": questions}
+    if dataset in training:
+        return trained_probe(hidden, greedy, *training[dataset], settings, **common)
+    log.info("%s: train split missing or unlike test; cross-fitting over the test split", dataset)
+    return crossfit_probe(hidden, greedy, settings, folds=probe.get("crossfit_folds", 5), **common)
+
+
+def score_ood_probe(*, questions: pd.DataFrame, greedy: pd.DataFrame, hidden: pd.DataFrame,
+                    training: Mapping[str, TablePair], probe: Mapping[str, Any], dataset: str) -> pd.DataFrame:
+    """The OOD probe of ``dataset`` as the registry calls it: learned on the pooled train splits in
+    ``training`` (every dataset but ``dataset``, in their order)."""
+    return ood_probe(hidden, greedy, training, ProbeSettings.from_config(probe, ood=True), dataset=dataset,
+                     questions=questions)
 
 
 def fit_pooled_probe(pairs: Sequence[tuple[str, TablePair]], settings: ProbeSettings, *, name: str) -> nn.Module:
