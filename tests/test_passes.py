@@ -123,6 +123,41 @@ def test_verbal_and_ptrue_pass_tables(smollm2_engine, questions, prompts, greedy
 
 
 @pytest.mark.slow
+def test_router_builds_each_follow_up_pass_as_the_workflow_does(smollm2_dir, smollm2_engine, questions, prompts, greedy):
+    """Each pass is declared once (uqroute.passes.PASSES): for a request whose messages are the answer prompt, the
+    router's per-request ptrue, verbal2s and sample tables equal the workflow's pass on the same question (float32
+    engines, so the replies do not depend on the batch; p(True) within 1e-5)."""
+    import asyncio
+
+    from uqroute.engines import make_engine
+    from uqroute.engines.base import Completion
+    from uqroute.models import model_spec
+    from uqroute.serve.config import RouterConfig
+    from uqroute.serve.metrics import RouterMetrics
+    from uqroute.serve.router import Router, build_llm_engine
+
+    generation = {key: value for key, value in SETTINGS.items() if key != "part_size"}
+    config = RouterConfig(calibration="not-read.parquet", method="p_true", ratio=0.5, generation=generation,
+                          slm={"model": "smollm2-135m", "model_dir": str(smollm2_dir)},
+                          llm={"model": "gemma3-270m", "base_url": "http://127.0.0.1:9/v1"})
+    slm = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, dtype="float32", threads=1,
+                      progress=False)
+    router = Router(config, slm, build_llm_engine(config), 0.5,
+                    RouterMetrics(0.5, window=10, band=0.1, min_requests=5), prompts=prompts)
+    try:
+        for pass_name in ("ptrue", "verbal2s", "sample"):
+            workflow = run_pass(pass_name, smollm2_engine, questions, prompts, SETTINGS,
+                                greedy=None if pass_name == "sample" else greedy)
+            for item, reply in zip(questions.to_dict("records"), greedy["response"]):
+                served = asyncio.run(router._pass(pass_name, prompts.answer(item), item, Completion(text=reply)))
+                expected = workflow[workflow["id"] == item["id"]].drop(columns="id").reset_index(drop=True)
+                pd.testing.assert_frame_equal(served[list(expected.columns)], expected, check_exact=False,
+                                              rtol=1e-5, obj=f"{pass_name} of {item['id']}")
+    finally:
+        router.close()
+
+
+@pytest.mark.slow
 def test_hidden_pass_table(smollm2_engine, questions, prompts, greedy, tmp_path):
     table = run_hidden(smollm2_engine, questions, greedy, prompts, -8, 2)
     assert list(table.columns) == PASS_COLUMNS["hidden"] and table["id"].tolist() == questions["id"].tolist()

@@ -7,17 +7,8 @@ padding), and runs the batches through the engine, keeping each finished
 batch in a :class:`~uqroute.checkpoint.BatchCheckpoint` when a folder is
 given. Rows come back in the order of ``questions``.
 
-Output columns (the Parquet contract; types and meanings in docs/contracts.md):
-
-========  ===================================================================
-greedy    id, prompt, response, tokens, token_logprobs, prediction, correct,
-          ambiguous
-sample    id, sample_idx, response, prediction
-verbal1s  id, response, prediction, correct, verbal_confidence, ambiguous
-verbal2s  id, response, verbal_confidence
-ptrue     id, p_true
-hidden    id, layer, vector
-========  ===================================================================
+Each pass is declared once in :data:`PASSES` (settings, prompt, decoding, columns); the router builds
+its per-request passes from the same declarations. Types and meanings of the columns: docs/contracts.md.
 """
 
 from __future__ import annotations
@@ -26,6 +17,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -35,46 +27,164 @@ from tqdm.auto import tqdm
 from .checkpoint import open_checkpoint
 from .engines.base import Conversation, Engine
 
-PASS_NAMES = ("greedy", "sample", "verbal1s", "verbal2s", "ptrue")
-# Passes that generate free text under a token budget (ptrue reads one next-token distribution).
-GENERATING_PASSES = ("greedy", "sample", "verbal1s", "verbal2s")
-# Passes whose answers are graded. The model pass writes their replies; grading (rule or LLM judge) is a
-# step of its own, so a change of judge never reruns a model.
-GRADED_PASSES = ("greedy", "verbal1s")
-PASS_COLUMNS: dict[str, list[str]] = {
-    "greedy": ["id", "prompt", "response", "tokens", "token_logprobs", "prediction", "correct", "ambiguous"],
-    "sample": ["id", "sample_idx", "response", "prediction"],
-    "verbal1s": ["id", "response", "prediction", "correct", "verbal_confidence", "ambiguous"],
-    "verbal2s": ["id", "response", "verbal_confidence"],
-    "ptrue": ["id", "p_true"],
-    "hidden": ["id", "layer", "vector"],
-}
 # ``ambiguous``: a multiple-choice reply that commits to several options and concludes on none
 # (:func:`uqroute.grading.mcq_is_ambiguous`); the rule grades it as no answer, an LLM judge reads it.
 GRADE_COLUMNS = ("prediction", "correct", "ambiguous")
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One model pass, declared once: the workflow (:func:`run_pass`) and the router (one request at a time)
+    build its prompt, its decoding and its rows from this declaration.
+
+    ``settings``: the keys of the config's ``generation`` section it reads, and nothing else; a job's params
+    hold exactly these, so changing one setting reruns only the passes whose output depends on it
+    (``part_size``: questions per engine call and per checkpoint part; with bf16 batching the grouping can
+    change a reply, so every pass depends on it). ``columns``: its table (the Parquet contract; a graded
+    pass's model job writes them without :data:`GRADE_COLUMNS`, grading is a step of its own so that a change
+    of judge never reruns a model). ``prompt(prompts, item, reply, settings, opening)``: the conversation for
+    one question (``reply``: the greedy reply a follow-up pass quotes; ``opening``: the conversation that
+    reply answers, by default the answer prompt). ``budget(settings, task_type)``: the most tokens one reply
+    may have (None: the pass generates nothing, it reads the next-token probabilities of the prompt set's
+    p(True) candidates). ``sampled``: ``n_samples`` replies at the sampling temperature. ``read(output,
+    item)``: the row's columns from one completion (or from the candidates' probabilities).
+    """
+
+    name: str
+    settings: tuple[str, ...]
+    columns: tuple[str, ...]
+    prompt: Callable[..., Conversation]
+    read: Callable[[Any, Mapping[str, Any]], dict[str, Any]]
+    budget: Callable[[Mapping[str, Any], str], int] | None = None
+    sampled: bool = False
+    follows_greedy: bool = False
+    graded: bool = False
+
+    @property
+    def generates(self) -> bool:
+        return self.budget is not None
+
+    def conversation(self, prompts, item: Mapping[str, Any], reply: str | None = None,
+                     settings: Mapping[str, Any] | None = None, opening: Conversation | None = None) -> Conversation:
+        if self.follows_greedy and reply is None:
+            raise ValueError(f"pass {self.name} quotes the greedy reply; none given")
+        return self.prompt(prompts, item, reply, settings or {}, opening)
+
+    def decoding(self, settings: Mapping[str, Any], task_type: str, prompts) -> dict[str, Any]:
+        """The engine call's parameters for a question of ``task_type`` (they also name its checkpoint parts)."""
+        if not self.generates:
+            return {"candidates": list(prompts.ptrue_candidates)}
+        params = {"max_new_tokens": self.budget(settings, task_type), "temperature": 0.0, "n": 1}
+        if self.sampled:
+            params.update(temperature=float(settings["sample_temperature"]), top_p=float(settings["top_p"]),
+                          n=int(settings["n_samples"]), seed=int(settings.get("seed", 0)))
+        return params
+
+    def rows(self, id_: str, item: Mapping[str, Any], output) -> list[dict[str, Any]]:
+        """One question's rows from the engine's output for it: its completions (one row each, numbered when
+        sampled), or the candidates' probabilities."""
+        if not self.generates:
+            return [{"id": id_, **self.read(output, item)}]
+        rows = []
+        for sample_idx, completion in enumerate(output):
+            row = {"id": id_, **self.read(completion, item)}
+            if self.sampled:
+                row["sample_idx"] = sample_idx
+            rows.append(row)
+        return rows
+
+
+def _answer_prompt(prompts, item, reply, settings, opening) -> Conversation:
+    return prompts.answer(item) if opening is None else list(opening)
+
+
+def _verbal1s_prompt(prompts, item, reply, settings, opening) -> Conversation:
+    # Its own format (answer, then confidence) replaces the answer prompt; some task types reason first.
+    reasoned = set(settings.get("verbal1s_reasoning") or ())
+    return prompts.verbal1s(item, reasoning=item["task_type"] in reasoned)
+
+
+def _answer_budget(settings, task_type) -> int:
+    return int(settings["max_new_tokens"][task_type])
+
+
+def _verbal_budget(settings, task_type) -> int:
+    return int(settings["verbal_max_new_tokens"])
+
+
+def _read_greedy(completion, item) -> dict[str, Any]:
+    return {"response": completion.text, "tokens": list(completion.tokens),
+            "token_logprobs": [float(x) for x in completion.token_logprobs]}
+
+
+def _read_sample(completion, item) -> dict[str, Any]:
+    from .grading import extract_item_prediction
+
+    return {"response": completion.text, "prediction": extract_item_prediction(completion.text, item)}
+
+
+def _read_verbal(require_cue: bool) -> Callable[[Any, Mapping[str, Any]], dict[str, Any]]:
+    # A one-step reply also holds the answer, which may be a bare number: its confidence needs its cue.
+    def read(completion, item) -> dict[str, Any]:
+        from .grading import parse_verbal_confidence
+
+        confidence = parse_verbal_confidence(completion.text, require_cue=require_cue)
+        return {"response": completion.text, "verbal_confidence": np.nan if confidence is None else float(confidence)}
+
+    return read
+
+
+def _read_p_true(probs, item) -> dict[str, Any]:
+    return {"p_true": float(p_true_from_probs(np.asarray([probs], dtype=np.float64))[0])}
+
+
+PASSES: dict[str, PassSpec] = {spec.name: spec for spec in (
+    PassSpec("greedy", ("max_new_tokens", "part_size"),
+             ("id", "prompt", "response", "tokens", "token_logprobs", "prediction", "correct", "ambiguous"),
+             _answer_prompt, _read_greedy, _answer_budget, graded=True),
+    PassSpec("sample", ("max_new_tokens", "part_size", "seed", "top_p", "n_samples", "sample_temperature"),
+             ("id", "sample_idx", "response", "prediction"), _answer_prompt, _read_sample, _answer_budget,
+             sampled=True),
+    PassSpec("verbal1s", ("max_new_tokens", "verbal_max_new_tokens", "verbal1s_reasoning", "part_size"),
+             ("id", "response", "prediction", "correct", "verbal_confidence", "ambiguous"), _verbal1s_prompt,
+             _read_verbal(require_cue=True),
+             # The answer (with its reasoning), then the confidence: both budgets.
+             lambda settings, task_type: _answer_budget(settings, task_type) + _verbal_budget(settings, task_type),
+             graded=True),
+    PassSpec("verbal2s", ("verbal_max_new_tokens", "part_size"), ("id", "response", "verbal_confidence"),
+             lambda prompts, item, reply, settings, opening: prompts.verbal2s(item, reply, opening),
+             _read_verbal(require_cue=False), _verbal_budget, follows_greedy=True),
+    PassSpec("ptrue", ("part_size",), ("id", "p_true"),
+             lambda prompts, item, reply, settings, opening: prompts.ptrue(item, reply, opening),
+             _read_p_true, follows_greedy=True),
+)}
+HIDDEN_COLUMNS = ["id", "layer", "vector"]
+
+# Views of PASSES, for the planner and the jobs.
+PASS_NAMES = tuple(PASSES)
+GENERATING_PASSES = tuple(name for name, spec in PASSES.items() if spec.generates)
+GRADED_PASSES = tuple(name for name, spec in PASSES.items() if spec.graded)
+NEEDS_GREEDY = tuple(name for name, spec in PASSES.items() if spec.follows_greedy)
+PASS_SETTINGS: dict[str, tuple[str, ...]] = {name: spec.settings for name, spec in PASSES.items()}
+PASS_COLUMNS: dict[str, list[str]] = {**{name: list(spec.columns) for name, spec in PASSES.items()},
+                                      "hidden": HIDDEN_COLUMNS}
 # A graded pass's replies table: its columns without the grade.
 REPLY_COLUMNS: dict[str, list[str]] = {
     name: [c for c in PASS_COLUMNS[name] if c not in GRADE_COLUMNS] for name in GRADED_PASSES
 }
-# The generation settings each pass reads, and nothing else: a job's params hold exactly these, so changing
-# one setting reruns only the passes whose output depends on it. ``part_size``: questions per engine call
-# and per checkpoint part (with bf16 batching the grouping can change a reply, so every pass depends on it).
-PASS_SETTINGS: dict[str, tuple[str, ...]] = {
-    "greedy": ("max_new_tokens", "part_size"),
-    "sample": ("max_new_tokens", "part_size", "seed", "top_p", "n_samples", "sample_temperature"),
-    "verbal1s": ("max_new_tokens", "verbal_max_new_tokens", "verbal1s_reasoning", "part_size"),
-    "verbal2s": ("verbal_max_new_tokens", "part_size"),
-    "ptrue": ("part_size",),
-}
-# Follow-up passes: their prompts quote the greedy reply.
-NEEDS_GREEDY = ("verbal2s", "ptrue")
+
+
+def pass_spec(name: str) -> PassSpec:
+    try:
+        return PASSES[name]
+    except KeyError:
+        raise ValueError(f"unknown pass {name!r}; passes: {', '.join(PASS_NAMES)} (hidden: run_hidden)") from None
 
 
 def pass_settings(pass_name: str, generation: Mapping[str, Any], task_types: Sequence[str]) -> dict[str, Any]:
     """The settings ``pass_name`` reads from the config's ``generation`` section, for questions of
     ``task_types`` (a dataset has one): ``max_new_tokens`` keeps only their budgets."""
-    if pass_name not in PASS_SETTINGS:
-        raise ValueError(f"unknown pass {pass_name!r}; passes: {', '.join(PASS_NAMES)}")
+    pass_spec(pass_name)
     settings = {}
     for key in PASS_SETTINGS[pass_name]:
         if key not in generation:
@@ -97,13 +207,10 @@ def token_budget(pass_name: str, settings: Mapping[str, Any], task_type: str) ->
     ``settings`` as :func:`pass_settings` returns them. A one-step verbal reply carries the answer (with
     its reasoning) and then the confidence, so it gets both budgets; ptrue generates nothing.
     """
-    if pass_name in ("greedy", "sample"):
-        return int(settings["max_new_tokens"][task_type])
-    if pass_name == "verbal1s":
-        return int(settings["max_new_tokens"][task_type]) + int(settings["verbal_max_new_tokens"])
-    if pass_name == "verbal2s":
-        return int(settings["verbal_max_new_tokens"])
-    raise ValueError(f"pass {pass_name!r} has no token budget (generating passes: {', '.join(GENERATING_PASSES)})")
+    spec = pass_spec(pass_name)
+    if not spec.generates:
+        raise ValueError(f"pass {pass_name!r} has no token budget (generating passes: {', '.join(GENERATING_PASSES)})")
+    return spec.budget(settings, task_type)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -248,65 +355,30 @@ def run_pass(
     Greedy decoding is temperature 0. The caller writes the returned table,
     then calls ``BatchCheckpoint(checkpoint_dir).finish()``.
     """
-    from .grading import extract_item_prediction, parse_verbal_confidence
-
-    if pass_name not in PASS_NAMES:
-        raise ValueError(f"unknown pass {pass_name!r}; passes: {', '.join(PASS_NAMES)} (hidden: run_hidden)")
+    spec = pass_spec(pass_name)
     questions = _check_questions(questions)
     records = questions.to_dict("records")
     ids = [str(r["id"]) for r in records]
     task_types = [str(r["task_type"]) for r in records]
     _check_settings(pass_name, settings, task_types)
-    seed = int(settings.get("seed", 0))
-
-    if pass_name in NEEDS_GREEDY:
-        responses = _greedy_responses(greedy, ids, pass_name)
-        build = prompts.verbal2s if pass_name == "verbal2s" else prompts.ptrue
-        conversations = [build(r, resp) for r, resp in zip(records, responses)]
-    elif pass_name == "verbal1s":
-        reasoned = set(settings.get("verbal1s_reasoning") or ())
-        conversations = [prompts.verbal1s(r, reasoning=r["task_type"] in reasoned) for r in records]
-    else:
-        conversations = [prompts.answer(r) for r in records]
+    replies = _greedy_responses(greedy, ids, pass_name) if spec.follows_greedy else [None] * len(records)
+    conversations = [spec.conversation(prompts, r, reply, settings) for r, reply in zip(records, replies)]
 
     def params_for(task_type: str) -> dict[str, Any]:
-        if pass_name == "ptrue":
-            return {"candidates": list(prompts.ptrue_candidates)}
-        params = {"max_new_tokens": token_budget(pass_name, settings, task_type), "temperature": 0.0, "n": 1}
-        if pass_name == "sample":
-            params.update(temperature=float(settings["sample_temperature"]), top_p=float(settings["top_p"]),
-                          n=int(settings["n_samples"]), seed=seed)
-        return params
+        return spec.decoding(settings, task_type, prompts)
 
     def compute(task_type: str, positions: list[int]) -> pd.DataFrame:
         convs = [conversations[i] for i in positions]
         params = params_for(task_type)
-        if pass_name == "ptrue":
-            probs = np.asarray(engine.next_token_probs(convs, params["candidates"]), dtype=np.float64)
-            return pd.DataFrame({"id": [ids[i] for i in positions], "p_true": p_true_from_probs(probs)})
-        outputs = engine.generate(
-            convs,
-            max_new_tokens=params["max_new_tokens"],
-            temperature=params["temperature"],
-            top_p=params.get("top_p", 1.0),
-            n=params["n"],
-            seed=params.get("seed", seed),
-        )
+        if spec.generates:
+            outputs = engine.generate(convs, **{"top_p": 1.0, "seed": int(settings.get("seed", 0)), **params})
+        else:
+            outputs = np.asarray(engine.next_token_probs(convs, params["candidates"]), dtype=np.float64)
         rows = []
-        for i, completions in zip(positions, outputs):
-            for sample_idx, c in enumerate(completions):
-                row: dict[str, Any] = {"id": ids[i], "response": c.text}
-                if pass_name == "greedy":
-                    row.update(prompt=_prompt_text(engine, conversations[i]), tokens=list(c.tokens),
-                               token_logprobs=[float(x) for x in c.token_logprobs])
-                if pass_name == "sample":
-                    row["sample_idx"] = sample_idx
-                if pass_name == "sample":
-                    row["prediction"] = extract_item_prediction(c.text, records[i])
-                if pass_name in ("verbal1s", "verbal2s"):
-                    # A one-step reply also holds the answer, which may be a bare number.
-                    confidence = parse_verbal_confidence(c.text, require_cue=pass_name == "verbal1s")
-                    row["verbal_confidence"] = np.nan if confidence is None else float(confidence)
+        for i, output in zip(positions, outputs):
+            for row in spec.rows(ids[i], records[i], output):
+                if "prompt" in spec.columns:
+                    row["prompt"] = _prompt_text(engine, conversations[i])
                 rows.append(row)
         return pd.DataFrame(rows)
 
@@ -314,15 +386,15 @@ def run_pass(
         pass_name, engine, ids, task_types, conversations, int(settings["part_size"]), params_for, compute,
         checkpoint_dir,
     )
-    if pass_name == "greedy":
+    if "tokens" in table.columns:
         # Parts reloaded from disk hold numpy arrays; keep one cell type per column.
         table["tokens"] = [_cast_list(v, str) for v in table["tokens"]]
         table["token_logprobs"] = [_cast_list(v, float) for v in table["token_logprobs"]]
     if "verbal_confidence" in table.columns:
         table["verbal_confidence"] = table["verbal_confidence"].astype("float64")
-    if pass_name == "sample" and len(table):
+    if spec.sampled and len(table):
         table["sample_idx"] = table["sample_idx"].astype("int64")
-    if pass_name in GRADED_PASSES:
+    if spec.graded:
         table = _with_columns(table, REPLY_COLUMNS[pass_name])
         return grade_pass(pass_name, table, questions, judge) if grade else table
     return _with_columns(table, PASS_COLUMNS[pass_name])
@@ -413,4 +485,4 @@ def run_hidden(
     if len(table):
         table["vector"] = [np.asarray(v, dtype=np.float32) for v in table["vector"]]
         table["layer"] = table["layer"].astype("int64")
-    return table[PASS_COLUMNS["hidden"]] if len(table) else pd.DataFrame(columns=PASS_COLUMNS["hidden"])
+    return table[HIDDEN_COLUMNS] if len(table) else pd.DataFrame(columns=HIDDEN_COLUMNS)

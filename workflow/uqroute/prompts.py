@@ -121,21 +121,25 @@ class PromptSet:
         key = "verbal1s_reasoned" if reasoning else "verbal1s"
         return self._messages(self._for(key, _field(item, "task_type")).format(item=self.render_item(item)))
 
-    def hidden(self, item: Mapping[str, Any], response: str) -> Conversation:
-        """The answer conversation closed by the model's reply (prefilled to read hidden states)."""
-        return self.answer(item) + [{"role": "assistant", "content": "" if response is None else str(response)}]
+    def hidden(self, item: Mapping[str, Any], response: str, opening: Conversation | None = None) -> Conversation:
+        """The answer conversation closed by the model's reply (prefilled to read hidden states).
 
-    def verbal2s(self, item: Mapping[str, Any], response: str) -> Conversation:
+        ``opening``: the conversation the reply answers; by default the answer prompt (the router passes the
+        user's own messages)."""
+        opening = self.answer(item) if opening is None else list(opening)
+        return opening + [{"role": "assistant", "content": "" if response is None else str(response)}]
+
+    def verbal2s(self, item: Mapping[str, Any], response: str, opening: Conversation | None = None) -> Conversation:
         """The answered conversation plus a user turn asking for a confidence from 0 to 100."""
         follow_up = self._for("verbal2s", _field(item, "task_type")).format()
-        return self.hidden(item, response) + [{"role": "user", "content": follow_up}]
+        return self.hidden(item, response, opening) + [{"role": "user", "content": follow_up}]
 
-    def ptrue(self, item: Mapping[str, Any], response: str) -> Conversation:
+    def ptrue(self, item: Mapping[str, Any], response: str, opening: Conversation | None = None) -> Conversation:
         """The answered conversation plus "Proposed answer: ... Is the proposed answer True or False?"."""
         follow_up = self._for("ptrue", _field(item, "task_type")).format(
             proposed_answer=self.proposed_answer(item, response)
         )
-        return self.hidden(item, response) + [{"role": "user", "content": follow_up}]
+        return self.hidden(item, response, opening) + [{"role": "user", "content": follow_up}]
 
     def proposed_answer(self, item: Mapping[str, Any], response: str) -> str:
         """The reply's answer, short: "B. option text", "yes", "42", or the answer sentence.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +21,11 @@ import pandas as pd
 
 from uqroute.engines.base import Completion, Conversation, Engine, EngineError
 from uqroute.engines.openai_engine import OpenAIEngine
-from uqroute.grading import extract_item_prediction, parse_verbal_confidence
+from uqroute.grading import extract_item_prediction
 from uqroute.engines import make_engine
 from uqroute.gguf import materialize
 from uqroute.models import model_spec
-from uqroute.passes import p_true_from_probs
+from uqroute.passes import PASSES
 from uqroute.paths import model_cache
 from uqroute.prompts import PromptSet
 from uqroute.uq import method_spec, score_method
@@ -122,7 +121,7 @@ class Router:
         self.slm_name = config.slm.model
         self.llm_name = config.llm.model
         self.prompts = prompts or PromptSet.load()
-        self.generation = config.generation
+        self.settings = config.generation.model_dump()  # what the passes' declarations read
         self.batcher = EngineBatcher(slm, max_batch_size=config.batching.max_batch_size,
                                      max_wait=config.batching.max_wait_ms / 1000.0,
                                      on_batch=metrics.slm_batch_size.observe)
@@ -159,22 +158,22 @@ class Router:
 
     async def slm_answer(self, messages: Conversation, item: Mapping[str, Any],
                          max_tokens: int | None) -> tuple[Completion, int]:
-        budget = int(max_tokens or self.generation.max_new_tokens[item["task_type"]])
-        (completion,) = await self.batcher.generate(messages, max_new_tokens=budget, temperature=0.0)
-        return completion, budget
+        """The greedy pass's decoding on the user's messages (the request's ``max_tokens`` replaces the budget)."""
+        decoding = PASSES["greedy"].decoding(self.settings, item["task_type"], self.prompts)
+        if max_tokens:
+            decoding["max_new_tokens"] = int(max_tokens)
+        (completion,) = await self.batcher.generate(messages, **decoding)
+        return completion, decoding["max_new_tokens"]
 
     async def confidence(self, messages: Conversation, item: Mapping[str, Any], answer: Completion) -> float:
         """The method's confidence in ``answer``, by the workflow's function; NaN when it gives none."""
-        greedy = pd.DataFrame({
-            "id": [_REQUEST_ID], "response": [answer.text], "tokens": [list(answer.tokens)],
-            "token_logprobs": [list(answer.token_logprobs)],
-            "prediction": [extract_item_prediction(answer.text, item)],
-            # Correctness is unknown when serving; the methods carry it through, none reads it to score.
-            "correct": [False],
-        })
+        greedy = pd.DataFrame(PASSES["greedy"].rows(_REQUEST_ID, item, [answer]))
+        greedy["prediction"] = [extract_item_prediction(answer.text, item)]
+        # Correctness is unknown when serving; the methods carry it through, none reads it to score.
+        greedy["correct"] = False
         if self.probe is not None:
             # The workflow's hidden pass: the answer conversation closed by the reply, then the probe.
-            vector = await self.batcher.hidden_states([*messages, {"role": "assistant", "content": answer.text}],
+            vector = await self.batcher.hidden_states(self.prompts.hidden(item, answer.text, messages),
                                                       self.probe_layer)
             return float(probe_confidence(self.probe, np.asarray([vector], dtype=np.float32))[0])
         # The passes the method declares (uqroute.uq.registry), each as the workflow's pass makes it.
@@ -188,28 +187,16 @@ class Router:
 
     async def _pass(self, pass_name: str, messages: Conversation, item: Mapping[str, Any],
                     answer: Completion) -> pd.DataFrame:
-        """One follow-up pass of the workflow for this request, as a one-row (or n-sample) pass table."""
-        if pass_name == "ptrue":
-            follow_up = self.prompts.ptrue(item, answer.text)[-1]
-            conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]
-            probs = await self.batcher.next_token_probs(conversation, self.prompts.ptrue_candidates)
-            p_true = p_true_from_probs(np.asarray([probs], dtype=np.float64))
-            return pd.DataFrame({"id": [_REQUEST_ID], "p_true": p_true})
-        if pass_name == "verbal2s":
-            follow_up = self.prompts.verbal2s(item, answer.text)[-1]
-            conversation = [*messages, {"role": "assistant", "content": answer.text}, follow_up]
-            (reply,) = await self.batcher.generate(
-                conversation, max_new_tokens=self.generation.verbal_max_new_tokens, temperature=0.0)
-            stated = parse_verbal_confidence(reply.text, require_cue=False)
-            return pd.DataFrame({"id": [_REQUEST_ID], "verbal_confidence": [math.nan if stated is None else stated]})
-        if pass_name == "sample":
-            samples = await self.batcher.generate(
-                messages, max_new_tokens=self.generation.max_new_tokens[item["task_type"]],
-                temperature=self.generation.sample_temperature, top_p=self.generation.top_p,
-                n=self.generation.n_samples, seed=self.generation.seed)
-            return pd.DataFrame({"id": _REQUEST_ID, "sample_idx": range(len(samples)),
-                                 "response": [s.text for s in samples]})
-        raise ValueError(f"the router makes no {pass_name} pass per request (method {self.method})")
+        """One follow-up pass of the workflow for this request (its declaration in uqroute.passes.PASSES: prompt,
+        decoding, rows), on the user's messages instead of the answer prompt."""
+        spec = PASSES[pass_name]
+        conversation = spec.conversation(self.prompts, item, answer.text, self.settings, opening=messages)
+        decoding = spec.decoding(self.settings, item["task_type"], self.prompts)
+        if spec.generates:
+            output = await self.batcher.generate(conversation, **decoding)
+        else:
+            output = await self.batcher.next_token_probs(conversation, tuple(decoding["candidates"]))
+        return pd.DataFrame(spec.rows(_REQUEST_ID, item, output))
 
     # ------------------------------------------------------------------ answer
 
