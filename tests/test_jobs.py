@@ -317,6 +317,23 @@ def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path)
         figures.figure(family="nope", inputs={}, png=png)
 
 
+def test_every_figure_family_has_a_drawing_a_report_caption_and_a_path():
+    """A family is declared once (uqroute.figure_families); its drawing, caption and path are found by its name."""
+    from uqroute import REPO_ROOT
+    from uqroute.figure_families import FIGURE_FAMILIES
+
+    assert list(figures.FIGURES) == list(FIGURE_FAMILIES)
+    for family in FIGURE_FAMILIES.values():
+        assert (REPO_ROOT / "workflow" / "report" / f"{family.name}.rst").is_file(), family.name
+        fields = {field: f"<{field}>" for field in family.scope}
+        stem = "/".join(["figures", family.name, *fields.values()])
+        assert paths.template(family.kind).format(ext="pdf", **fields) == f"{stem}.pdf"
+    assert FIGURE_FAMILIES["routing_curves"].report_options() == {
+        "labels": {"LLM": "{llm}", "dataset": "{dataset}", "figure": "accuracy vs routing ratio"},
+        "subcategory": "{llm}"}
+    assert FIGURE_FAMILIES["auroc_heatmaps"].report_options() == {}
+
+
 def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, monkeypatch):
     """Figure N by number: the heatmap keeps only its datasets' panels, relative accuracy only its pairs."""
     import uqroute.figures as drawing

@@ -5,12 +5,14 @@
 # only turn its plans into paths. Each path is spelled once, in uqroute.paths; each setting reaches only
 # the jobs whose output depends on it.
 
+from itertools import product
 from pathlib import Path
 
 from snakemake.logging import logger
 
 from uqroute import paths
 from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files
+from uqroute.figure_families import FIGURE_FAMILIES
 from uqroute.gguf import check_model_files
 from uqroute.jobs import run_job
 from uqroute.models import model_spec
@@ -264,42 +266,56 @@ def figure_output(kind, ext):
 
 
 def all_figures():
-    figures = figure_files("figure_auroc_heatmaps") + figure_files("figure_ratio_fidelity")
-    for llm in LLMS:
-        for dataset in DATASETS:
-            for kind in ("figure_routing_curves", "figure_relative_accuracy", "figure_generalization"):
-                figures += figure_files(kind, llm=llm, dataset=dataset)
-    for slm in SLMS:
-        figures += figure_files("figure_confidence_distributions", slm=slm)
+    """Every figure of every family: one per value of the family's scope (e.g. per LLM and dataset)."""
+    values = {"llm": LLMS, "dataset": DATASETS, "slm": SLMS}
+    figures = []
+    for family in FIGURE_FAMILIES.values():
+        for cell in product(*(values[field] for field in family.scope)):
+            figures += figure_files(family.kind, **dict(zip(family.scope, cell)))
     return figures
 
 
-def _paper_routing_inputs(figure):
+# The tables a figure of each family reads, given the (LLM, dataset) pairs it shows ((SLM, method) pairs for the
+# confidence distributions): a family's own figure shows the one cell its wildcards name, a paper figure the
+# cells its caption names. Keys: the names of uqroute.figure_families.
+
+
+def _routing_inputs(pairs):
     return {
         "curves": [routing_file(slm, llm, dataset, method)
-                   for llm, dataset in figure.pairs for slm in SLMS for method in METHODS],
-        "uq": [uq_file(slm, dataset, method) for _, dataset in figure.pairs for slm in SLMS for method in METHODS],
+                   for llm, dataset in pairs for slm in SLMS for method in METHODS],
+        "uq": [uq_file(slm, dataset, method) for _, dataset in pairs for slm in SLMS for method in METHODS],
     }
 
 
-def _paper_generalization_inputs(figure):
-    cells = [(slm, llm, dataset, method)
-             for llm, dataset in figure.pairs for slm in SLMS for method in CALIBRATION_METHODS]
+def _generalization_inputs(pairs):
+    cells = [(slm, llm, dataset, method) for llm, dataset in pairs for slm in SLMS for method in CALIBRATION_METHODS]
     return {
         "generalization": [path("generalization", slm=s, llm=l, method=m, dataset=d) for s, l, d, m in cells],
         "routing": [routing_file(s, l, d, m) for s, l, d, m in cells],
     }
 
 
-# A paper figure's inputs by family, named as the family's own rule names them.
-PAPER_FIGURE_INPUTS = {
-    "auroc_heatmaps": lambda figure: {"alignment": path("alignment")},
-    "relative_accuracy": lambda figure: {"relative": path("relative_accuracy"), "alignment": path("alignment")},
-    "confidence_distributions": lambda figure: {
-        "uq": [uq_file(slm, dataset, method) for slm, method in figure.pairs for dataset in DATASETS]},
-    "routing_curves": _paper_routing_inputs,
-    "generalization": _paper_generalization_inputs,
+FIGURE_INPUTS = {
+    "auroc_heatmaps": lambda pairs: {"alignment": path("alignment")},
+    "routing_curves": _routing_inputs,
+    "relative_accuracy": lambda pairs: {"relative": path("relative_accuracy"), "alignment": path("alignment")},
+    "confidence_distributions": lambda pairs: {
+        "uq": [uq_file(slm, dataset, method) for dataset in DATASETS for slm, method in pairs]},
+    "generalization": _generalization_inputs,
+    "ratio_fidelity": lambda pairs: {"generalization": all_generalization()},
 }
+
+
+def figure_inputs(family):
+    """The input function of ``family``'s rule: the tables of the one figure its wildcards name."""
+
+    def inputs(wildcards):
+        if "slm" in family.scope:
+            return FIGURE_INPUTS[family.name]([(wildcards.slm, method) for method in METHODS])
+        return FIGURE_INPUTS[family.name]([(wildcards.llm, wildcards.dataset)] if family.scope else [])
+
+    return inputs
 
 
 def paper_figure_inputs(wildcards):
@@ -309,7 +325,7 @@ def paper_figure_inputs(wildcards):
     if missing:
         raise ValueError(f"paper figure {wildcards.number} ({figure.caption}) needs {', '.join(missing)}, which "
                          "the config does not list; build it with --configfile config/paper.yaml")
-    return PAPER_FIGURE_INPUTS[figure.family](figure)
+    return FIGURE_INPUTS[figure.family](figure.pairs)
 
 
 def all_paper_figures():

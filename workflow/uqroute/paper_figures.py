@@ -20,7 +20,7 @@ _SECOND_SEVEN = ("winogrande", "svamp", "hellaswag", "aqua", "multiarith", "soci
 class PaperFigure:
     """One paper figure.
 
-    ``family``: the figure family (``uqroute.jobs.figures.FIGURES``). ``datasets``: the heatmap panels
+    ``family``: the figure family (``uqroute.figure_families``). ``datasets``: the heatmap panels
     (``auroc_heatmaps``). ``pairs``: (LLM, dataset) rows for routing, relative-accuracy and
     generalization figures; (SLM, method) panels for ``confidence_distributions``.
     """

@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
+from .figure_families import FIGURE_FAMILIES
+
 TEMPLATES: dict[str, str] = {
     "data": "data/{dataset}/{split}.parquet",
     "model_dir": "models/{model}",
@@ -37,13 +39,8 @@ TEMPLATES: dict[str, str] = {
     # How often each pass's replies used their whole token budget (cut off).
     "truncation": "metrics/truncation.parquet",
     "findings_html": "metrics/findings.html",
-    # Figures: one stem per figure, drawn as PDF and PNG ({ext}).
-    "figure_auroc_heatmaps": "figures/auroc_heatmaps.{ext}",
-    "figure_ratio_fidelity": "figures/ratio_fidelity.{ext}",
-    "figure_routing_curves": "figures/routing_curves/{llm}/{dataset}.{ext}",
-    "figure_relative_accuracy": "figures/relative_accuracy/{llm}/{dataset}.{ext}",
-    "figure_generalization": "figures/generalization/{llm}/{dataset}.{ext}",
-    "figure_confidence_distributions": "figures/confidence_distributions/{slm}.{ext}",
+    # Figures: one stem per figure of each family (uqroute.figure_families), drawn as PDF and PNG ({ext}).
+    **{family.kind: family.stem + ".{ext}" for family in FIGURE_FAMILIES.values()},
     # The paper's Figures 1-17 by number (uqroute.paper_figures), drawn by the families above.
     "paper_figure": "paper/fig{number}.{ext}",
     "checkpoints": ".checkpoints/{stage}/{cell}",
