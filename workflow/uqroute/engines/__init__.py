@@ -8,6 +8,7 @@ from typing import Any
 
 from ..models import ENGINE_KINDS, ModelSpec
 from .base import Completion, Conversation, Engine, EngineError, Message
+from .options import engine_kind
 
 __all__ = ["Completion", "Conversation", "Engine", "EngineError", "Message", "make_engine"]
 
@@ -29,7 +30,7 @@ def make_engine(
     overrides (``device``, ``dtype``, ``batch_size``, ``threads``,
     ``tensor_parallel_size``, ...); each engine rejects what it does not know.
     """
-    kind = kind or spec.engine
+    kind = engine_kind(spec, {}, kind)
     if kind not in ENGINE_KINDS:
         raise ValueError(f"model {spec.name}: unknown engine kind {kind!r}; expected one of {ENGINE_KINDS}")
     if kind == "openai":

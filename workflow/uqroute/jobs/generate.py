@@ -18,11 +18,12 @@ def build_engine(model: str, options: Mapping[str, Any], model_dir: str | None =
                  threads: int | None = None):
     """The model's engine; ``threads`` (the job's CPU share) applies to engines running weights here."""
     from ..engines import make_engine
+    from ..engines.options import engine_kind
     from ..models import model_spec
 
     spec = model_spec(model)
-    options = dict(options)
-    kind = options.pop("kind", None) or spec.engine
+    kind = engine_kind(spec, options)
+    options = {key: value for key, value in options.items() if key != "kind"}
     if threads is not None and kind == "hf":
         options.setdefault("threads", threads)
     return make_engine(spec, kind=kind, model_dir=Path(model_dir) if model_dir else None,
