@@ -97,7 +97,7 @@ from transformers import AutoModelForCausalLM
 from uqroute.engines.options import resolve_dtype
 torch.set_num_threads(2)
 torch.manual_seed(0)
-ids = torch.randint(100, 40000, (8, 300))
+ids = torch.randint(100, 40000, (4, 200))
 models = {dtype: AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=getattr(torch, dtype)).eval()
           for dtype in ("float32", "bfloat16")}
 runs = {dtype: [] for dtype in models}
@@ -122,7 +122,7 @@ print(json.dumps({"auto": resolve_dtype("auto", "cpu"), "seconds": seconds}))
 @pytest.mark.slow
 @pytest.mark.parametrize("cap", [{}, AVX2_CAP], ids=["this-cpu", "capped-to-avx2"])
 def test_auto_is_the_faster_dtype_for_a_smollm2_prefill_on_this_machine(smollm2_dir, cap):
-    """SmolLM2-135M prefill of 8 x 300 tokens timed in float32 and bfloat16 by turns (best of 3, or one round
+    """SmolLM2-135M prefill of 4 x 200 tokens timed in float32 and bfloat16 by turns (best of 3, or one round
     that differs by more than 3x; 2 threads): the dtype ``auto`` picks must be the faster one here, and again
     with PyTorch capped to AVX2."""
     import json

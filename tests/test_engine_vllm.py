@@ -163,9 +163,11 @@ def test_p_true_matches_the_hf_engine(engines, items, greedy):
 
     prompts = PromptSet.load()
     hf_replies, _ = greedy
-    # Every other item, two of each dataset: vLLM prefills each (question, candidate token) pair on its own
-    # (12 pairs a question for Gemma's candidates), and the other half would only repeat the same path.
-    asked = [prompts.ptrue(item, reply.text) for item, reply in zip(items.to_dict("records"), hf_replies)][::2]
+    # One item of each dataset: vLLM prefills each (question, candidate token) pair on its own (12 pairs a
+    # question for Gemma's candidates), and more items of a dataset would only repeat the same path.
+    per_dataset = len(items) // items["dataset"].nunique()
+    asked = [prompts.ptrue(item, reply.text)
+             for item, reply in zip(items.to_dict("records"), hf_replies)][::per_dataset]
     candidates = list(prompts.ptrue_candidates)
     expected = engines.hf.next_token_probs(asked, candidates)
     got = engines.vllm.next_token_probs(asked, candidates)

