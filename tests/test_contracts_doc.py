@@ -68,3 +68,16 @@ def test_the_data_tables_types_are_the_schema_the_code_pins(tmp_path):
     pq.write_table(ITEM_SCHEMA.empty_table(), tmp_path / "data.parquet")
     stored = [(field.name, str(field.type)) for field in pq.read_schema(tmp_path / "data.parquet")]
     assert list(documented_contracts()[paths.template("data")].columns) == stored
+
+
+def test_the_docs_send_no_reader_outside_the_repository():
+    """The repository stands alone: no page points to files beside the clone (design notes, the paper's text, the
+    data folder's own notes). A config may still name a data folder there; a page says what the folder holds."""
+    from uqroute import REPO_ROOT
+
+    pages = [REPO_ROOT / "README.md", *REPO_ROOT.glob("docs/*.md"), *REPO_ROOT.glob("config/*.md"),
+             *REPO_ROOT.glob("bench/*.md"), *REPO_ROOT.glob("profiles/**/*.md")]
+    outside = re.compile(r"(?<![./])\.\./\w|ARCHITECTURE\.md|STYLE\.md|SOURCES\.md|design notes")
+    pointing = {str(page.relative_to(REPO_ROOT)): match.group(0)
+                for page in pages for match in [outside.search(page.read_text())] if match}
+    assert len(pages) > 4 and not pointing, pointing

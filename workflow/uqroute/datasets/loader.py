@@ -112,7 +112,7 @@ def load_split(dataset: str, split: str, data_dir: Path | None = None) -> pd.Dat
     Args:
         dataset: one of DATASET_NAMES.
         split: "test" or "train" (which source split each maps to is in the registry).
-        data_dir: folder of the local files (shared/data); None loads from the Hugging Face hub.
+        data_dir: folder of the local files (the config's data_dir); None loads from the Hugging Face hub.
 
     Returns:
         DataFrame with columns ITEM_COLUMNS, one row per question, in source order.
