@@ -39,6 +39,42 @@ def test_embedded_default_dry_run_plans_jobs(tmp_path):
     assert rules["generate_cell"] == 4 and rules["all"] == 1
 
 
+# Where the embedded default departs from the schema's defaults (which are the paper's settings), each with its
+# reason beside it in config/config.yaml. Any other key it states must equal the schema's default.
+EMBEDDED_CHOICES = {"data_dir", "subset.max_test", "subset.max_train", "engines", "generation.part_size",
+                    "generation.one_job_per", "hidden.part_size", "calibration.methods", "calibration.n_bins",
+                    "calibration.fraction"}
+
+
+def test_the_embedded_default_states_the_schema_defaults_but_for_its_own_choices():
+    from uqroute.io import load_schema
+
+    def stated(config: dict, schema: dict, prefix: str = ""):
+        """(key, stated value, schema default) of every key the config states that has a default."""
+        for key, value in config.items():
+            rule = schema.get("properties", {}).get(key, {})
+            if isinstance(value, dict) and "properties" in rule:
+                yield from stated(value, rule, f"{prefix}{key}.")
+            elif "default" in rule:
+                yield f"{prefix}{key}", value, rule["default"]
+
+    keys = list(stated(yaml.safe_load(EMBEDDED_CONFIG.read_text()), load_schema("config")))
+    assert len(keys) > 30
+    assert {key for key, value, default in keys if value != default} == EMBEDDED_CHOICES
+
+
+def test_the_config_schema_takes_the_engine_kinds_and_dtypes_the_engines_know():
+    """The engine kinds live in the model registry's schema (uqroute.models.ENGINE_KINDS), the dtypes in
+    uqroute.engines.options; the config schema, a separate file Snakemake validates with, must list the same."""
+    from uqroute.engines.options import AUTO_DTYPE, DTYPES, KIND_ONLY
+    from uqroute.io import load_schema
+    from uqroute.models import ENGINE_KINDS
+
+    engine = load_schema("config")["properties"]["engines"]["additionalProperties"]["properties"]
+    assert sorted(engine["kind"]["enum"]) == sorted(ENGINE_KINDS) == sorted(KIND_ONLY)
+    assert sorted(engine["dtype"]["enum"]) == sorted((*DTYPES, AUTO_DTYPE))
+
+
 @pytest.mark.parametrize(
     "overrides, named",
     [

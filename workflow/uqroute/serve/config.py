@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from uqroute.datasets import TASK_TYPES
 from uqroute.io import load_schema, load_yaml
+from uqroute.models import ENGINE_KINDS
 from uqroute.uq.registry import METHODS, method_spec
 
 
@@ -27,7 +28,6 @@ def served_methods() -> list[str]:
     engine and a probe file the workflow wrote."""
     return [name for name, spec in METHODS.items() if spec.not_served is None]
 
-SLM_KINDS = ("hf", "vllm", "openai")
 ON_FAILURE = ("fallback", "error")
 
 # Strict: YAML's `true` is not the number 1, nor "8000" a port.
@@ -58,7 +58,7 @@ class _Section(BaseModel):
 
 class SLMSettings(_Section):
     model: RequiredText
-    kind: Literal[SLM_KINDS] = "hf"  # type: ignore[valid-type]
+    kind: Literal[ENGINE_KINDS] = "hf"  # type: ignore[valid-type]
     model_dir: str | None = None
     # An open mapping, replaced whole; the engine rejects what it does not know.
     engine_options: dict[str, Any] = {"device": "cpu", "dtype": "auto", "batch_size": 16, "threads": 1}
