@@ -318,12 +318,13 @@ def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path)
 
 
 def test_every_figure_family_has_a_drawing_a_report_caption_and_a_path():
-    """A family is declared once (uqroute.figure_families); its drawing, caption and path are found by its name."""
+    """A family is declared once (uqroute.figure_families): its tables and drawing are in the declaration, its
+    path derives from it, and its caption is found by its name."""
     from uqroute import REPO_ROOT
     from uqroute.figure_families import FIGURE_FAMILIES
 
-    assert list(figures.FIGURES) == list(FIGURE_FAMILIES)
     for family in FIGURE_FAMILIES.values():
+        assert callable(family.draw) and callable(family.tables)
         assert (REPO_ROOT / "workflow" / "report" / f"{family.name}.rst").is_file(), family.name
         fields = {field: f"<{field}>" for field in family.scope}
         stem = "/".join(["figures", family.name, *fields.values()])
@@ -332,6 +333,34 @@ def test_every_figure_family_has_a_drawing_a_report_caption_and_a_path():
         "labels": {"LLM": "{llm}", "dataset": "{dataset}", "figure": "accuracy vs routing ratio"},
         "subcategory": "{llm}"}
     assert FIGURE_FAMILIES["auroc_heatmaps"].report_options() == {}
+
+
+def test_a_figure_reads_the_tables_of_the_cells_it_shows():
+    """The inputs of a family's own figure (one cell) and of a paper figure (the pairs it names)."""
+    from uqroute.figure_families import FIGURE_FAMILIES
+    from uqroute.plan import Grid
+
+    grid = Grid({"slms": list(SLMS), "llms": [LLM], "datasets": list(DATASETS), "methods": list(METHODS),
+                 "calibration": {"methods": ["perplexity"]}})
+    routing = FIGURE_FAMILIES["routing_curves"]
+    inputs = routing.inputs(grid, routing.cell_pairs(grid, llm=LLM, dataset="piqa"), "results")
+    assert inputs["curves"] == [paths.results_path("results", "routing", slm=slm, llm=LLM, dataset="piqa", method=m)
+                                for slm in SLMS for m in METHODS]
+    assert inputs["uq"] == [paths.results_path("results", "uq", slm=slm, dataset="piqa", method=m)
+                            for slm in SLMS for m in METHODS]
+    distributions = FIGURE_FAMILIES["confidence_distributions"]
+    assert distributions.cell_pairs(grid, slm="slm-b") == [("slm-b", m) for m in METHODS]
+    panels = [("slm-b", "p_true"), ("slm-a", "perplexity")]  # a paper figure's panels, in its order
+    assert distributions.inputs(grid, panels, "r")["uq"] == [
+        paths.results_path("r", "uq", slm=slm, dataset=d, method=m) for d in DATASETS for slm, m in panels]
+    generalization = FIGURE_FAMILIES["generalization"].inputs(grid, [(LLM, "boolq")], "r")
+    assert [paths.cell_of(p, "generalization")["method"] for p in generalization["generalization"]] == [
+        "perplexity", "perplexity"]  # calibrated methods only, per SLM
+    assert FIGURE_FAMILIES["ratio_fidelity"].inputs(grid, [], "r")["generalization"] == [
+        paths.results_path("r", "generalization", slm=slm, llm=LLM, method="perplexity", dataset=d)
+        for slm in SLMS for d in DATASETS]
+    assert FIGURE_FAMILIES["auroc_heatmaps"].inputs(grid, [], "r") == {
+        "alignment": [paths.results_path("r", "alignment")]}
 
 
 def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, monkeypatch):

@@ -275,45 +275,12 @@ def all_figures():
     return figures
 
 
-# The tables a figure of each family reads, given the (LLM, dataset) pairs it shows ((SLM, method) pairs for the
-# confidence distributions): a family's own figure shows the one cell its wildcards name, a paper figure the
-# cells its caption names. Keys: the names of uqroute.figure_families.
-
-
-def _routing_inputs(pairs):
-    return {
-        "curves": [routing_file(slm, llm, dataset, method)
-                   for llm, dataset in pairs for slm in SLMS for method in METHODS],
-        "uq": [uq_file(slm, dataset, method) for _, dataset in pairs for slm in SLMS for method in METHODS],
-    }
-
-
-def _generalization_inputs(pairs):
-    cells = [(slm, llm, dataset, method) for llm, dataset in pairs for slm in SLMS for method in CALIBRATION_METHODS]
-    return {
-        "generalization": [path("generalization", slm=s, llm=l, method=m, dataset=d) for s, l, d, m in cells],
-        "routing": [routing_file(s, l, d, m) for s, l, d, m in cells],
-    }
-
-
-FIGURE_INPUTS = {
-    "auroc_heatmaps": lambda pairs: {"alignment": path("alignment")},
-    "routing_curves": _routing_inputs,
-    "relative_accuracy": lambda pairs: {"relative": path("relative_accuracy"), "alignment": path("alignment")},
-    "confidence_distributions": lambda pairs: {
-        "uq": [uq_file(slm, dataset, method) for dataset in DATASETS for slm, method in pairs]},
-    "generalization": _generalization_inputs,
-    "ratio_fidelity": lambda pairs: {"generalization": all_generalization()},
-}
-
-
 def figure_inputs(family):
     """The input function of ``family``'s rule: the tables of the one figure its wildcards name."""
 
     def inputs(wildcards):
-        if "slm" in family.scope:
-            return FIGURE_INPUTS[family.name]([(wildcards.slm, method) for method in METHODS])
-        return FIGURE_INPUTS[family.name]([(wildcards.llm, wildcards.dataset)] if family.scope else [])
+        cell = {field: getattr(wildcards, field) for field in family.scope}
+        return family.inputs(GRID, family.cell_pairs(GRID, **cell), RESULTS)
 
     return inputs
 
@@ -325,7 +292,7 @@ def paper_figure_inputs(wildcards):
     if missing:
         raise ValueError(f"paper figure {wildcards.number} ({figure.caption}) needs {', '.join(missing)}, which "
                          "the config does not list; build it with --configfile config/paper.yaml")
-    return FIGURE_INPUTS[figure.family](figure.pairs)
+    return FIGURE_FAMILIES[figure.family].inputs(GRID, figure.pairs, RESULTS)
 
 
 def all_paper_figures():

@@ -7,8 +7,8 @@ localrules:
     paper_figures,
 
 
-# One rule per figure family (uqroute.figure_families), named figure_<family>: its inputs are FIGURE_INPUTS'
-# (common.smk), its drawing uqroute.jobs.figures.FIGURES', its caption workflow/report/<family>.rst.
+# One rule per figure family (uqroute.figure_families), named figure_<family>: its declaration gives the
+# tables it reads and its drawing; its caption is workflow/report/<family>.rst.
 for family in FIGURE_FAMILIES.values():
 
     rule:

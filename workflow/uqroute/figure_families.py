@@ -1,15 +1,36 @@
-"""The figure families, declared once: what one figure is drawn for and where the report files it.
+"""The figure families, each declared once: what one figure is drawn for, which tables it reads, how it is
+drawn and where the report files it.
 
-Light on purpose (the workflow reads it while it builds the DAG). The rest of a family is found by its
-name: its results path is derived here (``uqroute.paths``), its drawing is
-``uqroute.jobs.figures.FIGURES[name]``, its inputs are ``FIGURE_INPUTS[name]`` in workflow/rules/common.smk,
-and its report caption is ``workflow/report/<name>.rst``. The figures stage makes one rule per family from
-this list, and ``snakemake figures`` draws every figure of every family.
+A family's results path is derived from its declaration (``uqroute.paths``); the figures stage makes one rule
+per family from :data:`FIGURE_FAMILIES`, whose inputs are :meth:`FigureFamily.inputs`; the figure job
+(``uqroute.jobs.figures``) calls its ``draw``; its report caption is ``workflow/report/<name>.rst``. The paper's
+numbered figures (``uqroute.paper_figures``) name a family and the cells it shows, and go through the same
+``inputs`` and ``draw``. ``snakemake figures`` draws every figure of every family.
+
+Light to import: the workflow reads this while it builds the DAG; the plotting code loads when a figure is
+drawn.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
+
+import pandas as pd
+
+from .io import read_parquet, read_tagged
+from .paper_figures import PaperFigure
+
+if TYPE_CHECKING:
+    from .plan import Grid
+
+Inputs = Mapping[str, Sequence[str]]
+Selection = Optional[PaperFigure]
+# The cells one figure shows: (LLM, dataset) pairs, or (SLM, method) pairs for the confidence distributions.
+Pairs = Sequence[tuple[str, str]]
+# An input table: its results path kind and the fields that fill it (uqroute.paths).
+Table = tuple[str, dict[str, str]]
 
 # How the Snakemake report labels a figure's wildcard.
 _LABELS = {"llm": "LLM", "dataset": "dataset", "slm": "SLM"}
@@ -19,12 +40,16 @@ _LABELS = {"llm": "LLM", "dataset": "dataset", "slm": "SLM"}
 class FigureFamily:
     """``scope``: the wildcards of one figure: ``()`` for one figure of the whole grid, ``("llm", "dataset")``
     for one per LLM and dataset, ``("slm",)`` for one per SLM. ``category``: the report's section.
-    ``title``: the report's label of a figure drawn per cell (families with a scope)."""
+    ``title``: the report's label of a figure drawn per cell (families with a scope). ``tables``: the named
+    input tables of a figure showing ``pairs`` of a grid. ``draw``: draws one figure from those tables (named
+    inputs, each a list of paths) to a PNG and the PDF beside it; a paper figure also passes its selection."""
 
     name: str
     scope: tuple[str, ...]
     category: str
-    title: str | None = None
+    title: str | None
+    tables: Callable[[Grid, Pairs], dict[str, list[Table]]]
+    draw: Callable[[Inputs, str, Selection], None]
 
     @property
     def kind(self) -> str:
@@ -45,12 +70,155 @@ class FigureFamily:
             options["subcategory"] = "{llm}"
         return options
 
+    def cell_pairs(self, grid: Grid, **cell: str) -> list[tuple[str, str]]:
+        """The pairs the family's own figure of one cell (its scope's wildcards) shows."""
+        if "slm" in self.scope:
+            return [(cell["slm"], method) for method in grid.methods]
+        return [(cell["llm"], cell["dataset"])] if self.scope else []
+
+    def inputs(self, grid: Grid, pairs: Pairs, results: str) -> dict[str, list[str]]:
+        """The results paths of the tables a figure showing ``pairs`` reads."""
+        from .paths import results_path
+
+        return {name: [results_path(results, kind, **fields) for kind, fields in tables]
+                for name, tables in self.tables(grid, pairs).items()}
+
+
+# ---- the tables each family reads ------------------------------------------------------------------------
+
+
+def _routing(slm: str, llm: str, dataset: str, method: str) -> Table:
+    return "routing", dict(slm=slm, llm=llm, dataset=dataset, method=method)
+
+
+def _uq(slm: str, dataset: str, method: str) -> Table:
+    return "uq", dict(slm=slm, dataset=dataset, method=method)
+
+
+def _generalization(slm: str, llm: str, dataset: str, method: str) -> Table:
+    return "generalization", dict(slm=slm, llm=llm, method=method, dataset=dataset)
+
+
+def _alignment_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+    return {"alignment": [("alignment", {})]}
+
+
+def _routing_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+    return {
+        "curves": [_routing(slm, llm, dataset, method)
+                   for llm, dataset in pairs for slm in grid.slms for method in grid.methods],
+        "uq": [_uq(slm, dataset, method) for _, dataset in pairs for slm in grid.slms for method in grid.methods],
+    }
+
+
+def _relative_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+    return {"relative": [("relative_accuracy", {})], "alignment": [("alignment", {})]}
+
+
+def _distribution_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+    return {"uq": [_uq(slm, dataset, method) for dataset in grid.datasets for slm, method in pairs]}
+
+
+def _generalization_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+    cells = [(slm, llm, dataset, method)
+             for llm, dataset in pairs for slm in grid.slms for method in grid.calibration_methods]
+    return {"generalization": [_generalization(*cell) for cell in cells], "routing": [_routing(*cell) for cell in cells]}
+
+
+def _fidelity_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+    return {"generalization": [_generalization(slm, llm, dataset, method)
+                               for slm in grid.slms for llm in grid.llms for method in grid.calibration_methods
+                               for dataset in grid.datasets]}
+
+
+# ---- drawing: read the tables, call uqroute.figures ---------------------------------------------------------
+
+
+def _stem(output_png: str) -> str:
+    return str(Path(output_png).with_suffix(""))
+
+
+def _methods(paths: Sequence[str], kind: str) -> list[str]:
+    """Every method of a figure's cells, also those whose tables are empty (shown with a note)."""
+    from .paths import cell_of
+
+    return list(dict.fromkeys(cell_of(path, kind)["method"] for path in paths))
+
+
+def draw_auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    from . import figures
+
+    table = read_parquet(inputs["alignment"][0])
+    if selection is not None:
+        table = table[table["dataset"].isin(selection.datasets)]
+    figures.plot_auroc_heatmaps(table, _stem(output_png))
+
+
+def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    from . import figures
+    from .paths import cells_of
+
+    no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
+                     if not read_parquet(path, ["valid"])["valid"].any()}
+    figures.plot_routing_curves(read_tagged(inputs["curves"], "routing"), _stem(output_png),
+                                no_confidence=no_confidence)
+
+
+def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    from . import figures
+    from .analysis.alignment import cells_without_confidence
+    from .paths import cell_of
+
+    if selection is None:
+        cell = cell_of(output_png, "figure_relative_accuracy")
+        pairs = [(cell["llm"], cell["dataset"])]
+    else:
+        pairs = list(selection.pairs)
+    table = read_parquet(inputs["relative"][0])
+    chosen = pd.MultiIndex.from_frame(table[["llm", "dataset"]]).isin(pairs)
+    figures.plot_relative_accuracy(table[chosen], _stem(output_png),
+                                   no_confidence=cells_without_confidence(read_parquet(inputs["alignment"][0])))
+
+
+def draw_confidence_distributions(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    from . import figures
+
+    # A paper figure names its (SLM, method) panels; the workflow's own figure draws them all.
+    figures.plot_confidence_distributions(read_tagged(inputs["uq"], "uq"), _stem(output_png),
+                                          panels=selection.pairs if selection is not None else None)
+
+
+def draw_generalization(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    from . import figures
+
+    figures.plot_generalization(read_tagged(inputs["generalization"], "generalization"),
+                                read_tagged(inputs["routing"], "routing"), _stem(output_png),
+                                methods=_methods(inputs["generalization"], "generalization"))
+
+
+def draw_ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    from . import figures
+
+    figures.plot_ratio_fidelity(read_tagged(inputs["generalization"], "generalization"), _stem(output_png),
+                                methods=_methods(inputs["generalization"], "generalization"))
+
 
 FIGURE_FAMILIES: dict[str, FigureFamily] = {family.name: family for family in (
-    FigureFamily("auroc_heatmaps", (), "2. Alignment"),
-    FigureFamily("routing_curves", ("llm", "dataset"), "3. Routing", "accuracy vs routing ratio"),
-    FigureFamily("relative_accuracy", ("llm", "dataset"), "4. Relative accuracy", "relative accuracy"),
-    FigureFamily("confidence_distributions", ("slm",), "5. Confidence distributions", "confidence distributions"),
-    FigureFamily("generalization", ("llm", "dataset"), "6. Generalization", "calibration data vs ground truth"),
-    FigureFamily("ratio_fidelity", (), "6. Generalization"),
+    FigureFamily("auroc_heatmaps", (), "2. Alignment", None, _alignment_tables, draw_auroc_heatmaps),
+    FigureFamily("routing_curves", ("llm", "dataset"), "3. Routing", "accuracy vs routing ratio",
+                 _routing_tables, draw_routing_curves),
+    FigureFamily("relative_accuracy", ("llm", "dataset"), "4. Relative accuracy", "relative accuracy",
+                 _relative_tables, draw_relative_accuracy),
+    FigureFamily("confidence_distributions", ("slm",), "5. Confidence distributions", "confidence distributions",
+                 _distribution_tables, draw_confidence_distributions),
+    FigureFamily("generalization", ("llm", "dataset"), "6. Generalization", "calibration data vs ground truth",
+                 _generalization_tables, draw_generalization),
+    FigureFamily("ratio_fidelity", (), "6. Generalization", None, _fidelity_tables, draw_ratio_fidelity),
 )}
+
+
+def figure_family(name: str) -> FigureFamily:
+    try:
+        return FIGURE_FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown figure family {name!r}; known: {', '.join(FIGURE_FAMILIES)}") from None
