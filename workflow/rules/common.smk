@@ -168,7 +168,7 @@ def uq_inputs(wildcards):
 
 def holdout_uq_inputs(wildcards):
     """Test cells of every dataset but the hold-out, and the train splits of the same datasets (never the hold-out's)."""
-    slm, others = wildcards.slm, [other for other in DATASETS if other != wildcards.dataset]
+    slm, others = wildcards.slm, GRID.other_datasets(wildcards.dataset)
     return {
         "questions": [path("data", dataset=other, split="test") for other in others],
         "greedy": [pass_output(slm, other, "test", "greedy") for other in others],
@@ -217,7 +217,7 @@ def calibration_uq(wildcards):
     that learns from other datasets (the OOD probe) its scores from probes that never saw the hold-out."""
     if method_spec(wildcards.method).needs_train == "other_datasets":
         return [path("holdout_uq", slm=wildcards.slm, method=wildcards.method, dataset=wildcards.dataset)]
-    return [uq_file(wildcards.slm, other, wildcards.method) for other in DATASETS if other != wildcards.dataset]
+    return [uq_file(wildcards.slm, other, wildcards.method) for other in GRID.other_datasets(wildcards.dataset)]
 
 
 def truncation_inputs():

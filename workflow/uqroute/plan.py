@@ -14,7 +14,7 @@ from .datasets import DATASET_NAMES, dataset_info
 from .datasets import probe_training as dataset_probe_training
 from .engines.options import engine_kind, job_engine_options, job_gpus
 from .models import model_spec
-from .passes import GENERATING_PASSES, GRADED_PASSES, PASS_NAMES, pass_settings
+from .passes import GENERATING_PASSES, GRADED_PASSES, PASS_NAMES, pass_settings, pass_spec
 from .uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
 
 UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
@@ -87,13 +87,18 @@ class Grid:
         """How the trained probe of ``dataset`` learns: ``in_domain`` (its train split) or ``crossfit``."""
         return dataset_probe_training(dataset, local=self.config["data_dir"] is not None)
 
+    def other_datasets(self, dataset: str) -> list[str]:
+        """The grid's datasets but ``dataset``: what an OOD probe of ``dataset`` learns from, and what the
+        calibration data for ``dataset`` as a hold-out pools."""
+        return [other for other in self.datasets if other != dataset]
+
     def train_datasets(self, method: str, dataset: str) -> list[str]:
         """Datasets whose train split a probe of ``method`` learns from when scoring ``dataset``."""
         spec = method_spec(method)
         if spec.needs_train == "in_domain":
             return [dataset] if self.probe_training(dataset) == "in_domain" else []
         if spec.needs_train == "other_datasets":
-            return [other for other in self.datasets if other != dataset]
+            return self.other_datasets(dataset)
         return []
 
     def probe_settings(self, method: str, dataset: str | None = None) -> dict[str, Any]:
@@ -101,10 +106,11 @@ class Grid:
         (the trained probe of ``dataset``; the OOD probe learns from other datasets, whichever it scores)."""
         if method not in PROBE_METHODS:
             return {}
+        in_domain = method_spec(method).needs_train == "in_domain"
         settings = dict(self.config["probe"])
-        if not (method == "trained_probe" and self.probe_training(dataset) == "crossfit"):
+        if not (in_domain and self.probe_training(dataset) == "crossfit"):
             settings.pop("crossfit_folds", None)
-        settings.pop("ood_lr" if method == "trained_probe" else "lr", None)
+        settings.pop("ood_lr" if in_domain else "lr", None)
         return settings
 
     @cached_property
@@ -161,7 +167,7 @@ class Grid:
     def model_runtime(self, model: str, pass_name: str = "greedy") -> int:
         """Minutes for one (model, dataset, split) pass on the paper's sizes; sampling costs n_samples greedy
         runs."""
-        factor = self.config["generation"]["n_samples"] if pass_name == "sample" else 1
+        factor = self.config["generation"]["n_samples"] if pass_spec(pass_name).sampled else 1
         return int(60 + 30 * factor * max(1.0, (model_spec(model).params_b or 1.0) / 8))
 
     def api_requests(self, model: str) -> int:
