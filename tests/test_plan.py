@@ -60,6 +60,30 @@ def test_the_grid_reads_every_train_split_when_an_ood_probe_is_released():
     assert Grid(config).trained_on == [dataset for dataset in EMBEDDED["datasets"] if dataset != "boolq"]
 
 
+def test_the_truncation_count_reads_every_generating_pass_table_of_the_grid():
+    local = Grid(EMBEDDED)
+    tables = local.generated_tables
+    slm, llm = EMBEDDED["slms"][0], EMBEDDED["llms"][0]
+    # ptrue generates no reply; the SLM's greedy pass on every train split (the OOD probe is released).
+    assert {t[3] for t in tables if t[:3] == (slm, "boolq", "test")} == {"greedy", "sample", "verbal1s", "verbal2s"}
+    assert [t for t in tables if t[2] == "train"] == [(slm, d, "train", "greedy") for d in EMBEDDED["datasets"]]
+    assert [t for t in tables if t[0] == llm] == [(llm, d, "test", "greedy") for d in EMBEDDED["datasets"]]
+    assert len(tables) == len(set(tables)) == 4 * 4 + 4 + 4
+    # An LLM that is also an SLM shares the SLM's greedy pass.
+    shared = Grid({**EMBEDDED, "llms": [slm]}).generated_tables
+    assert len(shared) == len(set(shared)) == 4 * 4 + 4
+
+
+def test_each_figure_family_draws_one_figure_per_value_of_its_scope():
+    from uqroute.figure_families import FIGURE_FAMILIES
+
+    paper = Grid(PAPER)
+    assert FIGURE_FAMILIES["auroc_heatmaps"].cells(paper) == [{}]
+    assert FIGURE_FAMILIES["confidence_distributions"].cells(paper) == [{"slm": slm} for slm in PAPER["slms"]]
+    assert FIGURE_FAMILIES["routing_curves"].cells(paper) == [
+        {"llm": llm, "dataset": dataset} for llm in PAPER["llms"] for dataset in PAPER["datasets"]]
+
+
 def test_probe_settings_reach_probe_jobs_only_with_what_their_probe_reads():
     local = Grid(EMBEDDED)
     assert local.probe_settings("perplexity", "piqa") == {}

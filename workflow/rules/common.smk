@@ -5,7 +5,6 @@
 # only turn its plans into paths. Each path is spelled once, in uqroute.paths; each setting reaches only
 # the jobs whose output depends on it.
 
-from itertools import product
 from pathlib import Path
 
 from snakemake.logging import logger
@@ -17,7 +16,7 @@ from uqroute.gguf import check_model_files
 from uqroute.jobs import run_job
 from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
-from uqroute.passes import GENERATING_PASSES, GRADED_PASSES, NEEDS_GREEDY
+from uqroute.passes import GRADED_PASSES, NEEDS_GREEDY
 from uqroute.plan import UNGRADED_PASSES, Grid
 from uqroute.uq.registry import method_spec
 from uqroute.warm import WarmPool, default_workers
@@ -222,10 +221,7 @@ def calibration_uq(wildcards):
 
 def truncation_inputs():
     """Every generating pass table the analysis reads, and the model folders that hold their tokenizers."""
-    slm_passes = [name for name in GRID.slm_test_passes if name in GENERATING_PASSES]
-    gen = [pass_output(slm, dataset, "test", name) for slm in SLMS for dataset in DATASETS for name in slm_passes]
-    gen += [pass_output(slm, dataset, "train", "greedy") for slm in SLMS for dataset in GRID.trained_on]
-    gen += [llm_greedy(llm, dataset) for llm in LLMS if llm not in SLMS for dataset in DATASETS]
+    gen = [pass_output(*table) for table in GRID.generated_tables]
     folders = [path("model_dir", model=slm) for slm in GRID.retokenized_slms if model_spec(slm).is_gguf]
     return {"gen": gen, "models": folders}
 
@@ -267,12 +263,8 @@ def figure_output(kind, ext):
 
 def all_figures():
     """Every figure of every family: one per value of the family's scope (e.g. per LLM and dataset)."""
-    values = {"llm": LLMS, "dataset": DATASETS, "slm": SLMS}
-    figures = []
-    for family in FIGURE_FAMILIES.values():
-        for cell in product(*(values[field] for field in family.scope)):
-            figures += figure_files(family.kind, **dict(zip(family.scope, cell)))
-    return figures
+    return [path for family in FIGURE_FAMILIES.values() for cell in family.cells(GRID)
+            for path in figure_files(family.kind, **cell)]
 
 
 def figure_inputs(family):

@@ -14,6 +14,7 @@ drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
@@ -69,6 +70,11 @@ class FigureFamily:
         if "llm" in self.scope:
             options["subcategory"] = "{llm}"
         return options
+
+    def cells(self, grid: Grid) -> list[dict[str, str]]:
+        """The wildcards of each of the family's own figures: one per value of its scope in the grid."""
+        values = {"llm": grid.llms, "dataset": grid.datasets, "slm": grid.slms}
+        return [dict(zip(self.scope, cell)) for cell in product(*(values[field] for field in self.scope))]
 
     def cell_pairs(self, grid: Grid, **cell: str) -> list[tuple[str, str]]:
         """The pairs the family's own figure of one cell (its scope's wildcards) shows."""

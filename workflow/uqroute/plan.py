@@ -136,6 +136,18 @@ class Grid:
         text_only = set(GENERATING_PASSES) - {"greedy"}
         return list(self.slms) if set(self.slm_test_passes) & text_only else []
 
+    @cached_property
+    def generated_tables(self) -> list[tuple[str, str, str, str]]:
+        """(model, dataset, split, pass) of every generating pass table the grid makes: the SLMs' test passes, their
+        greedy pass on the train splits the grid reads, and each LLM's greedy pass (an LLM that is also an SLM
+        shares the SLM's)."""
+        slm_passes = [name for name in self.slm_test_passes if name in GENERATING_PASSES]
+        tables = [(slm, dataset, "test", name) for slm in self.slms for dataset in self.datasets for name in slm_passes]
+        tables += [(slm, dataset, "train", "greedy") for slm in self.slms for dataset in self.trained_on]
+        tables += [(llm, dataset, "test", "greedy") for llm in self.llms if llm not in self.slms
+                   for dataset in self.datasets]
+        return tables
+
     # ---- engines and resources ---------------------------------------------------------------------
 
     def configured_engine(self, model: str) -> Mapping[str, Any]:
