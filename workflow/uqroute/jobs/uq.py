@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..datasets import load_questions
 from ..io import read_parquet, write_parquet
-from ..passes import PASS_NAMES
+from ..passes import HIDDEN_COLUMNS, PASS_NAMES
 from ..paths import cell_of
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ def training_pairs(hidden: Sequence[str], greedy: Sequence[str]) -> dict[str, tu
         raise ValueError(f"probe training data: hidden states of {sorted(hidden_by)} but greedy answers of "
                          f"{sorted(greedy_by)}")
     return {
-        dataset: (read_parquet(hidden_by[dataset], ["id", "layer", "vector"]),
+        dataset: (read_parquet(hidden_by[dataset], HIDDEN_COLUMNS),
                   read_parquet(greedy_by[dataset], ["id", "correct"]))
         for dataset in hidden_by
     }
@@ -55,7 +55,7 @@ def uq_score(*, method: str, dataset: str, questions: str, output: str, probe: M
         import torch
 
         torch.set_num_threads(threads)
-        probe_inputs = {"hidden": read_parquet(hidden, ["id", "layer", "vector"]), "probe": probe, "dataset": dataset,
+        probe_inputs = {"hidden": read_parquet(hidden, HIDDEN_COLUMNS), "probe": probe, "dataset": dataset,
                         "training": training_pairs(train_hidden, train_greedy)}
     write_parquet(score_method(method, tables, items, **probe_inputs), output)
 
@@ -97,7 +97,7 @@ def holdout_uq(*, method: str, holdout: str, questions: Sequence[str], greedy: S
         if not others:
             raise ValueError(f"holdout_uq without {holdout}: no dataset is left to train {dataset}'s probe on (a "
                              "leak-free pool needs 3 datasets or more); leave ood_probe out of calibration.methods")
-        scores = probes.ood_probe(read_parquet(cells["hidden"][dataset], ["id", "layer", "vector"]),
+        scores = probes.ood_probe(read_parquet(cells["hidden"][dataset], HIDDEN_COLUMNS),
                                   read_parquet(cells["gen"][dataset]), others, settings, dataset=dataset,
                                   questions=load_questions(questions_path, max_questions, subset_seed))
         log.info("%s: OOD probe trained on %s (hold-out %s left out)", dataset, sorted(others), holdout)
