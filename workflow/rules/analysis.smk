@@ -189,7 +189,7 @@ rule truncation:
         path("truncation"),
     params:
         job="analysis.truncation",
-        budgets={key: config["generation"][key] for key in ("max_new_tokens", "verbal_max_new_tokens")},
+        budgets={key: config["generation"][key] for key in BUDGET_SETTINGS},
         tokenizers=tokenizer_sources(),
         max_share=config["analysis"]["max_truncated_share"],
     log:

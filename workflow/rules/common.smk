@@ -16,7 +16,7 @@ from uqroute.gguf import check_model_files
 from uqroute.jobs import run_job
 from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
-from uqroute.passes import GRADED_PASSES, NEEDS_GREEDY
+from uqroute.passes import BUDGET_SETTINGS, GRADED_PASSES, NEEDS_GREEDY
 from uqroute.plan import UNGRADED_PASSES, Grid
 from uqroute.uq.registry import method_spec
 from uqroute.warm import WarmPool, default_workers

@@ -104,12 +104,17 @@ def _verbal1s_prompt(prompts, item, reply, settings, opening) -> Conversation:
     return prompts.verbal1s(item, reasoning=item["task_type"] in reasoned)
 
 
+# The generation settings that hold token budgets: what the passes' budget functions below read.
+ANSWER_BUDGET, VERBAL_BUDGET = "max_new_tokens", "verbal_max_new_tokens"
+BUDGET_SETTINGS = (ANSWER_BUDGET, VERBAL_BUDGET)
+
+
 def _answer_budget(settings, task_type) -> int:
-    return int(settings["max_new_tokens"][task_type])
+    return int(settings[ANSWER_BUDGET][task_type])
 
 
 def _verbal_budget(settings, task_type) -> int:
-    return int(settings["verbal_max_new_tokens"])
+    return int(settings[VERBAL_BUDGET])
 
 
 def _read_greedy(completion, item) -> dict[str, Any]:
@@ -190,12 +195,12 @@ def pass_settings(pass_name: str, generation: Mapping[str, Any], task_types: Seq
         if key not in generation:
             raise KeyError(f"config key generation.{key} is missing (pass {pass_name} reads it)")
         settings[key] = generation[key]
-    if "max_new_tokens" in settings:
-        budgets = settings["max_new_tokens"]
+    if ANSWER_BUDGET in settings:
+        budgets = settings[ANSWER_BUDGET]
         lacking = sorted(set(task_types) - set(budgets))
         if lacking:
-            raise KeyError(f"config key generation.max_new_tokens has no budget for task type(s) {lacking}")
-        settings["max_new_tokens"] = {task: budgets[task] for task in sorted(set(task_types))}
+            raise KeyError(f"config key generation.{ANSWER_BUDGET} has no budget for task type(s) {lacking}")
+        settings[ANSWER_BUDGET] = {task: budgets[task] for task in sorted(set(task_types))}
     if "verbal1s_reasoning" in settings:
         settings["verbal1s_reasoning"] = sorted(set(settings["verbal1s_reasoning"]) & set(task_types))
     return settings
