@@ -115,11 +115,11 @@ def paper_dry_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, float]
 
 
 @pytest.fixture(scope="module")
-def passes_present(paper_dry_run, tmp_path_factory) -> Path:
+def passes_present(tmp_path_factory) -> Path:
     """A results folder holding every model output of the grid (data, graded passes, hidden states) and nothing else,
     all older than the checkout: the state after copying the Parquet files into a fresh clone."""
     workdir = tmp_path_factory.mktemp("reviewer")
-    for job in printed_jobs(paper_dry_run[0].stdout):
+    for job in plan(tmp_path_factory.mktemp("grid"), configfiles=[PAPER]):
         if job["rule"] in MODEL_RULES | {"grade"}:  # the pass tables, graded
             for output in job["output"]:
                 path = workdir / output
@@ -251,9 +251,9 @@ def test_reviewer_rebuilds_figures_without_a_model(passes_present):
     # The model scripts of a fresh clone are newer than the copied Parquet files, and Snakemake's code trigger
     # compares them: with the default triggers every model job is planned again. (Table rules run their script
     # in a warm worker from a `run:` block, whose code is what the trigger compares.)
-    default = printed_job_counts(snakemake(["figures", "--quiet", "rules"], passes_present).stdout)
+    default = count_rules(plan(passes_present, "figures", configfiles=[PAPER]))
     assert default.get("generate") and default.get("generate_replies"), default
-    planned = printed_job_counts(snakemake(["figures", "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
+    planned = count_rules(plan(passes_present, "figures", configfiles=[PAPER], rerun_triggers=["mtime"]))
     assert not MODEL_RULES & set(planned), planned
     assert planned["figure_routing_curves"] == n_llm * n_data
     assert planned["figure_confidence_distributions"] == n_slm
@@ -263,11 +263,11 @@ def test_reviewer_rebuilds_figures_without_a_model(passes_present):
 @slow
 def test_reviewer_names_a_figure_by_its_number(passes_present):
     """`snakemake paper_figures` draws results/paper/fig1.pdf ... fig17.pdf from the tables, without a model."""
-    result = snakemake(["paper_figures", "--rerun-triggers", "mtime"], passes_present)
-    planned = printed_job_counts(result.stdout)
+    planned_jobs = plan(passes_present, "paper_figures", configfiles=[PAPER], rerun_triggers=["mtime"])
+    planned = count_rules(planned_jobs)
     assert not MODEL_RULES & set(planned), planned
     assert planned["paper_figure"] == len(PAPER_FIGURES) == 17 and planned["paper_figures"] == 1
-    jobs = {job["wildcards"]["number"]: job for job in printed_jobs(result.stdout) if job["rule"] == "paper_figure"}
+    jobs = {job["wildcards"]["number"]: job for job in planned_jobs if job["rule"] == "paper_figure"}
     assert sorted(jobs, key=int) == [str(n) for n in range(1, 18)]
     assert jobs["2"]["output"] == ["results/paper/fig2.pdf", "results/paper/fig2.png"]
     # Fig. 2 reads only the routing curves of its two (LLM, dataset) pairs: every SLM and method of each.
@@ -289,10 +289,10 @@ def test_forcerun_on_a_pass_reruns_it_and_what_reads_it(passes_present):
     config = paper_config()
     slm, dataset = config["slms"][0], config["datasets"][0]
     target = f"results/uq/{slm}/{dataset}/p_true.parquet"
-    unforced = printed_job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime"], passes_present).stdout)
+    unforced = count_rules(plan(passes_present, target, configfiles=[PAPER], rerun_triggers=["mtime"]))
     assert unforced == {"uq": 1}
-    forced = printed_job_counts(snakemake([target, "--quiet", "rules", "--rerun-triggers", "mtime", "--forcerun", "generate",
-                                   "generate_replies"], passes_present).stdout)
+    forced = count_rules(plan(passes_present, target, configfiles=[PAPER], rerun_triggers=["mtime"],
+                              forcerun=["generate", "generate_replies"]))
     # p(True) reads the greedy pass (replies, then grading) and the ptrue pass.
     assert forced == {"generate": 1, "generate_replies": 1, "grade": 1, "uq": 1}
 

@@ -86,10 +86,11 @@ def parquet_bytes(results: Path) -> dict[str, bytes]:
 
 
 def _dry_run(workdir: Path, targets: Iterable[str], configfiles: Iterable[Path], config: dict | None,
-             forcerun: Iterable[str], collect):
-    """``collect`` applied to every job a dry run of ``targets`` plans, inside the API's context."""
+             forcerun: Iterable[str], collect, rerun_triggers: Iterable[str] | None = None):
+    """``collect`` applied to every job a dry run of ``targets`` plans, inside the API's context;
+    ``rerun_triggers``: names as ``--rerun-triggers`` takes them (default: Snakemake's)."""
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
+    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness, RerunTrigger,
                                           ResourceSettings)
 
     if config is not None:
@@ -99,24 +100,26 @@ def _dry_run(workdir: Path, targets: Iterable[str], configfiles: Iterable[Path],
         workflow = api.workflow(resource_settings=ResourceSettings(cores=1),
                                 config_settings=ConfigSettings(configfiles=[Path(p) for p in configfiles]),
                                 snakefile=SNAKEFILE, workdir=workdir)
-        workflow.dag(DAGSettings(targets=frozenset(targets), forcerun=frozenset(forcerun))).execute_workflow(
-            executor="dryrun")
+        triggers = {} if rerun_triggers is None else {
+            "rerun_triggers": frozenset(RerunTrigger[name.upper()] for name in rerun_triggers)}
+        workflow.dag(DAGSettings(targets=frozenset(targets), forcerun=frozenset(forcerun), **triggers)
+                     ).execute_workflow(executor="dryrun")
         # The API hands out no DAG; its workflow object (private) holds the one the dry run built.
         return [collect(job) for job in workflow._workflow.dag.needrun_jobs(exclude_finished=False)]
 
 
 def plan(workdir: Path, *targets: str, configfiles: Iterable[Path] = (), config: dict | None = None,
-         forcerun: Iterable[str] = ()) -> list[dict[str, Any]]:
+         forcerun: Iterable[str] = (), rerun_triggers: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Every job a dry run of ``targets`` (default: the default target) plans in ``workdir``, through
     Snakemake's API in this process: no interpreter start-up, no printed output to parse.
 
     ``configfiles`` go over the workdir's config/config.yaml (as ``--configfile``); ``config`` is written
     to ``workdir/config/config.yaml`` first. Each job is a dict with ``rule``, ``input``, ``output``
     (lists of paths), ``wildcards`` and ``resources``. A config or data error raises (see :func:`plan_error`).
-    """
+    ``rerun_triggers`` as ``--rerun-triggers`` (e.g. ``["mtime"]``)."""
     jobs = _dry_run(workdir, targets, configfiles, config, forcerun, lambda job: {
         "rule": job.rule.name, "input": [str(p) for p in job.input], "output": [str(p) for p in job.output],
-        "wildcards": dict(job.wildcards), "resources": dict(job.resources)})
+        "wildcards": dict(job.wildcards), "resources": dict(job.resources)}, rerun_triggers)
     return sorted(jobs, key=lambda job: (job["rule"], job["output"]))
 
 
