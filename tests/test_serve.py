@@ -109,6 +109,17 @@ def test_help_of_every_subcommand():
         assert result.returncode == 0 and "usage: uqroute" in result.stdout, result.stderr
 
 
+def test_a_bad_engine_kind_or_failure_mode_on_the_command_line_names_the_key(release, capsys):
+    """argparse lists no choices (the command line imports no registry); the router config refuses the value."""
+    calibration, _, _ = release
+    common = ["serve", "--calibration", str(calibration), "--method", "perplexity", "--ratio", "0.3", "--slm",
+              "smollm2-135m", "--llm", "gemma3-270m", "--llm-base-url", "http://127.0.0.1:9/v1"]
+    code, _, err = _main(capsys, *common, "--slm-kind", "nope")
+    assert code == 2 and "slm.kind: Input should be 'hf', 'vllm' or 'openai', got 'nope'" in err
+    code, _, err = _main(capsys, *common, "--on-llm-failure", "retry")
+    assert code == 2 and "llm.on_failure: Input should be 'fallback' or 'error', got 'retry'" in err
+
+
 def test_mismatched_calibration_file_refuses_to_start_naming_both(release, capsys):
     calibration, _, _ = release
     code, _, err = _main(capsys, "serve", "--calibration", str(calibration), "--method", "p_true", "--ratio", "0.3",
