@@ -62,7 +62,7 @@ def test_the_grid_reads_every_train_split_when_an_ood_probe_is_released():
 
 def test_the_truncation_count_reads_every_generating_pass_table_of_the_grid():
     local = Grid(EMBEDDED)
-    tables = local.generated_tables
+    tables = local.generating_pass_tables
     slm, llm = EMBEDDED["slms"][0], EMBEDDED["llms"][0]
     # ptrue generates no reply; the SLM's greedy pass on every train split (the OOD probe is released).
     assert {t[3] for t in tables if t[:3] == (slm, "boolq", "test")} == {"greedy", "sample", "verbal1s", "verbal2s"}
@@ -70,7 +70,7 @@ def test_the_truncation_count_reads_every_generating_pass_table_of_the_grid():
     assert [t for t in tables if t[0] == llm] == [(llm, d, "test", "greedy") for d in EMBEDDED["datasets"]]
     assert len(tables) == len(set(tables)) == 4 * 4 + 4 + 4
     # An LLM that is also an SLM shares the SLM's greedy pass.
-    shared = Grid({**EMBEDDED, "llms": [slm]}).generated_tables
+    shared = Grid({**EMBEDDED, "llms": [slm]}).generating_pass_tables
     assert len(shared) == len(set(shared)) == 4 * 4 + 4
 
 

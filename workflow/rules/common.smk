@@ -11,7 +11,7 @@ from snakemake.logging import logger
 
 from uqroute import paths
 from uqroute.datasets import DATASET_NAMES, SPLITS, check_data_files
-from uqroute.figure_families import FIGURE_FAMILIES
+from uqroute.figure_families import FIGURE_FAMILIES, figure_family
 from uqroute.gguf import check_model_files
 from uqroute.jobs import run_job
 from uqroute.models import model_spec
@@ -198,13 +198,8 @@ def all_routing():
 
 
 def all_generalization():
-    return [
-        path("generalization", slm=slm, llm=llm, method=method, dataset=dataset)
-        for slm in SLMS
-        for llm in LLMS
-        for method in CALIBRATION_METHODS
-        for dataset in DATASETS
-    ]
+    return [path("generalization", slm=slm, llm=llm, method=method, dataset=dataset)
+            for slm, llm, dataset, method in GRID.generalization_cells]
 
 
 def all_release():
@@ -221,7 +216,7 @@ def calibration_uq(wildcards):
 
 def truncation_inputs():
     """Every generating pass table the analysis reads, and the model folders that hold their tokenizers."""
-    gen = [pass_output(*table) for table in GRID.generated_tables]
+    gen = [pass_output(*table) for table in GRID.generating_pass_tables]
     folders = [path("model_dir", model=slm) for slm in GRID.retokenized_slms if model_spec(slm).is_gguf]
     return {"gen": gen, "models": folders}
 
@@ -263,8 +258,8 @@ def figure_output(kind, ext):
 
 def all_figures():
     """Every figure of every family: one per value of the family's scope (e.g. per LLM and dataset)."""
-    return [path for family in FIGURE_FAMILIES.values() for cell in family.cells(GRID)
-            for path in figure_files(family.kind, **cell)]
+    return [figure for family in FIGURE_FAMILIES.values() for cell in family.cells(GRID)
+            for figure in figure_files(family.kind, **cell)]
 
 
 def figure_inputs(family):
@@ -284,7 +279,7 @@ def paper_figure_inputs(wildcards):
     if missing:
         raise ValueError(f"paper figure {wildcards.number} ({figure.caption}) needs {', '.join(missing)}, which "
                          "the config does not list; build it with --configfile config/paper.yaml")
-    return FIGURE_FAMILIES[figure.family].inputs(GRID, figure.pairs, RESULTS)
+    return figure_family(figure.family).inputs(GRID, figure.pairs, RESULTS)
 
 
 def all_paper_figures():

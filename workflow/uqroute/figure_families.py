@@ -7,8 +7,10 @@ per family from :data:`FIGURE_FAMILIES`, whose inputs are :meth:`FigureFamily.in
 numbered figures (``uqroute.paper_figures``) name a family and the cells it shows, and go through the same
 ``inputs`` and ``draw``. ``snakemake figures`` draws every figure of every family.
 
-Light to import: the workflow reads this while it builds the DAG; the plotting code loads when a figure is
-drawn.
+The workflow reads this module while it builds the DAG, and ``uqroute.paths`` derives its figure templates from
+it: so it imports nothing heavy at the top (pandas, the Parquet readers and the plotting libraries load when a
+figure is drawn), and it imports ``uqroute.paths`` inside functions only (at the top the two would import each
+other).
 """
 
 from __future__ import annotations
@@ -18,9 +20,6 @@ from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
-import pandas as pd
-
-from .io import read_parquet, read_tagged
 from .paper_figures import PaperFigure
 
 if TYPE_CHECKING:
@@ -30,8 +29,8 @@ Inputs = Mapping[str, Sequence[str]]
 Selection = Optional[PaperFigure]
 # The cells one figure shows: (LLM, dataset) pairs, or (SLM, method) pairs for the confidence distributions.
 Pairs = Sequence[tuple[str, str]]
-# An input table: its results path kind and the fields that fill it (uqroute.paths).
-Table = tuple[str, dict[str, str]]
+# Where an input table lives: its results path kind and the fields that fill it (uqroute.paths).
+TableRef = tuple[str, dict[str, str]]
 
 # How the Snakemake report labels a figure's wildcard.
 _LABELS = {"llm": "LLM", "dataset": "dataset", "slm": "SLM"}
@@ -49,7 +48,7 @@ class FigureFamily:
     scope: tuple[str, ...]
     category: str
     title: str | None
-    tables: Callable[[Grid, Pairs], dict[str, list[Table]]]
+    tables: Callable[[Grid, Pairs], dict[str, list[TableRef]]]
     draw: Callable[[Inputs, str, Selection], None]
 
     @property
@@ -93,23 +92,23 @@ class FigureFamily:
 # ---- the tables each family reads ------------------------------------------------------------------------
 
 
-def _routing(slm: str, llm: str, dataset: str, method: str) -> Table:
+def _routing(slm: str, llm: str, dataset: str, method: str) -> TableRef:
     return "routing", dict(slm=slm, llm=llm, dataset=dataset, method=method)
 
 
-def _uq(slm: str, dataset: str, method: str) -> Table:
+def _uq(slm: str, dataset: str, method: str) -> TableRef:
     return "uq", dict(slm=slm, dataset=dataset, method=method)
 
 
-def _generalization(slm: str, llm: str, dataset: str, method: str) -> Table:
+def _generalization(slm: str, llm: str, dataset: str, method: str) -> TableRef:
     return "generalization", dict(slm=slm, llm=llm, method=method, dataset=dataset)
 
 
-def _alignment_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+def _alignment_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     return {"alignment": [("alignment", {})]}
 
 
-def _routing_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+def _routing_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     return {
         "curves": [_routing(slm, llm, dataset, method)
                    for llm, dataset in pairs for slm in grid.slms for method in grid.methods],
@@ -117,24 +116,22 @@ def _routing_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
     }
 
 
-def _relative_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+def _relative_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     return {"relative": [("relative_accuracy", {})], "alignment": [("alignment", {})]}
 
 
-def _distribution_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+def _distribution_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     return {"uq": [_uq(slm, dataset, method) for dataset in grid.datasets for slm, method in pairs]}
 
 
-def _generalization_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
+def _generalization_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     cells = [(slm, llm, dataset, method)
              for llm, dataset in pairs for slm in grid.slms for method in grid.calibration_methods]
     return {"generalization": [_generalization(*cell) for cell in cells], "routing": [_routing(*cell) for cell in cells]}
 
 
-def _fidelity_tables(grid: Grid, pairs: Pairs) -> dict[str, list[Table]]:
-    return {"generalization": [_generalization(slm, llm, dataset, method)
-                               for slm in grid.slms for llm in grid.llms for method in grid.calibration_methods
-                               for dataset in grid.datasets]}
+def _fidelity_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
+    return {"generalization": [_generalization(*cell) for cell in grid.generalization_cells]}
 
 
 # ---- drawing: read the tables, call uqroute.figures ---------------------------------------------------------
@@ -153,6 +150,7 @@ def _methods(paths: Sequence[str], kind: str) -> list[str]:
 
 def draw_auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from . import figures
+    from .io import read_parquet
 
     table = read_parquet(inputs["alignment"][0])
     if selection is not None:
@@ -162,6 +160,7 @@ def draw_auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = 
 
 def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from . import figures
+    from .io import read_parquet, read_tagged
     from .paths import cells_of
 
     no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
@@ -171,8 +170,11 @@ def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = 
 
 
 def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    import pandas as pd
+
     from . import figures
     from .analysis.alignment import cells_without_confidence
+    from .io import read_parquet
     from .paths import cell_of
 
     if selection is None:
@@ -188,6 +190,7 @@ def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection
 
 def draw_confidence_distributions(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from . import figures
+    from .io import read_tagged
 
     # A paper figure names its (SLM, method) panels; the workflow's own figure draws them all.
     figures.plot_confidence_distributions(read_tagged(inputs["uq"], "uq"), _stem(output_png),
@@ -196,6 +199,7 @@ def draw_confidence_distributions(inputs: Inputs, output_png: str, selection: Se
 
 def draw_generalization(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from . import figures
+    from .io import read_tagged
 
     figures.plot_generalization(read_tagged(inputs["generalization"], "generalization"),
                                 read_tagged(inputs["routing"], "routing"), _stem(output_png),
@@ -204,6 +208,7 @@ def draw_generalization(inputs: Inputs, output_png: str, selection: Selection = 
 
 def draw_ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from . import figures
+    from .io import read_tagged
 
     figures.plot_ratio_fidelity(read_tagged(inputs["generalization"], "generalization"), _stem(output_png),
                                 methods=_methods(inputs["generalization"], "generalization"))

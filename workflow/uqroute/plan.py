@@ -137,7 +137,14 @@ class Grid:
         return list(self.slms) if set(self.slm_test_passes) & text_only else []
 
     @cached_property
-    def generated_tables(self) -> list[tuple[str, str, str, str]]:
+    def generalization_cells(self) -> list[tuple[str, str, str, str]]:
+        """(SLM, LLM, dataset, method) of every generalization table: each calibrated method with each dataset
+        as the hold-out its thresholds are applied to."""
+        return [(slm, llm, dataset, method) for slm in self.slms for llm in self.llms
+                for method in self.calibration_methods for dataset in self.datasets]
+
+    @cached_property
+    def generating_pass_tables(self) -> list[tuple[str, str, str, str]]:
         """(model, dataset, split, pass) of every generating pass table the grid makes: the SLMs' test passes, their
         greedy pass on the train splits the grid reads, and each LLM's greedy pass (an LLM that is also an SLM
         shares the SLM's)."""

@@ -18,7 +18,6 @@ as ``uncounted`` and left out of the shares rather than taken for an empty reply
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
@@ -95,7 +94,7 @@ def count_truncation(gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[s
     """
     from ..datasets import dataset_info
     from ..io import read_parquet
-    from ..passes import token_budget
+    from ..passes import ANSWER_BUDGET, token_budget
     from ..paths import cell_of
 
     loaded: dict[str, object] = {}
@@ -123,7 +122,7 @@ def count_truncation(gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[s
             budget = token_budget(cell["pass_name"], budgets, task_type)
         except KeyError as missing:
             key = missing.args[0]
-            key = f"max_new_tokens.{key}" if key == task_type else key
+            key = f"{ANSWER_BUDGET}.{key}" if key == task_type else key
             raise KeyError(f"{path}: config key generation.{key} is missing (the {cell['pass_name']} budget of "
                            f"a {task_type} dataset)") from None
         table = read_parquet(path)

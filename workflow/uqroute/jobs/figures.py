@@ -1,10 +1,6 @@
-"""Jobs of the figures stage: draw one figure with its family's drawing (``uqroute.figure_families``).
-
-The drawing takes the rule's named inputs (each a list of paths) and the PNG output path; the PDF is written
-beside it. What a figure is about (its LLM, dataset or SLM) is read from its output path, or for a paper figure
-(``results/paper/fig<N>``) from :data:`uqroute.paper_figures.PAPER_FIGURES`: its inputs are the selected cells'
-tables, and the two families that read grid-wide tables (the heatmaps and relative accuracy) filter them to the
-selection.
+"""Jobs of the figures stage: draw one figure with its family's drawing (``uqroute.figure_families``), from the
+rule's named inputs to the PNG output and the PDF beside it. A paper figure (``results/paper/fig<N>``) also hands
+the drawing its selection from :data:`uqroute.paper_figures.PAPER_FIGURES`.
 """
 
 from __future__ import annotations
