@@ -13,7 +13,7 @@ from uqroute import REPO_ROOT
 from uqroute.paths import model_cache
 
 DATA_DIR = Path(os.environ.get("UQROUTE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
-# Rows of each local dataset file's (test, train) split: the paper's test sizes, as SOURCES.md counts them.
+# Rows of each local dataset file's (test, train) split, as the data folder's files hold them (the paper's test sizes).
 LOCAL_ROWS = {
     "gsm8k": (1319, 7473),
     "aqua": (254, 254),

@@ -104,7 +104,7 @@ def test_missing_data_file_fails_naming_it_before_any_job(tmp_path):
 
 
 def test_lint_needs_no_data_files(tmp_path, capsys):
-    """A fresh clone without ../shared/data can be read: the file checks run when a run starts."""
+    """A fresh clone without its data folder can be read: the file checks run when a run starts."""
     assert not lint(tmp_path, override(tmp_path, {"data_dir": str(tmp_path / "absent")})), capsys.readouterr().out
 
 
@@ -124,7 +124,7 @@ def test_any_registry_dataset_can_be_built_by_its_file(tmp_path):
 
 @pytest.mark.slow
 def test_snakemake_builds_every_local_test_split(tmp_path, data_dir):
-    """`snakemake results/data/<ds>/test.parquet` for all 13 local datasets, with SOURCES.md's row counts."""
+    """`snakemake results/data/<ds>/test.parquet` for all 13 local datasets, with their files' row counts."""
     targets = [f"results/data/{name}/test.parquet" for name in LOCAL_ROWS]
     result = snakemake(tmp_path, {"data_dir": str(data_dir)}, *targets, cores=2)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""Dataset registry and loaders, checked on the real data files (shared/data)."""
+"""Dataset registry and loaders, checked on the real data files (the tests' data folder, conftest.DATA_DIR)."""
 
 from __future__ import annotations
 

@@ -165,9 +165,8 @@ def test_p_true_matches_the_hf_engine(engines, items, greedy):
     hf_replies, _ = greedy
     # One item of each dataset: vLLM prefills each (question, candidate token) pair on its own (12 pairs a
     # question for Gemma's candidates), and more items of a dataset would only repeat the same path.
-    per_dataset = len(items) // items["dataset"].nunique()
-    asked = [prompts.ptrue(item, reply.text)
-             for item, reply in zip(items.to_dict("records"), hf_replies)][::per_dataset]
+    records, first = items.to_dict("records"), items.groupby("dataset", sort=False).head(1).index
+    asked = [prompts.ptrue(records[i], hf_replies[i].text) for i in first]
     candidates = list(prompts.ptrue_candidates)
     expected = engines.hf.next_token_probs(asked, candidates)
     got = engines.vllm.next_token_probs(asked, candidates)

@@ -119,6 +119,8 @@ def passes_present(tmp_path_factory) -> Path:
     """A results folder holding every model output of the grid (data, graded passes, hidden states) and nothing else,
     all older than the checkout: the state after copying the Parquet files into a fresh clone."""
     workdir = tmp_path_factory.mktemp("reviewer")
+    # An empty workdir has no config/config.yaml for paper.yaml to be merged over (the CLI's
+    # --replace-workflow-config); so do the reviewer tests' plans in `workdir`.
     for job in plan(tmp_path_factory.mktemp("grid"), configfiles=[PAPER]):
         if job["rule"] in MODEL_RULES | {"grade"}:  # the pass tables, graded
             for output in job["output"]:

@@ -26,8 +26,8 @@ OVERLAY = REPO_ROOT / "config" / "vllm-cpu.yaml"
 def vllm_run(tmp_path_factory, data_dir, smollm2_dir, gemma3_dir):
     workdir = tmp_path_factory.mktemp("e2e-vllm")
     config = tiny_config(data_dir, DATASETS)
-    # Six questions a split and a shorter numeric budget: each engine's decoding (the multiarith cell's 50
-    # samples above all) shrinks; the start-ups, which no slice size changes, stay.
+    # Six questions a split and a shorter numeric budget: each engine's decoding (the multiarith cell's samples,
+    # 5 per question, above all) shrinks; the start-ups, which no slice size changes, stay.
     config["subset"].update(max_test=6, max_train=6)
     config["generation"]["max_new_tokens"]["ff_num"] = 24
     # Two datasets leave no third to train a leak-free OOD-probe calibration pool on.
