@@ -27,7 +27,7 @@ from summary import rule_breakdown  # noqa: E402
 
 from uqroute.engines.options import resolve_dtype  # noqa: E402
 from uqroute.machine import cpu_description  # noqa: E402
-from uqroute.paths import results_path  # noqa: E402
+from uqroute.paths import model_folder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # uqroute.engines.vllm_engine.STARTUP_MESSAGE as it appears in a log.
@@ -59,10 +59,10 @@ def main() -> None:
     if results.exists():
         results.rename(stash)
         # The workflow's fp32 model folders (uqroute.paths), kept when asked: the run then skips the conversion.
-        kept, models = (Path(results_path(str(folder), "model_dir", model="")) for folder in (stash, results))
+        kept = model_folder(stash, "")
         if args.keep_models and kept.exists():
             results.mkdir()
-            shutil.copytree(kept, models)
+            shutil.copytree(kept, model_folder(results, ""))
     shutil.rmtree(benchmarks, ignore_errors=True)
     shutil.rmtree(ROOT / "logs", ignore_errors=True)
     configs = ["--configfile", "config/config.yaml", *args.overlay] if args.overlay else []

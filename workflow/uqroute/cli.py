@@ -12,7 +12,6 @@ import os
 import sys
 from typing import Sequence
 
-
 # Command-line flag -> dotted key of config/router.yaml.
 _SERVE_FLAGS = {
     "calibration": "calibration",

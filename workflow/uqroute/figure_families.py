@@ -127,7 +127,8 @@ def _distribution_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
 def _generalization_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     cells = [(slm, llm, dataset, method)
              for llm, dataset in pairs for slm in grid.slms for method in grid.calibration_methods]
-    return {"generalization": [_generalization(*cell) for cell in cells], "routing": [_routing(*cell) for cell in cells]}
+    return {"generalization": [_generalization(*cell) for cell in cells],
+            "routing": [_routing(*cell) for cell in cells]}
 
 
 def _fidelity_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
@@ -137,7 +138,8 @@ def _fidelity_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
 # ---- drawing: read the tables, call uqroute.figures ---------------------------------------------------------
 
 
-def _stem(output_png: str) -> str:
+def figure_stem(output_png: str) -> str:
+    """A figure's path without its format: the drawing writes the PDF beside the PNG."""
     return str(Path(output_png).with_suffix(""))
 
 
@@ -155,7 +157,7 @@ def draw_auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = 
     table = read_parquet(inputs["alignment"][0])
     if selection is not None:
         table = table[table["dataset"].isin(selection.datasets)]
-    figures.plot_auroc_heatmaps(table, _stem(output_png))
+    figures.plot_auroc_heatmaps(table, figure_stem(output_png))
 
 
 def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
@@ -165,7 +167,7 @@ def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = 
 
     no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
                      if not read_parquet(path, ["valid"])["valid"].any()}
-    figures.plot_routing_curves(read_tagged(inputs["curves"], "routing"), _stem(output_png),
+    figures.plot_routing_curves(read_tagged(inputs["curves"], "routing"), figure_stem(output_png),
                                 no_confidence=no_confidence)
 
 
@@ -184,7 +186,7 @@ def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection
         pairs = list(selection.pairs)
     table = read_parquet(inputs["relative"][0])
     chosen = pd.MultiIndex.from_frame(table[["llm", "dataset"]]).isin(pairs)
-    figures.plot_relative_accuracy(table[chosen], _stem(output_png),
+    figures.plot_relative_accuracy(table[chosen], figure_stem(output_png),
                                    no_confidence=cells_without_confidence(read_parquet(inputs["alignment"][0])))
 
 
@@ -193,7 +195,7 @@ def draw_confidence_distributions(inputs: Inputs, output_png: str, selection: Se
     from .io import read_tagged
 
     # A paper figure names its (SLM, method) panels; the workflow's own figure draws them all.
-    figures.plot_confidence_distributions(read_tagged(inputs["uq"], "uq"), _stem(output_png),
+    figures.plot_confidence_distributions(read_tagged(inputs["uq"], "uq"), figure_stem(output_png),
                                           panels=selection.pairs if selection is not None else None)
 
 
@@ -202,7 +204,7 @@ def draw_generalization(inputs: Inputs, output_png: str, selection: Selection = 
     from .io import read_tagged
 
     figures.plot_generalization(read_tagged(inputs["generalization"], "generalization"),
-                                read_tagged(inputs["routing"], "routing"), _stem(output_png),
+                                read_tagged(inputs["routing"], "routing"), figure_stem(output_png),
                                 methods=_methods(inputs["generalization"], "generalization"))
 
 
@@ -210,7 +212,7 @@ def draw_ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = 
     from . import figures
     from .io import read_tagged
 
-    figures.plot_ratio_fidelity(read_tagged(inputs["generalization"], "generalization"), _stem(output_png),
+    figures.plot_ratio_fidelity(read_tagged(inputs["generalization"], "generalization"), figure_stem(output_png),
                                 methods=_methods(inputs["generalization"], "generalization"))
 
 

@@ -5,15 +5,13 @@ the drawing its selection from :data:`uqroute.paper_figures.PAPER_FIGURES`.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..figure_families import Inputs, figure_family
+from ..figure_families import Inputs, figure_family, figure_stem
 from ..paper_figures import paper_figure as paper_figure_spec
 
 
 def _checked_pair(png: str, pdf: str | None) -> str:
     """The PNG path; the drawing writes the PDF beside it, so a PDF output elsewhere is refused."""
-    stem = str(Path(png).with_suffix(""))
+    stem = figure_stem(png)
     if pdf is not None and pdf != stem + ".pdf":
         raise ValueError(f"figure outputs {png} and {pdf}: the PDF is written beside the PNG, as {stem}.pdf")
     return png
