@@ -58,7 +58,7 @@ def main() -> int:
         return 2
 
     from uqroute.datasets import load_split, take_subset
-    from uqroute.grading import extract_item_prediction
+    from uqroute.grading import read_item_reply
     from uqroute.engines import make_engine
     from uqroute.models import model_spec
     from uqroute.prompts import PromptSet
@@ -116,7 +116,7 @@ def main() -> int:
     if not np.all((probs >= 0) & (probs <= 1)):
         failures.append("next-token probabilities outside [0, 1]")
 
-    predictions = [extract_item_prediction(c[0].text, r) for r, c in zip(records, greedy)]
+    predictions = [read_item_reply(c[0].text, r).value for r, c in zip(records, greedy)]
     print(f"answers extracted: {sum(p is not None for p in predictions)}/{len(predictions)}")
     engine.close()
     for failure in failures:

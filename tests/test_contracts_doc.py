@@ -13,6 +13,7 @@ from uqroute.analysis.alignment import ALIGNMENT_COLUMNS
 from uqroute.analysis.calibration import CALIBRATION_COLUMNS, GENERALIZATION_COLUMNS
 from uqroute.analysis.findings import FINDING_COLUMNS
 from uqroute.analysis.routing import relative_accuracy, routing_curve, routing_metrics_row
+from uqroute.analysis.grading import GRADING_COLUMNS
 from uqroute.analysis.truncation import TRUNCATION_COLUMNS
 from uqroute.datasets import ITEM_SCHEMA, TASK_TYPES
 from uqroute.passes import GRADED_PASSES, PASS_COLUMNS, PASS_NAMES, REPLY_COLUMNS
@@ -54,6 +55,7 @@ def test_documented_columns_are_the_ones_the_code_writes_in_its_order():
         "calibration": [*CALIBRATION_COLUMNS, "seed"], "release": [*CALIBRATION_COLUMNS, "seed"],
         "generalization": GENERALIZATION_COLUMNS, "alignment": ALIGNMENT_COLUMNS, "routing_metrics": routing_metrics,
         "relative_accuracy": [*cell, *relative], "findings": FINDING_COLUMNS, "truncation": TRUNCATION_COLUMNS,
+        "grading": GRADING_COLUMNS,
     }
     expected = {paths.template(kind): list(columns) for kind, columns in code.items()}
     for name in PASS_NAMES:

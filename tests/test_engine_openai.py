@@ -19,6 +19,7 @@ from uqroute.engines.base import Completion, Engine, EngineError
 from uqroute.engines.cache import RequestCache
 from uqroute.engines.openai_engine import OpenAIEngine
 from uqroute.grading import LLMJudge, parse_verdict
+from uqroute.io import read_parquet, write_parquet
 
 SECRET = "sk-test-SECRET-123"
 KEY_ENV = "UQROUTE_TEST_OPENAI_KEY"
@@ -417,17 +418,28 @@ def truthfulqa_items() -> pd.DataFrame:
                                                "answer", "answer_aliases", "incorrect_answers"])
 
 
+def _replies(items: pd.DataFrame, responses: list[str]) -> pd.DataFrame:
+    """A greedy pass's replies table (as an endpoint without logprobs leaves it: no tokens)."""
+    return pd.DataFrame({"id": items["id"].tolist(), "prompt": "", "response": responses,
+                         "tokens": [[]] * len(items), "token_logprobs": [[]] * len(items)})
+
+
 def test_llm_judge_grades_free_form_and_leaves_mcq_to_rules(server, make_engine):
+    """The judge is asked about the free-form replies; a multiple-choice reply read on strong evidence is the
+    rule's, and an empty reply is wrong without asking. (A fake model behind a real HTTP server: the judge's
+    prompt and verdict parsing are what is tested; test_serve_e2e judges with vLLM's server.)"""
+    from uqroute.passes import grade_pass
+
     server.responder = grading_reply
     items = truthfulqa_items()
     responses = ["Nothing happens, they just pass through.", "You grow watermelons in your stomach.",
                  "They come from San Francisco.", "", "The answer is B.", "9 + 9 = 18."]
-    predictions = ["Nothing happens", "You grow watermelons", "San Francisco", None, "B", "18"]
     judge = LLMJudge(make_engine())
 
-    verdicts = judge.judge(items, predictions, responses)
+    graded = grade_pass("greedy", _replies(items, responses), items, judge)
 
-    assert verdicts.dtype == bool and verdicts.tolist() == [True, False, True, False, True, True]
+    assert graded["correct"].tolist() == [True, False, True, False, True, True]
+    assert graded["graded_by"].tolist() == ["judge", "judge", "judge", "rule", "rule", "judge"]
     # Only the four non-empty free-form responses were put to the model, greedily and briefly.
     assert server.n_requests == 4
     assert all(b["temperature"] == 0.0 and b["max_tokens"] == 4 for b in server.bodies)
@@ -437,45 +449,77 @@ def test_llm_judge_grades_free_form_and_leaves_mcq_to_rules(server, make_engine)
     assert "China" in tqa_prompt and "Japan" in tqa_prompt
     assert "Incorrect answers" not in prompts["Question: What is 9 + 9?"]
     # Judging the same run again is free.
-    assert judge.judge(items, predictions, responses).tolist() == verdicts.tolist()
+    assert grade_pass("greedy", _replies(items, responses), items, judge)["correct"].tolist() == \
+        graded["correct"].tolist()
     assert server.n_requests == 4
 
 
-def test_only_ambiguous_mcq_replies_go_to_the_llm_judge(server, make_engine):
-    """Issue 23 item 1: the rule grades MCQ; a reply that commits to two options and concludes on neither
-    goes to the configured judge (its gold answer shown with the option's text), and costs the only call.
-    Without a judge, it is no answer."""
+def test_weak_and_several_option_mcq_replies_go_to_the_llm_judge(server, make_engine):
+    """The rule grades a multiple-choice reply read on strong evidence; one that commits to two options and
+    concludes on neither, or one read on weak evidence only (an option named somewhere in long working), goes to
+    the configured judge (its gold answer shown with the option's text). Without a judge, both are no answer."""
     from uqroute.passes import grade_pass
 
     server.responder = grading_reply
-    items = truthfulqa_items().iloc[[4, 4, 4]].reset_index(drop=True)
-    items["id"] = ["csqa-0", "csqa-1", "csqa-2"]
-    replies = pd.DataFrame({"id": items["id"], "prompt": "", "tokens": [[]] * 3, "token_logprobs": [[]] * 3,
-                            "response": ["The answer is B.", "Neither A nor C; it is B.",
-                                         "It could be A) oven. It could also be B) fridge."]})
+    items = truthfulqa_items().iloc[[4, 4, 4, 4]].reset_index(drop=True)
+    items["id"] = ["csqa-0", "csqa-1", "csqa-2", "csqa-3"]
+    weak = ("Milk is a dairy product that spoils when it is warm, so we want a cold place for it; a cupboard in the "
+            "pantry stays at room temperature, which points to the b) fridge that most homes have in the kitchen")
+    replies = _replies(items, ["The answer is B.", "Neither A nor C; it is B.",
+                               "It could be A) oven. It could also be B) fridge.", weak])
     graded = grade_pass("greedy", replies, items, LLMJudge(make_engine()))
-    assert graded["ambiguous"].tolist() == [False, False, True]
-    assert graded["prediction"].tolist() == ["B", "B", None]
-    assert graded["correct"].tolist() == [True, True, True]  # the judge found "B) fridge" in the third reply
-    assert server.n_requests == 1 and "Gold answer: B) fridge" in server.bodies[0]["messages"][-1]["content"]
+    assert graded["read_by"].tolist() == ["answer_cue", "commitment", "several", "option_text"]
+    assert graded["ambiguous"].tolist() == [False, False, True, False]
+    assert graded["prediction"].tolist() == ["B", "B", None, "B"]
+    # The judge found "B) fridge" in the last two replies.
+    assert graded["correct"].tolist() == [True, True, True, True]
+    assert graded["graded_by"].tolist() == ["rule", "rule", "judge", "judge"]
+    assert server.n_requests == 2 and "Gold answer: B) fridge" in server.bodies[0]["messages"][-1]["content"]
     by_rule = grade_pass("greedy", replies, items)
-    assert by_rule["correct"].tolist() == [True, True, False] and by_rule["ambiguous"].tolist() == [False, False, True]
+    assert by_rule["correct"].tolist() == [True, True, False, False]
+    assert by_rule["prediction"].tolist() == ["B", "B", None, None]
+    assert grade_pass("greedy", replies, items, weak_readings="count")["correct"].tolist() == [True, True, False, True]
 
 
 def test_llm_judge_falls_back_to_rules_on_an_unparsable_verdict(server, make_engine, caplog):
+    from uqroute.passes import grade_pass
+
     server.responder = grading_reply
     items = truthfulqa_items().iloc[[2, 3]]
-    judge = LLMJudge(make_engine())
     with caplog.at_level(logging.WARNING, logger="uqroute.grading.judges"):
-        verdicts = judge.judge(items, ["San Francisco", "China"], ["I am unsure: San Francisco", "unsure, China?"])
-    # The rule judge sees the extracted predictions: San Francisco is a reference, China a known wrong answer.
-    assert verdicts.tolist() == [True, False]
+        graded = grade_pass("greedy", _replies(items, ["I am unsure: San Francisco", "unsure, China?"]), items,
+                            LLMJudge(make_engine()))
+    # The rule sees the answers read: San Francisco is a reference, China a known wrong answer.
+    assert graded["correct"].tolist() == [True, False] and graded["graded_by"].tolist() == ["rule", "rule"]
     assert "2 of 2 verdicts neither yes nor no" in caplog.text and "tqa-2" in caplog.text
 
 
 def test_llm_judge_rejects_misaligned_inputs(make_engine):
-    with pytest.raises(ValueError, match="2 items, 1 predictions"):
-        LLMJudge(make_engine()).judge(truthfulqa_items().iloc[:2], ["x"], ["x", "y"])
+    with pytest.raises(ValueError, match="2 items but 1 responses"):
+        LLMJudge(make_engine()).verdicts(truthfulqa_items().iloc[:2], ["x"])
+
+
+def test_any_openai_compatible_endpoint_judges(server, tmp_path):
+    """``judge: {engine: openai, model, base_url}``: a model the registry does not know, served by any endpoint
+    (a local vLLM server in test_serve_e2e; here a fake model behind a real HTTP server), judges a pass, and
+    the grade job records which rows it decided."""
+    from uqroute.jobs.generate import grade
+
+    server.responder = grading_reply
+    items = truthfulqa_items()
+    write_parquet(items, tmp_path / "questions.parquet")
+    write_parquet(_replies(items, ["Nothing happens.", "You get sick.", "San Francisco, surely.", "", "B", "18"]),
+                  tmp_path / "greedy.replies.parquet")
+    judge = {"engine": "openai", "model": "my-local-judge", "base_url": server.base_url, "api_key_env": None,
+             "weak_readings": "drop"}
+    grade(pass_name="greedy", replies=str(tmp_path / "greedy.replies.parquet"),
+          questions=str(tmp_path / "questions.parquet"), judge=judge,
+          budgets={"max_new_tokens": {"ff_text": 32, "ff_num": 64, "mcq": 12}, "verbal_max_new_tokens": 16},
+          output=str(tmp_path / "greedy.parquet"))
+    graded = read_parquet(tmp_path / "greedy.parquet")
+    assert graded["graded_by"].tolist() == ["judge", "judge", "judge", "rule", "rule", "judge"]
+    assert graded["correct"].tolist() == [True, False, True, False, True, True]
+    assert {body["model"] for body in server.bodies} == {"my-local-judge"} and server.n_requests == 4
 
 
 @pytest.mark.parametrize("reply, verdict", [("Yes.", True), (" no", False), ("NO!", False), ("**Yes**, same", True),

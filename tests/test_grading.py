@@ -1,6 +1,10 @@
-"""Rule grading against replies as small models really write them (several are verbatim SmolLM2-135M output)."""
+"""Reading replies and judging answers: replies as small models really write them (several are verbatim
+SmolLM2-135M output), and the patterns real 3-9B replies hold (the corpus test, tests/test_reply_corpus.py,
+measures the reader on 622 of them)."""
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import pandas as pd
@@ -8,29 +12,48 @@ import pytest
 
 from uqroute.datasets import load_split
 from uqroute.grading import (
+    RULES,
+    STRONG,
+    WEAK,
     RuleJudge,
-    answer_char_span,
-    extract_item_prediction,
-    extract_prediction,
     is_correct,
-    mcq_is_ambiguous,
     parse_number,
     parse_verbal_confidence,
+    read_item_reply,
+    read_reply,
     token_f1,
 )
 from uqroute.io import read_parquet, write_parquet
 
+CHOICES = ["bank", "library", "department store", "mall", "new york"]
 
-def _span_text(response, task_type, n_choices=None, **kwargs):
-    span = answer_char_span(response, task_type, n_choices, **kwargs)
+
+def read(response, task_type, n_choices=None, **kwargs):
+    return read_reply(response, task_type, n_choices=n_choices, **kwargs)
+
+
+def value(response, task_type, n_choices=None, **kwargs):
+    return read(response, task_type, n_choices, **kwargs).value
+
+
+def span_text(response, task_type, n_choices=None, **kwargs):
+    span = read(response, task_type, n_choices, **kwargs).span
     return None if span is None else response[span[0]:span[1]]
+
+
+def test_every_reading_names_a_rule_of_known_strength():
+    assert {rule.strength for rule in RULES.values()} == {"strong", "weak", "none"}
+    for response, task_type in [("The answer is (B)", "mcq"), ("B appears somewhere", "mcq"), ("nothing", "mcq"),
+                                ("Yes.", "tf"), ("It is 42 or so", "ff_num")]:
+        reading = read(response, task_type, 4)
+        assert reading.rule in RULES and (reading.value is None) == (reading.span is None)
 
 
 # ---- multiple choice -------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "response, n_choices, expected, span_text",
+    "response, n_choices, expected, span",
     [
         ("The answer is (B)", 4, "B", "B"),
         ("B.", 4, "B", "B"),
@@ -61,15 +84,17 @@ def _span_text(response, task_type, n_choices=None, **kwargs):
         ("F", 4, None, None),  # a letter beyond the options
     ],
 )
-def test_mcq_letter(response, n_choices, expected, span_text):
-    assert extract_prediction(response, "mcq", n_choices) == expected
-    assert _span_text(response, "mcq", n_choices) == span_text
+def test_mcq_letter(response, n_choices, expected, span):
+    reading = read(response, "mcq", n_choices)
+    assert reading.value == expected
+    assert (reading.strength == STRONG) == (expected is not None)
+    assert span_text(response, "mcq", n_choices) == span
 
 
 @pytest.mark.parametrize(
     "response, expected",
     [
-        # Issue 23: replies that reason over the options, written as 7-8B instruct models write them.
+        # Replies that reason over the options, as 7-8B instruct models write them.
         ("I think it's B, no wait, D", "D"),  # a self-correction overrides the earlier answer
         ("Let's eliminate: (A) no, (B) no. So D.", "D"),  # eliminated options are no answer
         ("Neither A nor B; it is C.", "C"),
@@ -78,13 +103,42 @@ def test_mcq_letter(response, n_choices, expected, span_text):
         ("The answer is B. Actually, it is C.", "C"),
         ("Therefore, the correct option is (b).", "B"),
         ("I would say B, not C.", "B"),
-        ("The answer is a bank.", None),  # the article "a" after a cue is no option
+        ("The answer is a bank.", "A"),  # the option's text after a cue
         ("A is wrong and so is B. The answer must be D.", "D"),
     ],
 )
 def test_mcq_a_careful_graders_reading(response, expected):
-    assert extract_prediction(response, "mcq", 5) == expected
-    assert not mcq_is_ambiguous(response, {"task_type": "mcq", "choices": list("abcde")})
+    reading = read(response, "mcq", choices=CHOICES)
+    assert (reading.value, reading.strength) == (expected, STRONG)
+
+
+@pytest.mark.parametrize(
+    "response, expected, rule",
+    [
+        # JSON answers, as many harnesses ask for them; the explanation naming an option is not the answer.
+        ('{"Answer": "C"}', "C", "json_answer"),
+        ('```json\n{" ANSWER":"B" }\n```', "B", "json_answer"),
+        ('{"Explanation": "Revolving doors are at banks, not libraries.", "Answer": "C"}', "C", "json_answer"),
+        ('{"answer": "department store"}', "C", "json_answer"),
+        # A reply that re-answers the prompt's worked examples first: its last answer is this question's.
+        ('{"ANSWER": "C"} \n\n{"ANSWER": "A"} \n\n{"ANSWER": "E"}', "E", "json_answer"),
+        ("The best answer is: Sentence (B) shows the contrast.", "B", "answer_cue"),
+        ("The sample is acidic, which rules out (A). The remaining choice, which is (B), fits.", "B",
+         "commitment"),
+        # An option list echoed before the conclusion is working, not the answer.
+        ("Let's look at each option:\nA. bank\nB. library\nC. department store\nThe most suitable choice is B.", "B",
+         "answer_cue"),
+        ("Both could work, but **B** is the better fit.", "B", "conclusion"),
+        ("I'd go with **D** here.", "D", "conclusion"),
+        ("Therefore, the most likely cause is (A).", "A", "answer_cue"),
+        ("The only option left is D. It keeps", "D", "answer_cue"),
+        # A negated option's text is no answer; the one named as the answer is.
+        ("It is not the library; a revolving door is found at a bank.", "A", "sole_option_text"),
+    ],
+)
+def test_mcq_strong_evidence(response, expected, rule):
+    reading = read(response, "mcq", choices=CHOICES)
+    assert (reading.value, reading.rule, reading.strength) == (expected, rule, STRONG)
 
 
 @pytest.mark.parametrize("response", [
@@ -92,119 +146,222 @@ def test_mcq_a_careful_graders_reading(response, expected):
     "The answer is A or C.",
     "It could be A. It could also be C.",
     "A and C are both correct.",
+    "The answer is (B) and (C).",
+    "The answer is **B. library** and **C. department store**.",
 ])
-def test_mcq_several_commitments_and_no_conclusion_are_ambiguous(response):
-    """The rule cannot decide: graded as no answer, or by the LLM judge where the config has one."""
-    assert extract_prediction(response, "mcq", 5) is None and answer_char_span(response, "mcq", 5) is None
-    assert mcq_is_ambiguous(response, {"task_type": "mcq", "choices": list("abcde")})
+def test_mcq_several_commitments_and_no_conclusion_are_no_answer(response):
+    """The rule cannot decide: no answer, or the LLM judge's verdict where the config has one."""
+    reading = read(response, "mcq", 5)
+    assert (reading.value, reading.rule, reading.span) == (None, "several", None)
+    assert len(reading.options) == 2
+
+
+def test_mcq_a_conclusion_beyond_the_options_is_no_answer_unless_an_option_was_concluded():
+    assert read("After all this, the answer is (H).", "mcq", 4).rule == "out_of_range"
+    # An invented summary of other questions after this question's answer does not replace it.
+    reply = "The answer is (D).\n\nSummary of the other questions:\n1. Answer: H\n2. Answer: J"
+    assert value(reply, "mcq", 4) == "D"
+
+
+@pytest.mark.parametrize("response", [
+    # Working text is never evidence alone: variables, units, ions, sub-question labels, an echoed option list.
+    "We use G = 6.67e-11 and the mass of Earth to find the force. Then F = G m M / r^2 gives",
+    "The concentration [H+] is 10^-3, so the pH is",
+    "(a) First we find the current: 10 A flows through R. (b) Then the voltage",
+    "A. go to jail\nB. cry\nC.",  # SmolLM2 on CommonsenseQA: the options, echoed
+])
+def test_mcq_working_text_is_no_strong_evidence(response):
+    reading = read(response, "mcq", 10)
+    assert reading.strength != STRONG and reading.value is None
+
+
+def test_mcq_weak_evidence_is_marked_weak():
+    reading = read("The passage mentions (C) near the end of the", "mcq", 4)
+    assert (reading.value, reading.rule, reading.strength) == ("C", "bracketed_letter", WEAK)
+    reading = read("Revolving doors keep the heat in; a department store and a mall both have them.", "mcq",
+                   choices=CHOICES)
+    assert (reading.value, reading.rule, reading.strength) == ("C", "option_text", WEAK)
 
 
 def test_mcq_english_words_are_not_letters():
-    assert extract_prediction("A dog is an animal.", "mcq", 4) is None
-    assert extract_prediction("I am not sure.", "mcq", 10) is None
+    assert value("A dog is an animal.", "mcq", 4) is None
+    assert value("I am not sure.", "mcq", 10) is None
     # "I" is past the option range here, so the later "B" is the answer.
-    assert extract_prediction("I would say B", "mcq", 4) == "B"
+    assert value("I would say B", "mcq", 4) == "B"
 
 
 def test_mcq_rejects_letters_outside_the_options():
-    assert extract_prediction("Answer: E", "mcq", 4) is None
-    assert extract_prediction("The answer is C.", "mcq", 2) is None
-    assert extract_prediction("The answer is B.", "mcq", 2) == "B"
+    assert value("Answer: E", "mcq", 4) is None
+    assert value("The answer is C.", "mcq", 2) is None
+    assert value("The answer is B.", "mcq", 2) == "B"
 
 
 def test_mcq_option_text_without_letter():
-    choices = ["bank", "library", "department store", "mall", "new york"]
     response = "A revolving door is used at a department store."
-    assert extract_prediction(response, "mcq", choices=choices) == "C"
-    assert _span_text(response, "mcq", choices=choices) == "department store"
+    assert (value(response, "mcq", choices=CHOICES), span_text(response, "mcq", choices=CHOICES)) == \
+        ("C", "department store")
     # Without the options there is no letter to find.
-    assert extract_prediction(response, "mcq", 5) is None
+    assert value(response, "mcq", 5) is None
     # WinoGrande-style: the reply is just one of the names.
-    assert extract_prediction("Sarah", "mcq", choices=np.array(["Maria", "Sarah"])) == "B"
+    assert value("Sarah", "mcq", choices=np.array(["Maria", "Sarah"])) == "B"
 
 
 def test_mcq_longer_option_wins_when_both_start_together():
-    assert extract_prediction("hot dog stand", "mcq", choices=["dog", "hot dog"]) == "B"
+    assert value("hot dog stand", "mcq", choices=["dog", "hot dog"]) == "B"
 
 
 def test_mcq_ignores_an_invented_next_question():
     response = "A. erectile\n\nQuestion: Janet was watching the film because she liked (B) the actors"
-    assert extract_prediction(response, "mcq", 5) == "A"
+    assert value(response, "mcq", 5) == "A"
 
 
-def test_extract_item_prediction_reads_the_row():
+def test_read_item_reply_reads_the_row():
     item = {"task_type": "mcq", "choices": np.array(["cat", "dog", "bird"])}
-    assert extract_item_prediction("the dog, clearly", item) == "B"
-    assert extract_item_prediction("nothing useful", item) is None
+    assert read_item_reply("the dog, clearly", item).value == "B"
+    assert read_item_reply("nothing useful", item).value is None
+
+
+# ---- no answer -------------------------------------------------------------------------------------
+
+
+def test_a_cut_off_or_looping_reply_without_a_conclusion_gives_no_answer():
+    cut = "Let's check each: the mass is 3 kg and (C) mentions mass, so we compute 3 * 9.8 ="
+    assert read(cut, "mcq", 4).rule == "bracketed_letter"  # length unknown: weak evidence, as in any reply
+    assert read(cut, "mcq", 4, cut_off=True).rule == "cut_off"
+    assert read("So she has 3 + 4 = 7 apples, then 7 * 2", "ff_num", cut_off=True).value is None
+    loop = "We refer to Wikipedia for help. " + "The option (C) is in the text. " * 12
+    assert read(loop, "mcq", 4).rule == "looping"
+    # An explicit conclusion stands, cut off or looping after it.
+    assert value("The answer is (B). Explanation: the reaction releases", "mcq", 4, cut_off=True) == "B"
+    assert value("The answer is (B).\n" + "The answer is (B).\n" * 20 + "The answer", "mcq", 4) == "B"
+    # A reply that finished is not a loop, however it repeats.
+    assert read(loop, "mcq", 4, cut_off=False).rule == "bracketed_letter"
 
 
 # ---- yes / no --------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "response, expected, span_text",
+    "response, expected, span",
     [
         ("Yes, it is.", "true", "Yes"),
         ("No, does ethanol take more energy makes", "false", "No"),
         ("The answer is false", "false", "false"),
         ("Answer: yes\nConfidence: 80%", "true", "yes"),
         ("TRUE", "true", "TRUE"),
-        ("The show Bloodline is a true story.", "true", "true"),
-        ("The liver is a vital organ in the human body", None, None),
         ("No, I'm sorry for", "false", "No"),
-        ("1. India is a member of missile", None, None),
-        # "no" before a noun is no answer: not knowing is no answer at all (issue 23 item 5).
-        ("I don't know; no idea", None, None),
-        ("There is no evidence either way.", None, None),
-        ("No idea, but I would say yes.", "true", "yes"),
+        # Negation and its scope.
+        ("The statement is not true.", "false", "not true"),
+        ("This cannot be confirmed as true.", "false", "cannot be confirmed as true"),
+        ("The claim is not necessarily false, but the evidence is mixed.\nAnswer: True", "true", "True"),
+        # The last conclusion: a final "so no" overrides a leading "yes".
+        ("Yes, at first sight. But the ship sank in 1912, so no.", "false", "no"),
+        ("Yes. Looking closer, the answer is no.", "false", "no"),
+        # Synonyms.
+        ("Correct.", "true", "Correct"),
+        ("Incorrect, the sun is a star.", "false", "Incorrect"),
+        ("Absolutely! Bats can see.", "true", "Absolutely"),
+        ("Definitely not.", "false", "Definitely not"),
+        ("That's wrong: Sydney is not the capital.", "false", "wrong"),
+        ('```json {"ANSWER": false}```', "false", "false"),
+        ("Based on the comparison we can conclude:\n**NO**", "false", "NO"),
     ],
 )
-def test_true_false(response, expected, span_text):
-    assert extract_prediction(response, "tf") == expected
-    assert _span_text(response, "tf") == span_text
+def test_true_false(response, expected, span):
+    reading = read(response, "tf")
+    assert (reading.value, reading.strength) == (expected, STRONG)
+    assert span_text(response, "tf") == span
+
+
+@pytest.mark.parametrize(
+    "response, expected, rule",
+    [
+        ("The show Bloodline is a true story.", "true", "yes_no_word"),
+        ("The liver is a vital organ in the human body", None, "no_answer"),
+        ("1. India is a member of missile", None, "no_answer"),
+        ("I don't know; no idea", None, "no_answer"),  # "no" before a noun is no answer
+        ("There is no evidence either way.", None, "no_answer"),
+        ("No idea, but I would say yes.", "true", "verdict"),
+        ("It is true or false depending on the year", None, "no_answer"),  # the choice itself, not an answer
+    ],
+)
+def test_true_false_weak_or_no_evidence(response, expected, rule):
+    reading = read(response, "tf")
+    assert (reading.value, reading.rule) == (expected, rule)
 
 
 # ---- numbers ---------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
-    "response, expected, span_text",
+    "response, expected, span",
     [
-        ("She has 3 apples and buys 5 more, so 8.", "8", "8"),
         ("The answer is $1,200.50.", "1200.5", "1,200.50"),
-        ("It costs $5.00 in total.", "5", "5.00"),
-        ("Total: 1,234 marbles", "1234", "1,234"),
-        ("The temperature drops to -5 degrees.", "-5", "-5"),
         ("The answer is 3/4", "0.75", "3/4"),
         ("The answer is 16 - 3 - 4 = 9.", "9", "9"),
         ("The answer is 7 eggs, sold for $2 each.", "7", "7"),
         ("Answer: 42\nConfidence: 80%", "42", "42"),
-        ("I am 90% sure the total is 12", "12", "12"),
         ("#### 72", "72", "72"),
         ("The answer is 20% * 25% = 0.20 * 0.25 = 0.004 = 4%\n\nThe answer is 4%.", "4", "4"),
-        # Truncated chain of thought: the last number is all there is.
-        ("Total cost = 212 + 160 + 315 = 570 donuts\nThe answer is", "570", "570"),
-        ("10-3 leaves", "3", "3"),
         ("5 + 3 = 8 apples. Then 8 * 2 = 16. The answer is 16.", "16", "16"),
         ("First 1,000 then 2,500. The answer is 2,500.", "2500", "2,500"),
-        ("To solve this problem, we need to break it down", None, None),
+        ("So she makes 18 dollars.", "18", "18"),  # a concluding sentence
+        ("So he has 300 - 50 = 250 dollars left.", "250", "250"),
+        ("Therefore, Jamaar can buy 3 plums with the remaining $0.75.", "3", "3"),
+        ("Therefore, the combined total of taps is 2050 times.", "2050", "2050"),
+        # \boxed{} is a conclusion; the check after it is working.
+        ("We get \\boxed{18}. Check: 18 + 2 = 20.", "18", "18"),
+        ("The answer is \\frac{3}{4}.", "0.75", "\\frac{3}{4}"),
+        ("\\boxed{\\frac{3}{4}}", "0.75", "\\frac{3}{4}"),
+        ("The answer is 1 1/2 cups.", "1.5", "1 1/2"),
+        ("Answer: $70k", "70000", "70k"),
+        ("The answer is $1.5M", "1500000", "1.5M"),
+        ("The answer is 5m.", "5", "5m"),  # metres: a k/M suffix scales a sum of money only
+        ('```json\n{"reasoning": "5 + 7 = 12", "answer": 33.75}\n```', "33.75", "33.75"),
+        ('{"answer": "19"}\nRecomputing: 240 - 235 = 5. The correct difference is 5, not 19.', "5", "5"),
     ],
 )
-def test_numbers(response, expected, span_text):
-    assert extract_prediction(response, "ff_num") == expected
-    assert _span_text(response, "ff_num") == span_text
+def test_numbers(response, expected, span):
+    reading = read(response, "ff_num")
+    assert (reading.value, reading.strength) == (expected, STRONG)
+    assert span_text(response, "ff_num") == span
+
+
+def test_numbers_a_duration_reads_in_the_unit_asked_for():
+    reply = "The answer is 2 hours and 30 minutes."
+    assert value(reply, "ff_num", question="How many minutes does the trip take?") == "150"
+    assert value(reply, "ff_num", question="How many hours does the trip take?") == "2.5"
+
+
+def test_numbers_two_counts_are_no_single_answer():
+    reading = read('{"answer": "4 blue and 6 red shoe boxes"}', "ff_num")
+    assert (reading.value, reading.rule) == (None, "several")
+
+
+@pytest.mark.parametrize(
+    "response, expected, rule",
+    [
+        ("She has 3 apples and buys 5 more: 8.", "8", "last_number"),
+        ("Total: 1,234 marbles", "1234", "last_number"),
+        ("Total cost = 212 + 160 + 315 = 570 donuts\nThe answer is", "570", "last_number"),
+        ("To solve this problem, we need to break it down", None, "no_answer"),
+    ],
+)
+def test_numbers_weak_or_no_evidence(response, expected, rule):
+    reading = read(response, "ff_num")
+    assert (reading.value, reading.rule) == (expected, rule)
 
 
 def test_numbers_with_a_scale_word():
-    assert extract_prediction("The city has 1.5 million people.", "ff_num") == "1500000"
-    assert _span_text("The city has 1.5 million people.", "ff_num") == "1.5 million"
-    assert extract_prediction("The answer is 3 thousand.", "ff_num") == "3000"
-    assert extract_prediction("He met 3 Millionaires.", "ff_num") == "3"  # a word that only starts like one
+    assert value("The answer is 1.5 million.", "ff_num") == "1500000"
+    assert span_text("The answer is 1.5 million.", "ff_num") == "1.5 million"
+    assert value("The answer is 3 thousand.", "ff_num") == "3000"
+    assert value("He met 3 Millionaires.", "ff_num") == "3"  # a word that only starts like one
 
 
 def test_numbers_skip_an_invented_next_question():
     response = "So she makes 18 dollars.\nQuestion: Tom has 4 apples and 2 pears."
-    assert extract_prediction(response, "ff_num") == "18"
+    assert value(response, "ff_num") == "18"
 
 
 @pytest.mark.parametrize("gold, prediction, expected", [
@@ -226,7 +383,7 @@ def test_parse_number():
     assert parse_number("none") is None
 
 
-# ---- spans and predictions come from one code path --------------------------------------------------
+# ---- spans and values come from one reading ---------------------------------------------------------
 
 REPLIES = [
     ("mcq", "The answer is (B)"), ("mcq", "A. bank\n\nThe answer is D. mall."), ("mcq", "A dog"),
@@ -237,39 +394,39 @@ REPLIES = [
 
 
 @pytest.mark.parametrize("task_type, response", REPLIES)
-def test_span_holds_the_prediction(task_type, response):
-    prediction = extract_prediction(response, task_type, 5)
-    span = answer_char_span(response, task_type, 5)
-    assert (prediction is None) == (span is None)
-    if span is None:
+def test_span_holds_the_value(task_type, response):
+    reading = read(response, task_type, 5)
+    assert (reading.value is None) == (reading.span is None)
+    if reading.span is None:
         return
-    text = response[span[0]:span[1]]
+    text = response[reading.start:reading.end]
     if task_type == "mcq":
-        assert text.upper() == prediction
+        assert text.upper() == reading.value
     elif task_type == "tf":
-        assert {"yes": "true", "no": "false"}.get(text.lower(), text.lower()) == prediction
+        assert {"yes": "true", "no": "false"}.get(text.lower(), text.lower()) == reading.value
     elif task_type == "ff_num":
-        assert parse_number(text) == float(prediction)
+        assert parse_number(text) == float(reading.value)
     else:
-        assert text == prediction
+        assert text == reading.value
 
 
 def test_unknown_task_type():
     with pytest.raises(ValueError, match="essay"):
-        extract_prediction("x", "essay")
+        read_reply("x", "essay")
 
 
 # ---- free-form text --------------------------------------------------------------------------------
 
 
 def test_free_text_prediction_is_the_first_sentence():
-    assert extract_prediction("Answer: Paris is the capital. It is big.", "ff_text") == "Paris is the capital."
-    assert extract_prediction("\n**Nothing happens.**\nMore text", "ff_text") == "Nothing happens."
-    assert extract_prediction("", "ff_text") is None
+    assert value("Answer: Paris is the capital. It is big.", "ff_text") == "Paris is the capital."
+    assert value("\n**Nothing happens.**\nMore text", "ff_text") == "Nothing happens."
+    assert value("", "ff_text") is None
     # SmolLM2-135M labels its answers; the label and the quotes are not part of them.
-    assert extract_prediction('The answer is "dramatically"', "ff_text") == "dramatically"
-    assert extract_prediction("The answer to this question is: The reason", "ff_text") == "The reason"
-    assert extract_prediction("Answer the phone.", "ff_text") == "Answer the phone."
+    assert value('The answer is "dramatically"', "ff_text") == "dramatically"
+    assert value("The answer to this question is: The reason", "ff_text") == "The reason"
+    assert value("Answer the phone.", "ff_text") == "Answer the phone."
+    assert read("Answer the phone.", "ff_text").rule == "first_sentence"
 
 
 def test_token_f1_uses_squad_normalisation():
@@ -309,7 +466,7 @@ def test_truthfulqa_rule_judge_on_real_rows(truthfulqa):
     cookies_item = _truthfulqa_item(truthfulqa.loc[cookies[0]], cookies[0])
 
     def judged(response, item):
-        return is_correct(extract_prediction(response, "ff_text"), item)
+        return is_correct(value(response, "ff_text"), item)
 
     assert judged("The watermelon seeds pass through your digestive system.", seeds_item)
     assert not judged("You grow watermelons in your stomach.", seeds_item)
@@ -354,7 +511,7 @@ def test_choice_judgements():
         ("To verify the answer, we need to check if it is within 0 to", None),
         ("Confidence: <0-100>%", None),
         # The two-stage follow-up asks for a number: a number or percentage alone, or one stated with a
-        # confidence cue, follows it; any other reply is discarded as not following the instruction (issue 23).
+        # confidence cue, follows it; any other reply is discarded as not following the instruction.
         ("80%", 0.8),
         ("0.85", 0.85),
         ("**90**.", 0.9),
@@ -364,6 +521,21 @@ def test_choice_judgements():
         ("The answer is 12 apples, so 12.", None),
         ("1. I'm 99.", None),  # SmolLM2-135M: a list, no cue
         ("1. 100%\n2. 100%", None),
+        # Each statement on the scale it states.
+        ("8/10", 0.8),
+        ("Confidence: 8/10", 0.8),
+        ("7 out of 10", 0.7),
+        ("I'd rate my confidence 7 out of 10.", 0.7),
+        ("90 out of 100", 0.9),
+        ("On a scale of 0 to 100, 95", 0.95),
+        ("Answer: B (90%)", 0.9),
+        ("0.9 confident", 0.9),
+        ("I'd say 80", 0.8),
+        # The last statement counts.
+        ("Confidence: 80%. On reflection, confidence: 60%", 0.6),
+        # A bare 1-10 could be a percentage or a 10-point score: never rescaled silently.
+        ("Confidence: 8", None),
+        ("Confidence: 5", None),
     ],
 )
 def test_parse_verbal_confidence(text, expected):
@@ -380,6 +552,8 @@ def test_require_cue_keeps_answers_out_of_the_confidence():
     assert parse_verbal_confidence("I am 90% sure it is 42", require_cue=True) == pytest.approx(0.9)
     assert parse_verbal_confidence("Answer: B\nConfidence: 0.8", require_cue=True) == pytest.approx(0.8)
     assert parse_verbal_confidence("0.7", require_cue=True) is None
+    assert parse_verbal_confidence("I'd say 80", require_cue=True) is None  # in a one-step reply, an answer
+    assert parse_verbal_confidence("Answer: 42 (90%)", require_cue=True) == pytest.approx(0.9)
 
 
 # ---- RuleJudge on a table read back from Parquet (list columns come back as numpy arrays) ------------
@@ -401,7 +575,7 @@ def test_rule_judge_on_parquet_rows(tmp_path):
     items = read_parquet(write_parquet(items, tmp_path / "items.parquet"))
     assert isinstance(items["choices"].iloc[0], np.ndarray)
     responses = ["The answer is library.", "No.", "It costs $1,200.00", "You grow watermelons in your stomach."]
-    predictions = [extract_item_prediction(r, row) for r, row in zip(responses, items.to_dict("records"))]
+    predictions = [read_item_reply(r, row).value for r, row in zip(responses, items.to_dict("records"))]
     assert predictions[:3] == ["B", "false", "1200"]
     judged = RuleJudge().judge(items, predictions, responses)
     assert judged.dtype == bool
@@ -435,3 +609,39 @@ def test_rule_judge_grades_each_loaded_task_type(data_dir):
     assert RuleJudge().judge(items, gold, gold).all()
     wrong = ["A" if gold[0] != "A" else "B", "true" if gold[1] == "false" else "false", str(int(gold[2]) + 1)]
     assert not RuleJudge().judge(items, wrong, wrong).any()
+
+
+# ---- grading a pass: readings, their strength, the budget -------------------------------------------
+
+
+def test_grading_reads_a_reply_at_its_budget_as_cut_off_and_records_each_rule():
+    from uqroute.passes import PASS_COLUMNS, grade_pass
+
+    items = pd.DataFrame({"id": ["q1", "q2", "q3", "q4"], "dataset": "gsm8k", "split": "test", "task_type": "ff_num",
+                          "question": "How many?", "answer": ["7", "7", "7", "7"]})
+    responses = ["So she has 3 + 4 = 7 apples, then 7 * 2",  # at the budget, no conclusion
+                 "First 3 + 4 = 7 apples",                      # finished, weak evidence only
+                 "The answer is 7. Then we check 3 + 4",        # at the budget after its conclusion
+                 "We add 3 and 4 to get 7"]                     # length unknown (no tokens): weak, not cut off
+    tokens = [["t"] * 8, ["t"] * 5, ["t"] * 8, []]
+    replies = pd.DataFrame({"id": items["id"], "prompt": "", "response": responses, "tokens": tokens,
+                            "token_logprobs": [[-0.1] * len(t) for t in tokens]})
+    budgets = {"max_new_tokens": {"ff_num": 8}, "verbal_max_new_tokens": 4}
+    graded = grade_pass("greedy", replies, items, budgets=budgets, weak_readings="count")
+    assert list(graded.columns) == PASS_COLUMNS["greedy"]
+    assert graded["read_by"].tolist() == ["cut_off", "last_number", "answer_cue", "last_number"]
+    assert graded["prediction"].tolist() == [None, "7", "7", "7"]
+    assert graded["correct"].tolist() == [False, True, True, True] and set(graded["graded_by"]) == {"rule"}
+    dropped = grade_pass("greedy", replies, items, budgets=budgets, weak_readings="drop")
+    assert dropped["prediction"].tolist() == [None, None, "7", None]
+    assert dropped["correct"].tolist() == [False, False, True, False]
+    with pytest.raises(ValueError, match="weak_readings"):
+        grade_pass("greedy", replies, items, weak_readings="sometimes")
+
+
+def test_docs_list_every_reading_rule_with_its_strength():
+    from uqroute import REPO_ROOT
+
+    text = (REPO_ROOT / "docs" / "reading-replies.md").read_text()
+    documented = dict(re.findall(r"^\| `(\w+)` \| (strong|weak|none) \|", text, re.MULTILINE))
+    assert documented == {name: rule.strength for name, rule in RULES.items()}

@@ -166,12 +166,14 @@ def test_grade_job_grades_replies_with_the_rule_judge(tmp_path):
     write_parquet(questions, tmp_path / "test.parquet")
     write_parquet(replies, tmp_path / "verbal1s.replies.parquet")
     generate.grade(pass_name="verbal1s", replies=str(tmp_path / "verbal1s.replies.parquet"),
-                   questions=str(tmp_path / "test.parquet"), judge={"engine": "rule"},
+                   questions=str(tmp_path / "test.parquet"), judge={"engine": "rule", "weak_readings": "drop"},
+                   budgets={"max_new_tokens": {"tf": 8}, "verbal_max_new_tokens": 16},
                    output=str(tmp_path / "verbal1s.parquet"))
     table = read_parquet(tmp_path / "verbal1s.parquet")
     assert list(table.columns) == PASS_COLUMNS["verbal1s"]
     assert table["id"].tolist() == ["b2", "b1"] and table["prediction"].tolist() == ["true", "true"]
     assert table["correct"].tolist() == [False, True]
+    assert table["read_by"].tolist() == ["opening", "whole_reply"] and set(table["graded_by"]) == {"rule"}
 
 
 @pytest.mark.parametrize("outputs, named", [

@@ -89,6 +89,7 @@ def expected_counts(config: dict) -> dict[str, int]:
         "relative_accuracy": 1,
         "findings": 1,
         "truncation": 1,  # how often each pass's replies used their whole budget
+        "grading": 1,  # how each graded pass's replies were read and graded
         "calibration_set": n_slm * n_calib * n_data,  # leave-one-dataset-out, per SLM and method
         # the OOD probe's pool for each hold-out, from probes that never saw it
         "holdout_uq": n_slm * n_data * ("ood_probe" in calibration),

@@ -71,7 +71,8 @@ def greedy(smollm2_engine, questions, prompts) -> pd.DataFrame:
 
 @pytest.mark.slow
 def test_greedy_pass_table(greedy, questions, smollm2_engine, tmp_path):
-    from uqroute.grading import RuleJudge, extract_item_prediction
+    from uqroute.grading import RuleJudge, read_item_reply
+    from uqroute.passes import counted_answer, token_budget
 
     assert list(greedy.columns) == PASS_COLUMNS["greedy"]
     assert greedy["id"].tolist() == questions["id"].tolist()
@@ -79,7 +80,9 @@ def test_greedy_pass_table(greedy, questions, smollm2_engine, tmp_path):
     for row, item in zip(greedy.to_dict("records"), questions.to_dict("records")):
         assert "".join(row["tokens"]) == row["response"]
         assert len(row["tokens"]) == len(row["token_logprobs"]) > 0
-        assert row["prediction"] == extract_item_prediction(row["response"], item)
+        cut_off = len(row["tokens"]) >= token_budget("greedy", SETTINGS, item["task_type"])
+        reading = read_item_reply(row["response"], item, cut_off=cut_off)
+        assert (row["prediction"], row["read_by"]) == (counted_answer(reading, "drop"), reading.rule)
         assert row["prompt"].endswith("<|im_start|>assistant\n")  # the rendered prompt the model saw
     expected = RuleJudge().judge(questions, greedy["prediction"].tolist(), greedy["response"].tolist())
     assert greedy["correct"].tolist() == expected.tolist()

@@ -74,6 +74,15 @@ def test_the_truncation_count_reads_every_generating_pass_table_of_the_grid():
     assert len(shared) == len(set(shared)) == 4 * 4 + 4
 
 
+def test_the_grading_reads_every_graded_pass_table_and_each_its_own_budgets():
+    local = Grid(EMBEDDED)
+    assert local.graded_pass_tables == [t for t in local.generating_pass_tables if t[3] in ("greedy", "verbal1s")]
+    assert {t[3] for t in local.graded_pass_tables} == {"greedy", "verbal1s"}
+    # A grading job reruns only when a budget of its own pass changes.
+    assert local.budgets("boolq", "greedy") == {"max_new_tokens": {"tf": EMBEDDED["generation"]["max_new_tokens"]["tf"]}}
+    assert set(local.budgets("boolq", "verbal1s")) == {"max_new_tokens", "verbal_max_new_tokens"}
+
+
 def test_each_figure_family_draws_one_figure_per_value_of_its_scope():
     from uqroute.figure_families import FIGURE_FAMILIES
 

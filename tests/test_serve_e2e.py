@@ -38,6 +38,7 @@ from uqroute.paths import results_path
 from uqroute.analysis.calibration import generalization, thresholds_for_ratios
 from uqroute.engines.options import resolve_dtype
 from uqroute.io import read_parquet, write_parquet
+from uqroute.passes import BUDGET_SETTINGS
 from uqroute.prompts import PromptSet
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
@@ -86,8 +87,8 @@ def study(workdir, data_dir, smollm2_dir):
         # The workflow's greedy pass: the model's replies, then the rule judge's grading.
         generate_jobs.generate(pass_name="greedy", output=str(cell / "greedy.replies.parquet"), **common)
         generate_jobs.grade(pass_name="greedy", replies=str(cell / "greedy.replies.parquet"),
-                            questions=str(cell / "questions.parquet"), judge={"engine": "rule"},
-                            output=str(cell / "greedy.parquet"))
+                            questions=str(cell / "questions.parquet"), judge=STUDY["judge"],
+                            budgets={key: gen[key] for key in BUDGET_SETTINGS}, output=str(cell / "greedy.parquet"))
         greedy_paths.append(cell / "greedy.parquet")
         generate_jobs.generate(pass_name="ptrue", output=str(cell / "ptrue.parquet"),
                                greedy=str(cell / "greedy.replies.parquet"), **common)
@@ -401,6 +402,52 @@ def test_bearer_token_and_no_key_in_logs_or_replies(hf_router):
     assert ROUTER_KEY not in hf_router.log_text()
 
 
+def test_a_local_vllm_server_answers_and_judges(workdir, data_dir, llm_server, monkeypatch):
+    """``judge: {engine: openai, model, base_url}``: vLLM's OpenAI server as the judge, as a cluster without API
+    access would use the grid's own Llama-3.1-70B. Here the server holds Gemma 3 270M (a base model), which
+    answers four MultiArith questions through the workflow's greedy pass and is then asked to judge them: every
+    free-form reply costs one call, and a row is the judge's exactly where its verdict parses as yes or no (a
+    270M model's verdicts, so whether they are right is not checked)."""
+    from uqroute.engines.openai_engine import OpenAIEngine
+    from uqroute.grading import RULES, LLMJudge, parse_verdict
+
+    monkeypatch.setenv("OPENAI_API_KEY", "unused-by-a-server-without-a-key")
+    cell = workdir / "judged" / "multiarith"
+    questions = _subset(data_dir, workdir, "multiarith", n=4)
+    write_parquet(questions, cell / "questions.parquet")
+    served = {"kind": "openai", "base_url": llm_server.base_url, "model": "gemma3-270m"}
+    generate_jobs.generate(model="gemma3-270m", pass_name="greedy", questions=str(cell / "questions.parquet"),
+                           output=str(cell / "greedy.replies.parquet"), engine_options=served,
+                           settings={**STUDY["generation"], "max_new_tokens": {"ff_num": 24}}, max_questions=None,
+                           subset_seed=50)
+    replies = read_parquet(cell / "greedy.replies.parquet")
+    assert replies["response"].str.strip().astype(bool).all()
+    judge = {"engine": "openai", "model": "gemma3-270m", "base_url": llm_server.base_url, "api_key_env": None,
+             "weak_readings": "drop"}
+    cache = workdir / "judged" / "api-cache"
+    before = _llm_requests_done(llm_server)
+    generate_jobs.grade(pass_name="greedy", replies=str(cell / "greedy.replies.parquet"),
+                        questions=str(cell / "questions.parquet"), judge=judge,
+                        budgets={"max_new_tokens": {"ff_num": 24}, "verbal_max_new_tokens": 16},
+                        output=str(cell / "greedy.parquet"), api_cache=str(cache))
+    assert _llm_requests_done(llm_server) - before == len(questions)
+    graded = read_parquet(cell / "greedy.parquet")
+    assert set(graded["read_by"]) <= set(RULES)
+    # The judge's own replies (from its cache: the same requests, no new call): where one parses as yes or no,
+    # the row is the judge's.
+    engine = OpenAIEngine("gemma3-270m", model="gemma3-270m", base_url=llm_server.base_url, api_key_env=None,
+                          cache_dir=cache)
+    try:
+        judge_model = LLMJudge(engine)
+        conversations = [judge_model.conversation(row, response) for row, response in
+                         zip(questions.to_dict("records"), graded["response"])]
+        texts = [c[0].text for c in engine.generate(conversations, max_new_tokens=4, temperature=0.0)]
+        assert engine.n_requests == 0 and engine.n_cache_hits == len(questions)
+    finally:
+        engine.close()
+    assert (graded["graded_by"] == "judge").tolist() == [parse_verdict(text) is not None for text in texts]
+
+
 def test_llm_killed_mid_run(hf_router, vllm_router, llm_server, study):
     """The LLM server dies while requests are in flight: all answered in bounded time, routed ones as fallback
     (hf router) or HTTP 502 (vLLM router); none hangs. Runs last: it ends the shared LLM server."""
@@ -433,3 +480,4 @@ def test_llm_killed_mid_run(hf_router, vllm_router, llm_server, study):
     assert caught.value.status_code == 502 and "LLM gemma3-270m failed" in str(caught.value.body)
     samples = _metric_samples(f"http://127.0.0.1:{hf_router.port}/metrics", ROUTER_KEY)
     assert samples[("uqroute_requests_total", (("path", "fallback"),))] == len(fallbacks)
+

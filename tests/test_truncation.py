@@ -10,13 +10,8 @@ import yaml
 
 from conftest import DATA_DIR
 
-from uqroute.analysis.truncation import (
-    TRUNCATION_COLUMNS,
-    repeats_itself,
-    reply_tokens,
-    truncation_row,
-    truncation_table,
-)
+from uqroute.analysis.truncation import TRUNCATION_COLUMNS, reply_tokens, truncation_row, truncation_table
+from uqroute.grading.reading import repeats_itself
 from uqroute.io import read_parquet, write_parquet
 from uqroute.passes import run_pass, token_budget
 from workflow_runs import EMBEDDED_CONFIG, plan

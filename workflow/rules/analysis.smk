@@ -8,6 +8,7 @@ localrules:
     release_calibration,
     findings,
     truncation,
+    grading,
     tables,
 
 
@@ -197,6 +198,24 @@ rule truncation:
     threads: 1
     resources:
         mem_mb=4000,
+        runtime=30,
+    run:
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
+
+
+rule grading:
+    """How each graded pass's replies were read and graded: per reading rule, by the rule or the LLM judge."""
+    input:
+        gen=grading_inputs(),
+    output:
+        path("grading"),
+    params:
+        job="analysis.grading",
+    log:
+        f"{LOGS}/grading.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
         runtime=30,
     run:
         warm_job(input, output, params, wildcards, threads, resources, log, rule)

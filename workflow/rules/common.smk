@@ -221,6 +221,11 @@ def truncation_inputs():
     return {"gen": gen, "models": folders}
 
 
+def grading_inputs():
+    """Every graded pass table the analysis reads."""
+    return [pass_output(*table) for table in GRID.graded_pass_tables]
+
+
 def tokenizer_sources():
     """Where each re-tokenized SLM's tokenizer loads from: a GGUF model's fp32 folder, else its hub id (None
     for an API-only model: the job then reports its text-only replies as uncounted)."""
@@ -232,6 +237,7 @@ def all_tables():
     return [
         path("alignment"),
         path("truncation"),
+        path("grading"),
         path("routing_metrics"),
         path("relative_accuracy"),
         path("findings"),

@@ -110,6 +110,8 @@ rule grade:
     params:
         job="generate.grade",
         judge=GRID.judge_settings(),
+        # Only the budgets of this pass: a reply at its budget was cut off.
+        budgets=lambda wc: GRID.budgets(wc.dataset, wc.pass_name),
         api_cache=path("api_cache"),
     log:
         f"{LOGS}/grade/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.log",

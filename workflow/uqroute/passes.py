@@ -13,6 +13,7 @@ its per-request passes from the same declarations. Types and meanings of the col
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -27,9 +28,10 @@ from tqdm.auto import tqdm
 from .checkpoint import open_checkpoint
 from .engines.base import Conversation, Engine
 
-# ``ambiguous``: a multiple-choice reply that commits to several options and concludes on none
-# (:func:`uqroute.grading.mcq_is_ambiguous`); the rule grades it as no answer, an LLM judge reads it.
-GRADE_COLUMNS = ("prediction", "correct", "ambiguous")
+# What grading adds to a graded pass's replies (docs/contracts.md): the answer read and whether it is correct,
+# ``ambiguous`` (the reply commits to several options and concludes on none), ``read_by`` (the reading rule,
+# :data:`uqroute.grading.RULES`) and ``graded_by`` (``rule`` or ``judge``: who decided ``correct``).
+GRADE_COLUMNS = ("prediction", "correct", "ambiguous", "read_by", "graded_by")
 
 
 @dataclass(frozen=True)
@@ -123,9 +125,9 @@ def _read_greedy(completion, item) -> dict[str, Any]:
 
 
 def _read_sample(completion, item) -> dict[str, Any]:
-    from .grading import extract_item_prediction
+    from .grading import read_item_reply
 
-    return {"response": completion.text, "prediction": extract_item_prediction(completion.text, item)}
+    return {"response": completion.text, "prediction": read_item_reply(completion.text, item).value}
 
 
 def _read_verbal(require_cue: bool) -> Callable[[Any, Mapping[str, Any]], dict[str, Any]]:
@@ -145,13 +147,14 @@ def _read_p_true(probs, item) -> dict[str, Any]:
 
 PASSES: dict[str, PassSpec] = {spec.name: spec for spec in (
     PassSpec("greedy", ("max_new_tokens", "part_size"),
-             ("id", "prompt", "response", "tokens", "token_logprobs", "prediction", "correct", "ambiguous"),
+             ("id", "prompt", "response", "tokens", "token_logprobs", *GRADE_COLUMNS),
              _answer_prompt, _read_greedy, _answer_budget, graded=True),
     PassSpec("sample", ("max_new_tokens", "part_size", "seed", "top_p", "n_samples", "sample_temperature"),
              ("id", "sample_idx", "response", "prediction"), _answer_prompt, _read_sample, _answer_budget,
              sampled=True),
     PassSpec("verbal1s", ("max_new_tokens", "verbal_max_new_tokens", "verbal1s_reasoning", "part_size"),
-             ("id", "response", "prediction", "correct", "verbal_confidence", "ambiguous"), _verbal1s_prompt,
+             ("id", "response", "prediction", "correct", "verbal_confidence", "ambiguous", "read_by", "graded_by"),
+             _verbal1s_prompt,
              _read_verbal(require_cue=True),
              # The answer (with its reasoning), then the confidence: both budgets.
              lambda settings, task_type: _answer_budget(settings, task_type) + _verbal_budget(settings, task_type),
@@ -353,9 +356,9 @@ def run_pass(
     per checkpoint part), ``seed``, ``top_p``, ``n_samples``, ``sample_temperature``.
     ``greedy`` is the greedy table (its ``response`` column), needed by verbal2s and ptrue.
 
-    A graded pass (greedy, verbal1s) is graded by ``judge`` (default ``RuleJudge``)
-    with :func:`grade_pass`; ``grade=False`` returns its replies table
-    (:data:`REPLY_COLUMNS`) instead, as the workflow's model jobs do.
+    A graded pass (greedy, verbal1s) is graded with :func:`grade_pass` (``judge``: None for the rule, or an
+    :class:`~uqroute.grading.LLMJudge`; a reply at the budget of ``settings`` is cut off); ``grade=False``
+    returns its replies table (:data:`REPLY_COLUMNS`) instead, as the workflow's model jobs do.
 
     Greedy decoding is temperature 0. The caller writes the returned table,
     then calls ``BatchCheckpoint(checkpoint_dir).finish()``.
@@ -401,7 +404,8 @@ def run_pass(
         table["sample_idx"] = table["sample_idx"].astype("int64")
     if spec.graded:
         table = _with_columns(table, REPLY_COLUMNS[pass_name])
-        return grade_pass(pass_name, table, questions, judge) if grade else table
+        budgets = {key: settings[key] for key in BUDGET_SETTINGS if key in settings}
+        return grade_pass(pass_name, table, questions, judge, budgets=budgets) if grade else table
     return _with_columns(table, PASS_COLUMNS[pass_name])
 
 
@@ -413,18 +417,31 @@ def _with_columns(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
     return table[list(columns)]
 
 
-def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, judge=None) -> pd.DataFrame:
-    """A graded pass's table from its replies: the extracted ``prediction`` and whether it is ``correct``.
+def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, judge=None, *,
+               weak_readings: str | None = None, budgets: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """A graded pass's table from its replies: the answer each reply gives, how it was read and whether it is
+    correct.
 
-    ``replies``: the pass's :data:`REPLY_COLUMNS` (any row order; ids must cover ``questions``);
-    ``questions``: the data-contract rows they answer; ``judge``: anything with
-    ``judge(items, predictions, responses) -> bool array`` (default: the rule judge). Returns the
+    ``replies``: the pass's :data:`REPLY_COLUMNS` (any row order; ids must cover ``questions``); ``questions``: the
+    data-contract rows they answer. Each reply is read with :func:`uqroute.grading.read_item_reply`; ``budgets``
+    (the generation settings holding token budgets, :data:`BUDGET_SETTINGS`) tells, for a pass that stores its
+    tokens, which replies were cut off (None: not known, as for a pass that stores text only).
+
+    ``judge``: None for the rule (:func:`uqroute.grading.is_correct` on the answer read), or an
+    :class:`~uqroute.grading.LLMJudge`, which reads the replies the rule should not decide: free-form ones, and
+    multiple-choice and true/false ones read on weak evidence or naming several options (a verdict that is
+    neither yes nor no leaves the row to the rule). ``weak_readings``: whether the rule counts an answer read on
+    weak evidence (``count``) or takes it for no answer (``drop``; default: the config schema's). Returns the
     :data:`PASS_COLUMNS` table in the order of ``replies``.
     """
-    from .grading import RuleJudge, read_item_answer
+    from .grading import WEAK, RuleJudge, read_item_reply
+    from .grading.judges import FREE_FORM_TASKS
 
     if pass_name not in GRADED_PASSES:
         raise ValueError(f"pass {pass_name!r} is not graded; graded passes: {', '.join(GRADED_PASSES)}")
+    weak_readings = default_weak_readings() if weak_readings is None else weak_readings
+    if weak_readings not in WEAK_READINGS:
+        raise ValueError(f"weak_readings must be one of {', '.join(WEAK_READINGS)}, got {weak_readings!r}")
     missing = [c for c in REPLY_COLUMNS[pass_name] if c not in replies.columns]
     if missing:
         raise ValueError(f"{pass_name} replies table: missing column(s) {missing}; has {list(replies.columns)}")
@@ -438,22 +455,66 @@ def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, j
     table = replies.reset_index(drop=True).copy()
     responses = ["" if _missing(r) else str(r) for r in table["response"]]
     records = items.to_dict("records")
-    readings = [read_item_answer(r, item) for r, item in zip(responses, records)]
-    predictions = [prediction for prediction, _ in readings]
-    ambiguous = np.array([is_ambiguous for _, is_ambiguous in readings], dtype=bool)
-    table["prediction"] = pd.Series(predictions, dtype=object)
-    judge = judge if judge is not None else RuleJudge()
-    correct = np.asarray(judge.judge(items, predictions, responses), dtype=bool) if len(table) else \
-        np.zeros(0, dtype=bool)
-    # The rule cannot grade an ambiguous reply (no prediction, so wrong); a judge that reads replies does,
-    # and only those items cost it a call.
-    read_replies = getattr(judge, "judge_replies", None)
-    if ambiguous.any() and read_replies is not None:
-        asked = np.flatnonzero(ambiguous)
-        correct[asked] = read_replies(items.iloc[asked], [responses[i] for i in asked])
+    cut_off = _cut_off(pass_name, table, records, budgets)
+    readings = [read_item_reply(r, item, cut_off=c) for r, item, c in zip(responses, records, cut_off)]
+    weak = np.array([reading.strength == WEAK for reading in readings], dtype=bool)
+    several = np.array([reading.rule == "several" for reading in readings], dtype=bool)
+    counted = [counted_answer(r, "count" if judge is not None else weak_readings) for r in readings]
+    correct = RuleJudge().judge(items, counted, responses) if len(table) else np.zeros(0, dtype=bool)
+    if judge is not None and weak_readings == "drop":
+        # The rule would not count these; the judge reads them, and where it gives no verdict they stay unanswered.
+        correct[weak] = False
+    graded_by = np.full(len(table), "rule", dtype=object)
+    if judge is not None:
+        free_form = items["task_type"].isin(FREE_FORM_TASKS).to_numpy()
+        asked = np.flatnonzero((free_form | weak | several) & np.array([bool(r.strip()) for r in responses]))
+        verdicts = judge.verdicts(items.iloc[asked], [responses[i] for i in asked])
+        for i, verdict in zip(asked, verdicts):
+            if verdict is not None:
+                correct[i] = verdict
+                graded_by[i] = "judge"
+    table["prediction"] = pd.Series(counted, dtype=object)
     table["correct"] = correct
-    table["ambiguous"] = ambiguous
+    table["ambiguous"] = several
+    table["read_by"] = [reading.rule for reading in readings]
+    table["graded_by"] = graded_by
     return table[PASS_COLUMNS[pass_name]]
+
+
+# Whether the rule counts an answer read on weak evidence (``judge.weak_readings``).
+WEAK_READINGS = ("drop", "count")
+
+
+def counted_answer(reading, weak_readings: str) -> str | None:
+    """The answer a :class:`~uqroute.grading.Reading` gives where grading counts it: a strong reading's, and a weak
+    one's under ``weak_readings: count``; None otherwise."""
+    from .grading import WEAK
+
+    return reading.value if reading.strong or (weak_readings == "count" and reading.strength == WEAK) else None
+
+
+@functools.cache
+def default_weak_readings() -> str:
+    """The config schema's default of ``judge.weak_readings``: the choice that misreads fewer of the real replies
+    the reader is measured on (docs/reading-replies.md)."""
+    from .io import load_schema
+
+    return load_schema("config")["properties"]["judge"]["properties"]["weak_readings"]["default"]
+
+
+def _cut_off(pass_name: str, table: pd.DataFrame, records: list[Mapping[str, Any]],
+             budgets: Mapping[str, Any] | None) -> list[bool | None]:
+    """Whether each reply used its whole token budget; None where its length or budget is not known."""
+    if budgets is None or "tokens" not in table.columns:
+        return [None] * len(table)
+    flags = []
+    for tokens, response, item in zip(table["tokens"], table["response"], records):
+        tokens = [] if tokens is None else list(tokens)
+        if not len(tokens) and not _missing(response) and str(response):
+            flags.append(None)  # an endpoint that reports no tokens: its length is not known
+            continue
+        flags.append(len(tokens) >= token_budget(pass_name, budgets, str(item["task_type"])))
+    return flags
 
 
 def run_hidden(

@@ -38,6 +38,8 @@ TEMPLATES: dict[str, str] = {
     "findings": "metrics/findings.parquet",
     # How often each pass's replies used their whole token budget (cut off).
     "truncation": "metrics/truncation.parquet",
+    # How each graded pass's replies were read (the reading rules) and graded (the rule, or the LLM judge).
+    "grading": "metrics/grading.parquet",
     "findings_html": "metrics/findings.html",
     # Figures: one stem per figure of each family (uqroute.figure_families), drawn as PDF and PNG ({ext}).
     **{family.kind: family.stem + ".{ext}" for family in FIGURE_FAMILIES.values()},

@@ -14,7 +14,7 @@ from .datasets import DATASET_NAMES, dataset_info
 from .datasets import probe_training as dataset_probe_training
 from .engines.options import engine_kind, job_engine_options, job_gpus
 from .models import model_spec
-from .passes import GENERATING_PASSES, GRADED_PASSES, PASS_NAMES, pass_settings, pass_spec
+from .passes import BUDGET_SETTINGS, GENERATING_PASSES, GRADED_PASSES, PASS_NAMES, pass_settings, pass_spec
 from .uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
 
 UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
@@ -50,13 +50,16 @@ class Grid:
                     model_spec(name)
                 except KeyError as error:
                     raise ValueError(f"config key {key}: {error}") from None
-        if config["judge"]["engine"] == "openai":
-            if "model" not in config["judge"]:
+        judge = config["judge"]
+        if judge["engine"] == "openai":
+            if "model" not in judge:
                 raise ValueError("config key judge.model is required when judge.engine is openai")
-            try:
-                model_spec(config["judge"]["model"])
-            except KeyError as error:
-                raise ValueError(f"config key judge.model: {error}") from None
+            if not judge.get("base_url"):
+                try:
+                    model_spec(judge["model"])
+                except KeyError as error:
+                    raise ValueError(f"config key judge.model: {error} (or give judge.base_url, an endpoint "
+                                     "serving it)") from None
 
     # ---- passes ------------------------------------------------------------------------------------
 
@@ -155,6 +158,15 @@ class Grid:
                    for dataset in self.datasets]
         return tables
 
+    def budgets(self, dataset: str, pass_name: str) -> dict[str, Any]:
+        """The token budgets ``pass_name`` runs under on ``dataset`` (its settings that hold budgets)."""
+        return {key: value for key, value in self.pass_settings(dataset, pass_name).items() if key in BUDGET_SETTINGS}
+
+    @property
+    def graded_pass_tables(self) -> list[tuple[str, str, str, str]]:
+        """(model, dataset, split, pass) of every graded pass table the grid makes (the grading table reads them)."""
+        return [table for table in self.generating_pass_tables if table[3] in GRADED_PASSES]
+
     # ---- engines and resources ---------------------------------------------------------------------
 
     def configured_engine(self, model: str) -> Mapping[str, Any]:
@@ -194,8 +206,10 @@ class Grid:
         return 1 if self.engine_kind(model) == "openai" else 0
 
     def judge_settings(self) -> dict[str, Any]:
+        """What the grade jobs build their judge from: the config's judge section, and for a registry model
+        behind its usual endpoint the engine options the grid gives it."""
         judge = dict(self.config["judge"])
-        if judge["engine"] == "openai":
+        if judge["engine"] == "openai" and not judge.get("base_url"):
             judge["engine_options"] = self.engine_options(judge["model"])
         return judge
 

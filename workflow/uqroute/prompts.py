@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from . import RESOURCES_DIR
 from .engines.base import Conversation
 from .datasets import TASK_TYPES
-from .grading import extract_item_prediction
+from .grading import read_item_reply
 from .io import load_yaml
 
 # Placeholders each template may use; anything else is a typo caught when the file is loaded.
@@ -144,10 +144,11 @@ class PromptSet:
     def proposed_answer(self, item: Mapping[str, Any], response: str) -> str:
         """The reply's answer, short: "B. option text", "yes", "42", or the answer sentence.
 
-        Falls back to the reply's first non-empty line when no answer can be extracted.
+        The answer read on any evidence, weak included (the model is asked about what it wrote, not graded);
+        the reply's first non-empty line when it gives none.
         """
         task_type = _field(item, "task_type")
-        prediction = extract_item_prediction(response, item)
+        prediction = read_item_reply(response, item).value
         if prediction is None:
             lines = [line.strip() for line in ("" if response is None else str(response)).splitlines()]
             return next((line for line in lines if line), "")

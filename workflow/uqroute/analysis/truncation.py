@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from ..grading.reading import repeats_itself
 from ..passes import GENERATING_PASSES
 
 log = logging.getLogger(__name__)
@@ -30,13 +31,6 @@ log = logging.getLogger(__name__)
 # other way a reply's answer goes missing; 0 for passes that are not graded.
 TRUNCATION_COLUMNS = ["model", "dataset", "split", "pass_name", "task_type", "budget", "replies", "uncounted",
                       "at_budget", "looping", "share", "cut_off_share", "max_tokens", "ambiguous", "over_limit"]
-# A reply loops when fewer than 60 % of the 4-token runs in its second half are distinct. Measured on
-# SmolLM2-135M at the paper's budgets: its loops (one line or one digit over and over) score 0.3-0.6, its
-# finished explanations and solutions 0.7-1.0; loops that count up ("Step 5: 26 + 1 = 27") score 0.7-0.8
-# and stay counted as cut off, the side that asks for a larger budget.
-LOOP_NGRAM, LOOP_DISTINCT = 4, 0.6
-
-
 def reply_tokens(table: pd.DataFrame, pass_name: str,
                  tokenize: Callable[[str], Sequence] | None = None) -> tuple[list[Sequence | None], int]:
     """The tokens of each reply of a pass table (None: not known), and the slack of their count (0 exact,
@@ -49,13 +43,6 @@ def reply_tokens(table: pd.DataFrame, pass_name: str,
     if tokenize is None:
         raise ValueError(f"a {pass_name} table stores text only: counting its tokens needs the model's tokenizer")
     return [list(tokenize(text)) for text in table["response"].fillna("")], 1
-
-
-def repeats_itself(tokens: Sequence, n: int = LOOP_NGRAM, distinct: float = LOOP_DISTINCT) -> bool:
-    """Whether fewer than ``distinct`` of the ``n``-token runs in a reply's second half differ: a loop."""
-    tail = tokens[len(tokens) // 2:]
-    runs = [tuple(tail[i:i + n]) for i in range(len(tail) - n + 1)]
-    return bool(runs) and len(set(runs)) < distinct * len(runs)
 
 
 def truncation_row(replies: Sequence[Sequence | None], budget: int, slack: int) -> dict:

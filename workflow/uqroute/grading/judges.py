@@ -1,5 +1,7 @@
-"""Judging: is a prediction right? The rule judge for every task type, and an LLM judge for free-form
-answers (the paper grades free-form QA with GPT-4o mini). Both implement :class:`Judge`.
+"""Judging: is a reply's answer right? The rule judgement of a read answer (:func:`is_correct`, every task
+type), and an LLM judge that reads replies itself (the paper grades free-form QA with GPT-4o mini): any
+OpenAI-compatible endpoint, a local vLLM server included. :func:`uqroute.passes.grade_pass` decides which replies
+the LLM judge reads.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import re
 import string
 from collections import Counter
 from pathlib import Path
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,20 +20,13 @@ import pandas as pd
 from .. import RESOURCES_DIR
 from ..engines.base import Conversation, Engine
 from ..io import load_yaml
-from .extraction import check_task_type, list_cell, parse_number
+from .reading import check_task_type, list_cell, parse_number
 
 log = logging.getLogger(__name__)
 
 NUMERIC_TOLERANCE = 1e-6
 # CoQA's rule judge: token F1 against the gold answer or an alias (no incorrect references exist there).
 REFERENCE_F1_THRESHOLD = 0.5
-
-
-class Judge(Protocol):
-    def judge(self, items: pd.DataFrame, predictions: Sequence[str | None], responses: Sequence[str]) -> np.ndarray:
-        """Boolean array ``(len(items),)``: row ``i`` judges ``predictions[i]`` / ``responses[i]`` against
-        ``items.iloc[i]``."""
-        ...
 
 
 _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -119,14 +114,9 @@ class RuleJudge:
 
 
 # ---- LLM judge ---------------------------------------------------------------------------------
-# LLM-as-judge for free-form answers (the paper grades free-form QA with GPT-4o mini).
-#
-# Free-form items (``ff_text``, ``ff_num``) are asked of a judge engine: is the
-# response essentially equivalent to the gold answer (aliases listed, and for
-# TruthfulQA the known incorrect answers too)? The verdict is the first word of
-# a greedy reply of a few tokens, ``yes`` or ``no``. Multiple-choice and
-# true/false items have an unambiguous extracted answer, so the rule judge
-# grades them, as it does a free-form item whose verdict is neither yes nor no.
+# LLM-as-judge (the paper grades free-form answers with GPT-4o mini): asked whether a reply is essentially
+# equivalent to the gold answer (aliases listed, and for TruthfulQA the known incorrect answers too). The verdict
+# is the first word of a greedy reply of a few tokens, ``yes`` or ``no``.
 
 FREE_FORM_TASKS = frozenset({"ff_text", "ff_num"})
 JUDGE_PROMPTS_PATH = RESOURCES_DIR / "judge_prompts.yaml"
@@ -150,11 +140,11 @@ def _texts(value: Any) -> list[str]:
 
 
 class LLMJudge:
-    """Grades free-form responses with ``engine``; everything else with ``fallback`` (default: the rule judge)."""
+    """Asks ``engine`` (any :class:`~uqroute.engines.base.Engine`; in the workflow an OpenAI-compatible endpoint)
+    whether replies answer their questions correctly."""
 
-    def __init__(self, engine: Engine, *, fallback: Any | None = None, prompts_path: str | Path | None = None) -> None:
+    def __init__(self, engine: Engine, *, prompts_path: str | Path | None = None) -> None:
         self.engine = engine
-        self._fallback = fallback
         path = Path(prompts_path) if prompts_path is not None else JUDGE_PROMPTS_PATH
         self.prompts = load_yaml(path)
         missing = [key for key in _PROMPT_KEYS if key not in self.prompts]
@@ -162,10 +152,8 @@ class LLMJudge:
             raise KeyError(f"{path}: judge prompts lack key(s) {missing}")
 
     @property
-    def fallback(self) -> Judge:
-        if self._fallback is None:
-            self._fallback = RuleJudge()
-        return self._fallback
+    def name(self) -> str:
+        return getattr(self.engine, "model_name", "?")
 
     def conversation(self, item: Mapping[str, Any], response: str) -> Conversation:
         """The judge's question about one (item, response) pair."""
@@ -189,43 +177,15 @@ class LLMJudge:
         )
         return [{"role": "system", "content": p["system"]}, {"role": "user", "content": user}]
 
-    def judge(self, items: pd.DataFrame, predictions: Sequence[str | None], responses: Sequence[str]) -> np.ndarray:
-        """Boolean array of shape ``(len(items),)``; row ``i`` judges ``responses[i]`` against ``items.iloc[i]``.
-
-        Free-form rows with an empty response are wrong without asking.
-        """
-        if not len(items) == len(predictions) == len(responses):
-            raise ValueError(f"LLMJudge: {len(items)} items, {len(predictions)} predictions and "
-                             f"{len(responses)} responses differ")
-        rows = items.reset_index(drop=True)
-        predictions = list(predictions)
-        responses = ["" if r is None or (pd.api.types.is_scalar(r) and pd.isna(r)) else str(r) for r in responses]
-        correct = np.zeros(len(rows), dtype=bool)
-        ask = [i for i in range(len(rows)) if rows.at[i, "task_type"] in FREE_FORM_TASKS and responses[i].strip()]
-        by_rule = [i for i in range(len(rows)) if rows.at[i, "task_type"] not in FREE_FORM_TASKS]
-        verdicts = self._verdicts(rows.iloc[ask], [responses[i] for i in ask])
-        for i, verdict in zip(ask, verdicts):
-            if verdict is None:
-                by_rule.append(i)
-            else:
-                correct[i] = verdict
-        if by_rule:
-            by_rule.sort()
-            correct[by_rule] = self.fallback.judge(rows.iloc[by_rule], [predictions[i] for i in by_rule],
-                                                   [responses[i] for i in by_rule])
-        return correct
-
-    def judge_replies(self, items: pd.DataFrame, responses: Sequence[str]) -> np.ndarray:
-        """The judge's verdict on each reply itself, whatever the task type: for replies the rule cannot
-        read (a multiple-choice reply that commits to several options). No verdict counts as wrong."""
-        verdicts = self._verdicts(items.reset_index(drop=True), [str(r) for r in responses])
-        return np.array([bool(v) for v in verdicts], dtype=bool)
-
-    def _verdicts(self, rows: pd.DataFrame, responses: list[str]) -> list[bool | None]:
-        """Ask the judge about each (row, response); None where its reply is neither yes nor no (logged)."""
-        if not responses:
+    def verdicts(self, items: pd.DataFrame, responses: Sequence[str]) -> list[bool | None]:
+        """The judge's verdict on each (row of ``items``, response): True (correct), False, or None where its
+        reply is neither yes nor no (logged; the caller grades those by the rule)."""
+        if len(items) != len(responses):
+            raise ValueError(f"LLMJudge: {len(items)} items but {len(responses)} responses")
+        if not len(responses):
             return []
-        conversations = [self.conversation(rows.iloc[i], response) for i, response in enumerate(responses)]
+        rows = items.reset_index(drop=True)
+        conversations = [self.conversation(rows.iloc[i], str(response)) for i, response in enumerate(responses)]
         replies = self.engine.generate(conversations, max_new_tokens=int(self.prompts["max_new_tokens"]),
                                        temperature=0.0)
         verdicts = [parse_verdict(completions[0].text) for completions in replies]
@@ -233,6 +193,6 @@ class LLMJudge:
         if unparsed:
             first = rows.iloc[unparsed[0]]
             log.warning("judge %s: %d of %d verdicts neither yes nor no (first: %s item %s replied %r); "
-                        "graded by the rule judge", getattr(self.engine, "model_name", "?"), len(unparsed),
-                        len(responses), first.get("dataset", "?"), first.get("id", "?"), replies[unparsed[0]][0].text)
+                        "graded by the rule", self.name, len(unparsed), len(responses), first.get("dataset", "?"),
+                        first.get("id", "?"), replies[unparsed[0]][0].text)
         return verdicts

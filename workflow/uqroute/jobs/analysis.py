@@ -114,6 +114,13 @@ def findings(*, alignment: str, routing: str, relative: str, generalization: Seq
     write_text(found.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a"), html)
 
 
+def grading(*, gen: Sequence[str], output: str) -> None:
+    """The grading table of every graded pass table in ``gen`` (:func:`uqroute.analysis.grading.count_grading`)."""
+    from ..analysis.grading import count_grading
+
+    write_parquet(count_grading(gen), output)
+
+
 def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str, str | None], max_share: float,
                output: str, models: Sequence[str] = ()) -> None:
     """The truncation table of every pass table in ``gen`` (:func:`uqroute.analysis.truncation.count_truncation`).

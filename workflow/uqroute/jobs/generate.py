@@ -31,14 +31,22 @@ def build_engine(model: str, options: Mapping[str, Any], model_dir: str | None =
 
 
 def build_judge(judge: Mapping[str, Any], api_cache: str | None = None):
-    """The rule judge, or an LLM judge on the configured model (``judge.engine: openai``)."""
-    from ..grading import RuleJudge
+    """The LLM judge the config asks for (``judge.engine: openai``), or None for the rule.
 
+    With ``base_url``, any OpenAI-compatible endpoint serving ``model`` (a local vLLM server; ``api_key_env``
+    null for one that takes no key); without it, the registry's model behind its own endpoint.
+    """
     if judge.get("engine", "rule") == "rule":
-        return RuleJudge()
+        return None
+    from ..engines.openai_engine import OpenAIEngine
     from ..grading import LLMJudge
 
-    return LLMJudge(build_engine(judge["model"], judge.get("engine_options", {}), api_cache=api_cache))
+    if judge.get("base_url"):
+        engine = OpenAIEngine(judge["model"], model=judge["model"], base_url=judge["base_url"],
+                              api_key_env=judge.get("api_key_env"), cache_dir=api_cache)
+    else:
+        engine = build_engine(judge["model"], judge.get("engine_options", {}), api_cache=api_cache)
+    return LLMJudge(engine)
 
 
 def made_with(engine) -> dict[str, str]:
@@ -119,13 +127,23 @@ def generate_cell(*, model: str, outputs: Mapping[str, str], questions: str, eng
             BatchCheckpoint(Path(checkpoint_dirs[pass_name])).finish()
 
 
-def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, Any], output: str,
-          api_cache: str | None = None) -> None:
-    """Grade a pass's replies (prediction + correct) with the configured judge."""
+def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, Any], budgets: Mapping[str, Any],
+          output: str, api_cache: str | None = None) -> None:
+    """Read and grade a pass's replies with the configured judge (``budgets``: the generation settings holding
+    token budgets, which tell the replies that were cut off)."""
     from ..passes import grade_pass
 
-    table = grade_pass(pass_name, read_parquet(replies), read_parquet(questions), build_judge(judge, api_cache))
-    log.info("%s: %d of %d answers correct", output, int(table["correct"].sum()), len(table))
+    llm_judge = build_judge(judge, api_cache)
+    try:
+        table = grade_pass(pass_name, read_parquet(replies), read_parquet(questions), llm_judge,
+                           weak_readings=judge.get("weak_readings"), budgets=budgets)
+    finally:
+        if llm_judge is not None:
+            llm_judge.engine.close()
+    by_rule = table["read_by"].value_counts()
+    log.info("%s: %d of %d answers correct; read by %s; %d graded by the judge", output, int(table["correct"].sum()),
+             len(table), ", ".join(f"{rule} {n}" for rule, n in by_rule.items()),
+             int((table["graded_by"] == "judge").sum()))
     write_parquet(table, output, metadata=table_metadata(replies))  # the graded table names its replies' dtype
 
 

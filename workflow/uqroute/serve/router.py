@@ -20,12 +20,12 @@ import numpy as np
 import pandas as pd
 
 from uqroute.engines.base import Completion, Conversation, Engine, EngineError
-from uqroute.engines.openai_engine import OpenAIEngine
-from uqroute.grading import extract_item_prediction
 from uqroute.engines import make_engine
+from uqroute.engines.openai_engine import OpenAIEngine
 from uqroute.gguf import materialize
+from uqroute.grading import read_item_reply
 from uqroute.models import model_spec
-from uqroute.passes import PASSES
+from uqroute.passes import PASSES, counted_answer, default_weak_readings
 from uqroute.paths import model_cache
 from uqroute.prompts import PromptSet
 from uqroute.uq import method_spec, score_method
@@ -168,7 +168,8 @@ class Router:
     async def confidence(self, messages: Conversation, item: Mapping[str, Any], answer: Completion) -> float:
         """The method's confidence in ``answer``, by the workflow's function; NaN when it gives none."""
         greedy = pd.DataFrame(PASSES["greedy"].rows(_REQUEST_ID, item, [answer]))
-        greedy["prediction"] = [extract_item_prediction(answer.text, item)]
+        # The answer as the workflow's rule grading counts it (judge.weak_readings at its default).
+        greedy["prediction"] = [counted_answer(read_item_reply(answer.text, item), default_weak_readings())]
         # Correctness is unknown when serving; the methods carry it through, none reads it to score.
         greedy["correct"] = False
         if self.probe is not None:

@@ -31,12 +31,15 @@ def answer_token_index(response: str, tokens: Sequence[str], span: tuple[int, in
     return index if index < len(tokens) else None
 
 
-def _choice_confidence(response: str, tokens, logprobs, task_type: str, choices: list[str] | None) -> float:
-    from uqroute.grading import answer_char_span
+def _choice_confidence(response: str, tokens, logprobs, task_type: str, choices: list[str] | None,
+                       prediction: str) -> float:
+    from uqroute.grading import read_reply
 
     def span_in(text: str):
-        # The same options as the pass's extraction, so the span is that of the graded prediction.
-        return answer_char_span(text, task_type, None if choices is None else len(choices), choices=choices)
+        # The reader the grading used, with the same options, so the span is that of the graded prediction (the
+        # reply's length cannot turn an answer read into none: the prediction says one was read).
+        reading = read_reply(text, task_type, choices, cut_off=False)
+        return reading.span if reading.value == prediction else None
 
     tokens = [] if tokens is None else [str(token) for token in tokens]
     logprobs = [] if logprobs is None else list(logprobs)
@@ -56,8 +59,8 @@ def avg_token_prob(greedy: pd.DataFrame, questions: pd.DataFrame) -> pd.DataFram
 
     Multiple choice and true/false (the paper: "the probability of the chosen option token"):
         confidence = p(y_k) = exp(log p(y_k | x, y_<k))
-    where y_k is the generated token that holds the first character of the extracted option
-    letter / yes-no word (``uqroute.grading.answer_char_span``). No answer found: invalid.
+    where y_k is the generated token that holds the first character of the option letter / yes-no word the
+    grading read (``prediction``; its place from ``uqroute.grading.read_reply``). No answer counted: invalid.
 
     Free-form (the paper: "the mean probability of all generated tokens"):
         confidence = (1/N) * sum_{i=1..N} p(y_i)
@@ -79,10 +82,14 @@ def avg_token_prob(greedy: pd.DataFrame, questions: pd.DataFrame) -> pd.DataFram
             continue
         choices = questions["choices"].iloc[i]
         choices = [str(c) for c in choices] if isinstance(choices, (list, tuple, np.ndarray)) else []
-        response = rows["response"].iloc[i]
+        response, prediction = rows["response"].iloc[i], rows["prediction"].iloc[i]
+        if prediction is None or (isinstance(prediction, float) and math.isnan(prediction)):
+            confidence[i] = math.nan
+            continue
         try:
             confidence[i] = _choice_confidence("" if response is None else str(response), rows["tokens"].iloc[i],
-                                               rows["token_logprobs"].iloc[i], task_type, choices or None)
+                                               rows["token_logprobs"].iloc[i], task_type, choices or None,
+                                               str(prediction))
         except ValueError as err:
             raise ValueError(f"{err} (question {ids[i]})") from err
     return method_frame(ids, confidence, rows["prediction"], rows["correct"])
