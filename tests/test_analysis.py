@@ -114,7 +114,9 @@ def test_routing_endpoints_and_random_line():
     rng = np.random.default_rng(1)
     conf, slm, llm = rng.random(50), rng.random(50) < 0.4, rng.random(50) < 0.8
     curve = routing_curve(conf, slm, llm, ratios=np.linspace(0, 1, 11))
-    assert list(curve.columns) == ["ratio", "accuracy", "random_accuracy", "oracle_accuracy", "n"]
+    assert list(curve.columns) == ["ratio", "accuracy", "random_accuracy", "oracle_accuracy", "n", "accuracy_low",
+                                   "accuracy_high"]
+    assert curve["accuracy_low"].isna().all()  # no resamples given: no band
     assert curve["accuracy"].iloc[0] == pytest.approx(slm.mean())
     assert curve["accuracy"].iloc[-1] == pytest.approx(llm.mean())
     expected = slm.mean() + curve["ratio"] * (llm.mean() - slm.mean())  # 50 * r is an integer here
@@ -225,7 +227,8 @@ def test_no_gap_gives_nan():
 
 def test_relative_accuracy_by_hand():
     rel = relative_accuracy([0.1, 0.2, 0.3, 0.4], [0, 0, 1, 1], [1, 1, 1, 0], excluded=[0, 50, 75, 100])
-    assert list(rel.columns) == ["excluded_pct", "n_kept", "slm_accuracy", "llm_accuracy", "relative_accuracy"]
+    assert list(rel.columns) == ["excluded_pct", "n_kept", "slm_accuracy", "llm_accuracy", "relative_accuracy",
+                                 "relative_low", "relative_high"]
     np.testing.assert_array_equal(rel["n_kept"], [4, 2, 1, 0])
     np.testing.assert_allclose(rel["slm_accuracy"], [0.5, 1.0, 1.0, np.nan])
     np.testing.assert_allclose(rel["llm_accuracy"], [0.75, 0.5, 0.0, np.nan])

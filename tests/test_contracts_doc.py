@@ -9,11 +9,11 @@ import re
 import pyarrow.parquet as pq
 
 from uqroute import paths
-from uqroute.analysis.alignment import ALIGNMENT_COLUMNS
+from uqroute.analysis.alignment import ALIGNMENT_COLUMNS, COMPARISON_COLUMNS, RESAMPLE_COLUMNS
 from uqroute.analysis.calibration import CALIBRATION_COLUMNS, GENERALIZATION_COLUMNS
 from uqroute.analysis.findings import FINDING_COLUMNS
-from uqroute.analysis.routing import relative_accuracy, routing_curve, routing_metrics_row
 from uqroute.analysis.grading import GRADING_COLUMNS
+from uqroute.analysis.routing import relative_accuracy, routing_curve, routing_metrics_row
 from uqroute.analysis.truncation import TRUNCATION_COLUMNS
 from uqroute.datasets import ITEM_SCHEMA, TASK_TYPES
 from uqroute.passes import GRADED_PASSES, PASS_COLUMNS, PASS_NAMES, REPLY_COLUMNS
@@ -55,7 +55,7 @@ def test_documented_columns_are_the_ones_the_code_writes_in_its_order():
         "calibration": [*CALIBRATION_COLUMNS, "seed"], "release": [*CALIBRATION_COLUMNS, "seed"],
         "generalization": GENERALIZATION_COLUMNS, "alignment": ALIGNMENT_COLUMNS, "routing_metrics": routing_metrics,
         "relative_accuracy": [*cell, *relative], "findings": FINDING_COLUMNS, "truncation": TRUNCATION_COLUMNS,
-        "grading": GRADING_COLUMNS,
+        "grading": GRADING_COLUMNS, "comparisons": COMPARISON_COLUMNS, "auroc_resamples": RESAMPLE_COLUMNS,
     }
     expected = {paths.template(kind): list(columns) for kind, columns in code.items()}
     for name in PASS_NAMES:

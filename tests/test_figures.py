@@ -68,6 +68,19 @@ def tables():
     }
 
 
+def recorded_figures(monkeypatch, module) -> list:
+    """The figures ``module`` draws from now on, kept to be looked at."""
+    drawn = []
+
+    class Recorded(module.Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            drawn.append(self)
+
+    monkeypatch.setattr(module, "Figure", Recorded)
+    return drawn
+
+
 def assert_written(paths, tmp_path):
     assert [p.suffix for p in paths] == [".pdf", ".png"]
     for path in paths:
@@ -87,14 +100,7 @@ def test_auroc_heatmaps_have_the_papers_panels(tables, tmp_path, monkeypatch):
     from uqroute.figures import alignment
     from uqroute.uq.registry import method_label
 
-    drawn = []
-
-    class Recorded(alignment.Figure):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            drawn.append(self)
-
-    monkeypatch.setattr(alignment, "Figure", Recorded)
+    drawn = recorded_figures(monkeypatch, alignment)
     figures.plot_auroc_heatmaps(tables["alignment"], tmp_path / "auroc")
     panels = [ax for ax in drawn[0].axes if ax.get_visible() and ax.get_title()]
     assert [ax.get_title() for ax in panels] == [dataset_label(d) for d in ("gsm8k", "boolq", "piqa")]
@@ -263,3 +269,45 @@ def test_methods_without_any_valid_confidence_are_named_not_drawn(tables, tmp_pa
             texts = " ".join(t.get_text() for t in ax.texts)
             assert ("no valid confidence: Verbalization-2s" in texts) == bool(skipped)
         assert lines_of[name, 1] == lines_of[name, 0] - 1
+
+
+def test_auroc_heatmap_cells_carry_their_interval_counts_and_marks(tmp_path, monkeypatch):
+    """Each cell says its AUROC, interval and right/scored answers; a cell whose interval covers 0.5 has a dashed
+    frame, an underpowered one italic text: checked cell by cell against the alignment table behind them."""
+    from matplotlib.patches import Rectangle
+
+    from uqroute.analysis.alignment import alignment_tables
+    from uqroute.analysis.bootstrap import BootstrapSettings
+    from uqroute.datasets.registry import dataset_label
+    from uqroute.figures import alignment
+    from uqroute.uq.registry import method_label
+
+    rng = np.random.default_rng(3)
+    cells = []
+    for dataset, n in (("piqa", 400), ("boolq", 16)):  # a large cell and one too small to say much
+        correct = rng.random(n) < 0.5
+        for method, separation in (("perplexity", 1.5), ("verbal_2s", 0.0)):  # informative and not at all
+            confidence = 1 / (1 + np.exp(-(separation * (2 * correct - 1) + rng.normal(0, 1, n))))
+            cells.append(("smollm2-135m", dataset, method, pd.DataFrame({
+                "id": [f"{dataset}-{i}" for i in range(n)], "confidence": confidence, "prediction": "A",
+                "correct": correct, "valid": True})))
+    table = alignment_tables(cells, bootstrap=BootstrapSettings(resamples=300))[0]
+    drawn = recorded_figures(monkeypatch, alignment)
+    figures.plot_auroc_heatmaps(table, tmp_path / "auroc")
+    ax = next(ax for ax in drawn[0].axes if ax.get_visible() and ax.get_title())
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    columns = [t.get_text() for t in ax.get_xticklabels()]
+    framed = {(int(p.get_x()), int(p.get_y())) for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill()}
+    texts = {(int(t.get_position()[0]), int(t.get_position()[1])): t for t in ax.texts}
+    assert table["underpowered"].any() and not table["underpowered"].all()
+    covering = 0
+    for cell in table.itertuples():
+        j, i = columns.index(method_label(cell.method)), rows.index(dataset_label(cell.dataset))
+        text = texts[j, i]
+        assert text.get_text().split("\n") == [f"{cell.auroc:.2f}", f"[{cell.auroc_low:.2f}, {cell.auroc_high:.2f}]",
+                                               f"{cell.n_valid_correct}/{cell.n_valid}"]
+        assert (text.get_fontstyle() == "italic") == cell.underpowered
+        covers = cell.auroc_low <= 0.5 <= cell.auroc_high
+        assert ((j, i) in framed) == covers
+        covering += covers
+    assert 0 < covering < len(table)  # both kinds of cell are drawn

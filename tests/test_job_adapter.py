@@ -89,7 +89,8 @@ def test_a_key_the_function_does_not_take_is_an_error_naming_rule_and_key():
 
 def test_an_argument_nothing_gives_is_an_error_naming_it():
     function = job_function("analysis.generalization")
-    job = _job({"job": "analysis.generalization", "step": 0.1}, {"uq": "u.parquet", "llm": "l.parquet"},
+    job = _job({"job": "analysis.generalization", "step": 0.1, "bootstrap": {}},
+               {"uq": "u.parquet", "llm": "l.parquet"},
                ["out.parquet"])
     with pytest.raises(ValueError, match=r"rule generalization .*\['calibration'\]"):
         job_arguments(function, rule="generalization", **job)

@@ -13,6 +13,7 @@ import pytest
 
 from uqroute import paths
 from uqroute.analysis import alignment_table, build_calibration_set, pool_confidences, routing_curve
+from uqroute.analysis.bootstrap import BootstrapSettings, question_weights
 from uqroute.io import read_parquet, write_parquet
 from uqroute.jobs import analysis, figures, generate, uq
 from uqroute.passes import PASS_COLUMNS
@@ -74,23 +75,32 @@ def test_alignment_job_labels_each_row_by_its_path_in_any_order(grid, tmp_path):
     results, tables = grid
     cells = [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]
     shuffled = [cells[i] for i in np.random.default_rng(1).permutation(len(cells))]
-    out = str(tmp_path / "alignment.parquet")
-    analysis.alignment(uq=uq_paths(results, shuffled), ece_bins=10, output=out)
-    expected = alignment_table([(*cell, tables[cell]) for cell in shuffled], ece_bins=10)
+    out, compared = str(tmp_path / "alignment.parquet"), str(tmp_path / "comparisons.parquet")
+    analysis.alignment(uq=uq_paths(results, shuffled), ece_bins=10, bootstrap={"resamples": 200}, power={},
+                       alignment=out, comparisons=compared, resamples=str(tmp_path / "resamples.parquet"))
+    expected = alignment_table([(*cell, tables[cell]) for cell in shuffled], ece_bins=10,
+                               bootstrap=BootstrapSettings(resamples=200))
     pd.testing.assert_frame_equal(read_parquet(out), expected)
     assert read_parquet(out).loc[lambda t: t["method"] == "p_true", "n_valid"].eq(37).all()
+    # Every pair of methods of every (SLM, dataset) is compared once.
+    pairs = len(METHODS) * (len(METHODS) - 1) // 2
+    assert len(read_parquet(compared)) == len(SLMS) * len(DATASETS) * pairs
 
 
 def test_routing_curve_job_aligns_the_llm_by_id(grid, tmp_path):
     results, tables = grid
     out = str(tmp_path / "curve.parquet")
     analysis.routing_curve(uq=uq_paths(results, [("slm-a", "piqa", "perplexity")])[0],
-                           llm=llm_path(results, "piqa"), step=0.1, output=out)
+                           llm=llm_path(results, "piqa"), step=0.1, bootstrap={"resamples": 100}, output=out)
     table = tables["slm-a", "piqa", "perplexity"]
     llm = read_parquet(llm_path(results, "piqa")).set_index("id").loc[table["id"], "correct"].to_numpy()
+    weights = question_weights(table["id"], BootstrapSettings(resamples=100), "slm-a", "piqa")
     expected = routing_curve(table["confidence"], table["correct"], llm, valid=table["valid"],
-                             ratios=np.round(np.arange(0, 1.05, 0.1), 10))
+                             ratios=np.round(np.arange(0, 1.05, 0.1), 10), weights=weights)
     pd.testing.assert_frame_equal(read_parquet(out), expected)
+    curve = read_parquet(out)
+    assert (curve["accuracy_low"] <= curve["accuracy"] + 1e-9).all()
+    assert (curve["accuracy"] <= curve["accuracy_high"] + 1e-9).all()
 
 
 def test_routing_metrics_job_takes_each_cell_from_its_curve_path(grid, tmp_path):
@@ -99,7 +109,7 @@ def test_routing_metrics_job_takes_each_cell_from_its_curve_path(grid, tmp_path)
     for slm, method in (("slm-b", "p_true"), ("slm-a", "perplexity")):
         curve = paths.results_path(results, "routing", slm=slm, llm=LLM, dataset="boolq", method=method)
         analysis.routing_curve(uq=uq_paths(results, [(slm, "boolq", method)])[0], llm=llm_path(results, "boolq"),
-                               step=0.05, output=curve)
+                               step=0.05, bootstrap={"resamples": 50}, output=curve)
         curves.append(curve)
     out = str(tmp_path / "routing.parquet")
     analysis.routing_metrics(curves=curves, output=out)
@@ -115,7 +125,7 @@ def test_relative_accuracy_job_pairs_each_uq_table_with_its_datasets_llm(grid, t
     out = str(tmp_path / "relative.parquet")
     cells = [("slm-a", "piqa", "perplexity"), ("slm-b", "boolq", "p_true")]
     analysis.relative_accuracy(uq=uq_paths(results, cells), llm=[llm_path(results, d) for d in DATASETS], step=30,
-                               output=out)
+                               bootstrap={"resamples": 100}, output=out)
     table = read_parquet(out)
     assert list(table.columns[:4]) == ["slm", "llm", "dataset", "method"]
     assert set(zip(table["slm"], table["dataset"], table["method"])) == set(cells)
@@ -152,7 +162,8 @@ def test_calibration_and_generalization_keep_their_column_types_without_valid_sc
         analysis.calibration_set(uq=uq_paths(results, [("slm-a", d, m) for d, m in sources]), n_bins=5,
                                  fraction=0.5, seeds=[50, 51], output=calibration)
         analysis.generalization(calibration=calibration, uq=uq_paths(results, [("slm-a", "boolq", "p_true")])[0],
-                                llm=llm_path(results, "boolq"), step=0.1, output=generalization)
+                                llm=llm_path(results, "boolq"), step=0.1, bootstrap={"resamples": 50},
+                                output=generalization)
         schemas[name] = [pq.read_schema(path).remove_metadata() for path in (calibration, generalization)]
     assert len(read_parquet(str(tmp_path / "never-boolq.parquet"))) == 0
     assert schemas["partly"] == schemas["scored"] and schemas["never"] == schemas["scored"]
@@ -311,7 +322,9 @@ def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path)
     results, _ = grid
     alignment = paths.results_path(results, "alignment")
     analysis.alignment(uq=uq_paths(results, [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]),
-                       ece_bins=10, output=alignment)
+                       ece_bins=10, bootstrap={"resamples": 100}, power={}, alignment=alignment,
+                       comparisons=paths.results_path(results, "comparisons"),
+                       resamples=paths.results_path(results, "auroc_resamples"))
     png = paths.results_path(results, "figure_auroc_heatmaps", ext="png")
     figures.figure(family="auroc_heatmaps", inputs={"alignment": [alignment]}, png=png)
     assert (tmp_path / "results" / "figures" / "auroc_heatmaps.pdf").stat().st_size > 1000
@@ -373,7 +386,9 @@ def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, mon
     results, _ = grid
     alignment = paths.results_path(results, "alignment")
     analysis.alignment(uq=uq_paths(results, [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]),
-                       ece_bins=10, output=alignment)
+                       ece_bins=10, bootstrap={"resamples": 100}, power={}, alignment=alignment,
+                       comparisons=paths.results_path(results, "comparisons"),
+                       resamples=paths.results_path(results, "auroc_resamples"))
     # Fig. 6 (AQuA, BoolQ, CoQA) on a grid that has BoolQ of those: one panel, drawn to results/paper/fig6.
     monkeypatch.setitem(PAPER_FIGURES, 6, PaperFigure("auroc_heatmaps", "test", datasets=("aqua", "boolq")))
     png = paths.results_path(results, "paper_figure", number="6", ext="png")
@@ -387,7 +402,8 @@ def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, mon
 
     relative = paths.results_path(results, "relative_accuracy")
     analysis.relative_accuracy(uq=uq_paths(results, [(s, d, m) for s in SLMS for d in DATASETS for m in METHODS]),
-                               llm=[llm_path(results, d) for d in DATASETS], step=10, output=relative)
+                               llm=[llm_path(results, d) for d in DATASETS], step=10, bootstrap={"resamples": 50},
+                               output=relative)
     monkeypatch.setitem(PAPER_FIGURES, 3, PaperFigure("relative_accuracy", "test", pairs=((LLM, "piqa"),)))
     monkeypatch.setattr(drawing, "plot_relative_accuracy",
                         lambda table, stem, no_confidence: drawn.update(relative=table))

@@ -49,7 +49,7 @@ def release(tmp_path_factory) -> tuple[Path, Path, Path]:
     calibration = root / "release" / "smollm2-135m" / "perplexity.parquet"
     analysis_jobs.calibration_set(uq=paths, n_bins=30, fraction=0.1, seeds=[50, 51, 52], output=str(calibration))
     target = _uq_table(rng, 200, "t")
-    uq = write_parquet(target, root / "uq" / "target.parquet")
+    uq = write_parquet(target, results_path(str(root), "uq", slm="smollm2-135m", dataset="target", method="perplexity"))
     llm = write_parquet(pd.DataFrame({"id": target["id"], "correct": rng.random(200) < 0.7}), root / "llm.parquet")
     return calibration, uq, llm
 
@@ -72,7 +72,7 @@ def test_threshold_command_equals_generalization_rule(release, tmp_path):
     calibration, uq, llm = release
     output = tmp_path / "generalization.parquet"
     analysis_jobs.generalization(calibration=str(calibration), uq=str(uq), llm=str(llm), step=0.05,
-                                 output=str(output))
+                                 bootstrap={"resamples": 50}, output=str(output))
     table = read_parquet(output)
     expected = table.loc[(table["run"] == 2) & np.isclose(table["target_ratio"], 0.75), "threshold"]
     result = _cli("threshold", "--calibration", str(calibration), "--ratio", "0.75", "--calibration-run", "2")

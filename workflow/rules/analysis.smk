@@ -13,14 +13,19 @@ localrules:
 
 
 rule alignment:
-    """ROC AUC, PRR, AURC, ECE and Brier of every (SLM, dataset, method)."""
+    """ROC AUC, PRR, AURC, ECE and Brier of every (SLM, dataset, method) with their bootstrap intervals, and every
+    pair of methods compared on the same questions."""
     input:
         uq=all_uq(),
     output:
-        path("alignment"),
+        alignment=path("alignment"),
+        comparisons=path("comparisons"),
+        resamples=path("auroc_resamples"),
     params:
         job="analysis.alignment",
         ece_bins=config["analysis"]["ece_bins"],
+        bootstrap=config["analysis"]["bootstrap"],
+        power=config["analysis"]["power"],
     log:
         f"{LOGS}/alignment.log",
     threads: 1
@@ -42,6 +47,7 @@ rule routing_curve:
         job="analysis.routing_curve",
         step=config["analysis"]["routing_step"],
         invalid=config["analysis"]["invalid"],
+        bootstrap=config["analysis"]["bootstrap"],
     log:
         f"{LOGS}/routing_curve/{{slm}}/{{llm}}/{{dataset}}/{{method}}.log",
     threads: 1
@@ -81,6 +87,7 @@ rule relative_accuracy:
         job="analysis.relative_accuracy",
         step=config["analysis"]["exclusion_step"],
         invalid=config["analysis"]["invalid"],
+        bootstrap=config["analysis"]["bootstrap"],
     log:
         f"{LOGS}/relative_accuracy.log",
     threads: 1
@@ -124,6 +131,7 @@ rule generalization:
         job="analysis.generalization",
         step=config["calibration"]["target_ratio_step"],
         invalid=config["analysis"]["invalid"],
+        bootstrap=config["analysis"]["bootstrap"],
     log:
         f"{LOGS}/generalization/{{slm}}/{{llm}}/{{method}}/{{dataset}}.log",
     threads: 1
@@ -156,9 +164,11 @@ rule release_calibration:
 
 
 rule findings:
-    """A number behind each of the paper's findings stated by eye."""
+    """The paper's observations and insights as statements with intervals and verdicts, and the numbers behind
+    them."""
     input:
         alignment=path("alignment"),
+        resamples=path("auroc_resamples"),
         routing=path("routing_metrics"),
         relative=path("relative_accuracy"),
         generalization=all_generalization(),
@@ -172,6 +182,8 @@ rule findings:
         ),
     params:
         job="analysis.findings",
+        bootstrap=config["analysis"]["bootstrap"],
+        tolerances=config["analysis"]["findings"],
     log:
         f"{LOGS}/findings.log",
     threads: 1
@@ -225,3 +237,24 @@ rule tables:
     """Every table, no figures."""
     input:
         all_tables(),
+
+
+if config.get("findings_doc"):
+
+    rule findings_doc:
+        """The study's findings as a Markdown page (config key findings_doc), from its own tables: which of the
+        paper's observations hold, with intervals, and how much each cell could say."""
+        input:
+            findings=path("findings"),
+            alignment=path("alignment"),
+        output:
+            config["findings_doc"],
+        params:
+            job="analysis.findings_doc",
+            bootstrap=config["analysis"]["bootstrap"],
+            power=config["analysis"]["power"],
+        log:
+            f"{LOGS}/findings_doc.log",
+        localrule: True
+        run:
+            warm_job(input, output, params, wildcards, threads, resources, log, rule)

@@ -21,9 +21,10 @@ from uqroute.plan import UNGRADED_PASSES, Grid
 from uqroute.uq.registry import method_spec
 from uqroute.warm import WarmPool, default_workers
 
-RESULTS = "results"
-LOGS = "logs"
-BENCHMARKS = "benchmarks"
+RESULTS = config["results_dir"]
+# A study with a results folder of its own keeps its logs and benchmarks in it, so two studies never share one.
+LOGS = "logs" if RESULTS == "results" else f"{RESULTS}/logs"
+BENCHMARKS = "benchmarks" if RESULTS == "results" else f"{RESULTS}/benchmarks"
 
 GRID = Grid(config)
 GRID.check_names()
@@ -236,6 +237,7 @@ def tokenizer_sources():
 def all_tables():
     return [
         path("alignment"),
+        path("comparisons"),
         path("truncation"),
         path("grading"),
         path("routing_metrics"),
@@ -244,6 +246,7 @@ def all_tables():
         *all_generalization(),
         *all_release(),
         *all_release_probes(),
+        *([config["findings_doc"]] if config.get("findings_doc") else []),
     ]
 
 

@@ -33,6 +33,10 @@ TEMPLATES: dict[str, str] = {
     # The OOD probe learned on every dataset, for the router (uqroute serve).
     "release_probe": "release/{slm}/{method}.probe.pt",
     "alignment": "metrics/alignment.parquet",
+    # Every pair of methods of an (SLM, dataset) compared on the same questions (paired bootstrap of AUROC).
+    "comparisons": "metrics/comparisons.parquet",
+    # Every cell's AUROC under every bootstrap resample: what the findings bootstrap statements about methods from.
+    "auroc_resamples": "metrics/auroc_resamples.parquet",
     "routing_metrics": "metrics/routing.parquet",
     "relative_accuracy": "metrics/relative_accuracy.parquet",
     "findings": "metrics/findings.parquet",

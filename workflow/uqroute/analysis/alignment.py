@@ -13,6 +13,7 @@ pair as one half), so a constant confidence scores exactly like a random one.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,10 +21,17 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from ..uq.tables import OUTPUT_COLUMNS as UQ_COLUMNS
 
+# The metrics that carry a bootstrap interval (``<metric>_low``, ``<metric>_high``).
+INTERVAL_METRICS = ("accuracy", "auroc", "prr", "aurc", "ece", "brier")
 ALIGNMENT_COLUMNS = (
     "slm", "dataset", "method", "n", "n_valid", "accuracy", "auroc", "prr", "aurc", "ece", "brier",
-    "normalized",
+    "normalized", "n_correct", "n_valid_correct",
+    *(f"{metric}_{bound}" for metric in INTERVAL_METRICS for bound in ("low", "high")),
+    "underpowered",
 )
+RESAMPLE_COLUMNS = ("slm", "dataset", "method", "resample", "auroc")
+COMPARISON_COLUMNS = ("slm", "dataset", "method_a", "method_b", "auroc_a", "auroc_b", "difference",
+                      "difference_low", "difference_high", "p_value", "better", "underpowered")
 # Floating-point slack for a probability that should be in [0, 1] (e.g. 1 + 2e-16 after a softmax).
 _UNIT_TOLERANCE = 1e-9
 
@@ -202,18 +210,132 @@ def alignment_metrics(uq: pd.DataFrame, *, ece_bins: int = 15, label: str = "uq 
     }
 
 
-def alignment_table(cells: Iterable[tuple[str, str, str, pd.DataFrame]], *, ece_bins: int = 15) -> pd.DataFrame:
-    """``metrics/alignment.parquet`` from ``(slm, dataset, method, uq_table)`` cells.
+@dataclass(frozen=True)
+class PowerSettings:
+    """``analysis.power``: a cell is underpowered with fewer than ``min_class`` right or wrong answers among its
+    scored rows, or an AUROC interval wider than ``max_auroc_width`` (or none at all)."""
 
-    Columns: the contract ``slm, dataset, method, n, n_valid, accuracy, auroc, prr, aurc, ece,
-    brier``, then ``normalized``.
+    min_class: int = 10
+    max_auroc_width: float = 0.2
+
+    @classmethod
+    def from_config(cls, settings) -> "PowerSettings":
+        return cls(**dict(settings or {}))
+
+
+def metric_resamples(uq: pd.DataFrame, weights: np.ndarray, *, ece_bins: int = 15,
+                     label: str = "uq table") -> dict[str, np.ndarray]:
+    """Each interval metric of one UQ table under each resample (row) of ``weights`` (``(resamples,
+    len(uq))``, columns aligned with ``uq``'s rows): accuracy over all rows, the others over the valid rows, as
+    :func:`alignment_metrics` (ECE and Brier on the same probabilities). Each ``(resamples,)``."""
+    from .bootstrap import mean_statistics, ranking_statistics
+
+    confidence = as_float_array(uq["confidence"])
+    correct = as_bool_array(uq["correct"], what=f"{label} correct")
+    valid = valid_mask(confidence, uq["valid"], what=label, ids=uq["id"])
+    conf_v, correct_v, scored = confidence[valid], correct[valid], np.flatnonzero(valid)
+    probability, _ = as_probability(conf_v)
+    return {**ranking_statistics(conf_v, correct_v, weights, scored),
+            **mean_statistics(correct, probability, scored, weights, ece_bins)}
+
+
+def _aligned_tables(slm: str, dataset: str, tables: list[tuple[str, pd.DataFrame]]) -> tuple[np.ndarray, list]:
+    """The cell's question ids in id order, and each method's table in that order (every method of a cell scores
+    the same questions; a table that does not is an error naming it)."""
+    ids = np.sort(tables[0][1]["id"].astype(str).to_numpy())
+    aligned = []
+    for method, table in tables:
+        order = np.argsort(table["id"].astype(str).to_numpy(), kind="stable")
+        if not np.array_equal(table["id"].astype(str).to_numpy()[order], ids):
+            raise ValueError(f"uq/{slm}/{dataset}/{method}: its questions differ from those of "
+                             f"uq/{slm}/{dataset}/{tables[0][0]} (the bootstrap resamples a cell's questions once)")
+        aligned.append((method, table.iloc[order].reset_index(drop=True)))
+    return ids, aligned
+
+
+def _comparisons(slm: str, dataset: str, resampled: dict[str, np.ndarray], points: dict[str, float],
+                 weak: dict[str, bool], level: float) -> list[dict]:
+    """Every pair of methods of one cell: their AUROC difference and its paired-bootstrap interval and p-value;
+    ``underpowered`` where either method's cell is (``weak``)."""
+    from .bootstrap import interval
+
+    rows = []
+    methods = list(resampled)
+    for i, a in enumerate(methods):
+        for b in methods[i + 1:]:
+            difference = resampled[a] - resampled[b]
+            defined = difference[np.isfinite(difference)]
+            low, high = interval(difference, level)
+            p_value, better = float("nan"), None
+            if np.isfinite(low):
+                # Two-sided: how rarely the resampled difference falls on the far side of zero.
+                p_value = float(min(1.0, 2 * (min((defined <= 0).sum(), (defined >= 0).sum()) + 1)
+                                    / (len(defined) + 1)))
+                better = a if low > 0 else (b if high < 0 else None)
+            rows.append({"slm": slm, "dataset": dataset, "method_a": a, "method_b": b, "auroc_a": points[a],
+                         "auroc_b": points[b], "difference": points[a] - points[b], "difference_low": float(low),
+                         "difference_high": float(high), "p_value": p_value, "better": better,
+                         "underpowered": bool(weak[a] or weak[b])})
+    return rows
+
+
+def alignment_tables(cells: Iterable[tuple[str, str, str, pd.DataFrame]], *, ece_bins: int = 15,
+                     bootstrap=None, power: PowerSettings | None = None
+                     ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``metrics/alignment.parquet`` and ``metrics/comparisons.parquet`` from ``(slm, dataset, method, uq_table)``
+    cells.
+
+    Alignment: the contract ``slm, dataset, method, n, n_valid, accuracy, auroc, prr, aurc, ece, brier``, then
+    ``normalized``, ``n_correct`` (all rows) and ``n_valid_correct`` (scored rows), a percentile bootstrap
+    interval ``<metric>_low/_high`` of each metric (:mod:`uqroute.analysis.bootstrap`; the same resamples of the
+    cell's questions for every method) and ``underpowered`` (:class:`PowerSettings`). Comparisons: every pair
+    of methods of an (SLM, dataset), the AUROC difference (each method over its own scored rows, as in the
+    alignment table), its paired interval and two-sided p-value, and ``better``: the method whose AUROC is
+    higher at the interval's level, null when the interval covers 0. Third: every cell's AUROC under every
+    resample (``slm, dataset, method, resample, auroc``), from which statements about methods are bootstrapped
+    (:mod:`uqroute.analysis.verdicts`).
     """
-    rows = [
-        {"slm": slm, "dataset": dataset, "method": method,
-         **alignment_metrics(uq, ece_bins=ece_bins, label=f"uq/{slm}/{dataset}/{method}")}
-        for slm, dataset, method, uq in cells
-    ]
-    return pd.DataFrame(rows, columns=list(ALIGNMENT_COLUMNS))
+    from .bootstrap import BootstrapSettings, cell_seed, interval, resample_weights
+
+    bootstrap = bootstrap or BootstrapSettings()
+    power = power or PowerSettings()
+    by_cell: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}
+    for slm, dataset, method, uq in cells:
+        by_cell.setdefault((slm, dataset), []).append((method, uq))
+    rows, comparisons, resample_frames = [], [], []
+    for (slm, dataset), tables in by_cell.items():
+        ids, aligned = _aligned_tables(slm, dataset, tables)
+        weights = resample_weights(len(ids), bootstrap.resamples, cell_seed(bootstrap.seed, slm, dataset))
+        resampled, points, weak = {}, {}, {}
+        for method, uq in aligned:
+            label = f"uq/{slm}/{dataset}/{method}"
+            row = {"slm": slm, "dataset": dataset, "method": method,
+                   **alignment_metrics(uq, ece_bins=ece_bins, label=label)}
+            valid = valid_mask(as_float_array(uq["confidence"]), uq["valid"], what=label)
+            correct = uq["correct"].to_numpy(dtype=bool)
+            row["n_correct"], row["n_valid_correct"] = int(correct.sum()), int(correct[valid].sum())
+            samples = metric_resamples(uq, weights, ece_bins=ece_bins, label=label)
+            for metric in INTERVAL_METRICS:
+                row[f"{metric}_low"], row[f"{metric}_high"] = map(float, interval(samples[metric], bootstrap.level))
+            width = row["auroc_high"] - row["auroc_low"]
+            row["underpowered"] = bool(min(row["n_valid_correct"], row["n_valid"] - row["n_valid_correct"])
+                                       < power.min_class or not width <= power.max_auroc_width)
+            rows.append(row)
+            resampled[method], points[method], weak[method] = samples["auroc"], row["auroc"], row["underpowered"]
+            resample_frames.append(pd.DataFrame({"slm": slm, "dataset": dataset, "method": method,
+                                                 "resample": np.arange(bootstrap.resamples, dtype=np.int64),
+                                                 "auroc": samples["auroc"]}))
+        comparisons += _comparisons(slm, dataset, resampled, points, weak, bootstrap.level)
+    resampled_auroc = (pd.concat(resample_frames, ignore_index=True)[list(RESAMPLE_COLUMNS)] if resample_frames
+                       else pd.DataFrame(columns=list(RESAMPLE_COLUMNS)))
+    return (pd.DataFrame(rows, columns=list(ALIGNMENT_COLUMNS)),
+            pd.DataFrame(comparisons, columns=list(COMPARISON_COLUMNS)), resampled_auroc)
+
+
+def alignment_table(cells: Iterable[tuple[str, str, str, pd.DataFrame]], *, ece_bins: int = 15, bootstrap=None,
+                    power: PowerSettings | None = None) -> pd.DataFrame:
+    """``metrics/alignment.parquet`` alone (:func:`alignment_tables`)."""
+    return alignment_tables(cells, ece_bins=ece_bins, bootstrap=bootstrap, power=power)[0]
 
 
 def cells_without_confidence(alignment: pd.DataFrame) -> set[tuple[str, str, str]]:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CALIBRATION_COLUMNS = ("run", "source_dataset", "id", "confidence", "bin")
 GENERALIZATION_COLUMNS = (
     "run", "target_ratio", "threshold", "achieved_ratio", "accuracy", "oracle_threshold_accuracy",
+    "achieved_ratio_low", "achieved_ratio_high", "accuracy_low", "accuracy_high",
 )
 # Default target ratios: 0 %, 5 %, ..., 100 % routed (read-only, shared as a default argument).
 TARGET_RATIOS = np.linspace(0, 1, 21)
@@ -211,7 +212,8 @@ def _no_generalization_rows() -> pd.DataFrame:
 
 
 def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_correct,
-                   target_ratios=TARGET_RATIOS, *, invalid: str = "drop") -> pd.DataFrame:
+                   target_ratios=TARGET_RATIOS, *, invalid: str = "drop", weights: np.ndarray | None = None,
+                   level: float = 0.95) -> pd.DataFrame:
     """Routing on an unseen target with thresholds from each calibration run.
 
     ``calibration``: :func:`build_calibration_set` output (``run, confidence`` used).
@@ -225,6 +227,9 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
     ``achieved_ratio`` = routed / n; ``accuracy`` = E[SLM right on kept + LLM right on routed] / n.
     ``oracle_threshold_accuracy`` is the ground truth: the same with the thresholds taken from the
     target's own valid confidences (its routing curve at r). n: the rows of the target it is over.
+    ``achieved_ratio_low/_high`` and ``accuracy_low/_high``: their ``level`` band over the target's questions,
+    under the resamples (rows) of ``weights`` (``(resamples, len(target_uq))``,
+    :mod:`uqroute.analysis.bootstrap`; NaN without them): the thresholds stay, the questions they meet vary.
     """
     missing = [c for c in ROUTING_COLUMNS if c not in target_uq.columns]
     if missing:
@@ -241,6 +246,7 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
     valid = valid_mask(conf, target_uq["valid"], what="target uq table", ids=target_uq["id"])
     ratios = check_ratios(target_ratios, what="target ratios")
     if invalid == "drop":
+        weights = None if weights is None else weights[:, valid]
         conf, slm, llm, valid = conf[valid], slm[valid], llm[valid], valid[valid]
     n, n_invalid = len(conf), int((~valid).sum())
     if n == 0:
@@ -265,16 +271,59 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
         _, oracle = route(thresholds_for_ratios(sorted_conf, ratios), tie_shares_for_ratios(sorted_conf, ratios))
     else:
         oracle = np.full(len(ratios), always_routed / n)
+    runs = []
+    for run, rows in calibration.groupby("run", sort=True):
+        run_confidences = rows["confidence"].to_numpy(dtype=float)
+        runs.append((run, thresholds_for_ratios(run_confidences, ratios),
+                     tie_shares_for_ratios(run_confidences, ratios)))
+    nothing = np.full(len(ratios), np.nan)
+    bands = {run: (nothing,) * 4 for run, _, _ in runs}
+    if weights is not None and len(sorted_conf) and runs:
+        bands = _generalization_bands(runs, sorted_conf, weights, np.flatnonzero(valid)[order], slm[valid][order],
+                                      llm[valid][order], valid, llm, level)
     frames = []
-    for run, runs in calibration.groupby("run", sort=True):
-        run_confidences = runs["confidence"].to_numpy(dtype=float)
-        thresholds = thresholds_for_ratios(run_confidences, ratios)
-        achieved, accuracy = route(thresholds, tie_shares_for_ratios(run_confidences, ratios))
+    for run, thresholds, shares in runs:
+        achieved, accuracy = route(thresholds, shares)
+        achieved_low, achieved_high, accuracy_low, accuracy_high = bands[run]
         frames.append(pd.DataFrame({
             "run": run, "target_ratio": ratios, "threshold": thresholds, "achieved_ratio": achieved,
-            "accuracy": accuracy, "oracle_threshold_accuracy": oracle,
+            "accuracy": accuracy, "oracle_threshold_accuracy": oracle, "achieved_ratio_low": achieved_low,
+            "achieved_ratio_high": achieved_high, "accuracy_low": accuracy_low, "accuracy_high": accuracy_high,
         }))
     if not frames:
         log.warning("empty calibration set: no thresholds, no generalization rows")
         return _no_generalization_rows()
     return pd.concat(frames, ignore_index=True)[list(GENERALIZATION_COLUMNS)]
+
+
+def _generalization_bands(runs, sorted_conf, weights, taken, slm_sorted, llm_sorted, valid, llm, level) -> dict:
+    """Per run, the ``level`` bands of the achieved ratio and accuracy of its thresholds under the resamples (rows)
+    of ``weights``: :func:`generalization`'s routing with every count a weighted sum per resample. ``taken``: the
+    columns of ``weights`` of the valid rows in ascending confidence (``sorted_conf``). A threshold cuts the
+    sorted rows at two positions (below it, up to it); the weighted sums are needed there only, so the rows are
+    summed between the cuts rather than run through."""
+    from .bootstrap import interval
+
+    cuts = {run: (np.searchsorted(sorted_conf, thresholds, side="left"),
+                  np.searchsorted(sorted_conf, thresholds, side="right"), shares) for run, thresholds, shares in runs}
+    n = len(sorted_conf)
+    starts = np.unique(np.concatenate([[0], *(np.concatenate(c[:2]) for c in cuts.values())]))
+    starts = starts[starts < n]
+    positions = np.append(starts, n)  # the running sums at position p are over the rows before it
+    scored = np.take(weights, taken, axis=1)
+    running = []
+    for column in (None, slm_sorted, llm_sorted):
+        summed = np.add.reduceat(scored if column is None else scored * column.astype(np.float32), starts, axis=1)
+        running.append(np.concatenate([np.zeros((len(scored), 1), np.float32), np.cumsum(summed, axis=1)], axis=1))
+    size = weights.sum(axis=1, dtype=np.float64)[:, None]
+    unscored = weights[:, ~valid].sum(axis=1, dtype=np.float64)[:, None]
+    unscored_llm = (weights[:, ~valid] @ llm[~valid].astype(np.float32))[:, None]
+    bands = {}
+    for run, (below, upto, shares) in cuts.items():
+        below, upto = np.searchsorted(positions, below), np.searchsorted(positions, upto)
+        routed, slm_routed, llm_routed = (c[:, below] + shares * (c[:, upto] - c[:, below]) for c in running)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            achieved = (unscored + routed) / size
+            accuracy = (unscored_llm + running[1][:, -1:] - slm_routed + llm_routed) / size
+        bands[run] = (*interval(achieved, level), *interval(accuracy, level))
+    return bands

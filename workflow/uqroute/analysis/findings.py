@@ -1,8 +1,10 @@
 """The numbers behind the paper's observations and insights, one row per finding.
 
-Each row of :func:`findings_table` is ``finding, slm, llm, method, value, description``; a
-``slm``/``llm``/``method`` of ``"all"`` means the value is averaged over that axis, ``None``
-that the axis does not apply.
+Each row of :func:`findings_table` is ``finding, slm, llm, method, value, description``, then ``low, high,
+verdict``; a ``slm``/``llm``/``method`` of ``"all"`` means the value is averaged over that axis, ``None`` that
+the axis does not apply. The descriptive rows (mean AUROC, mean ranks, distances, ...) have no interval; the
+paper's observations and insights made testable (:mod:`uqroute.analysis.verdicts`) carry their interval and a
+verdict: holds, does not hold, or undecided.
 """
 
 from __future__ import annotations
@@ -14,12 +16,12 @@ import pandas as pd
 
 from uqroute.analysis.alignment import cells_without_confidence
 
-FINDING_COLUMNS = ("finding", "slm", "llm", "method", "value", "description")
+FINDING_COLUMNS = ("finding", "slm", "llm", "method", "value", "description", "low", "high", "verdict")
 DISTANCE_COLUMNS = ("slm", "comparison", "fixed", "mean_distance", "n_pairs")
 ALL = "all"
 
 
-def _scaled_confidences(uq_pooled: pd.DataFrame) -> pd.DataFrame:
+def scaled_confidences(uq_pooled: pd.DataFrame) -> pd.DataFrame:
     """Valid rows with ``scaled`` = confidence min-max scaled to [0, 1] per (slm, method)."""
     missing = [c for c in ("slm", "dataset", "method", "confidence") if c not in uq_pooled.columns]
     if missing:
@@ -70,7 +72,7 @@ def distribution_distances(uq_pooled: pd.DataFrame) -> pd.DataFrame:
     (slm, dataset) (``"between_methods"``, ``fixed`` = the dataset).
     Columns: ``slm, comparison, fixed, mean_distance, n_pairs``.
     """
-    table = _scaled_confidences(uq_pooled)
+    table = scaled_confidences(uq_pooled)
     rows = []
     for (slm, method), group in table.groupby(["slm", "method"], sort=True):
         samples = [g.to_numpy() for _, g in group.groupby("dataset", sort=True)["scaled"]]
@@ -89,6 +91,7 @@ def _rows(frame: pd.DataFrame, finding: str, description: str, *, slm=ALL, llm=N
     for column, default in (("slm", slm), ("llm", llm), ("method", method)):
         out[column] = frame[column].to_numpy() if column in frame.columns else default
     out["description"] = description
+    out["low"], out["high"], out["verdict"] = np.nan, np.nan, None
     return out[list(FINDING_COLUMNS)]
 
 
@@ -107,7 +110,7 @@ def _without(frame: pd.DataFrame, cells: pd.MultiIndex) -> pd.DataFrame:
 
 def findings_table(alignment: pd.DataFrame | None, routing_metrics: pd.DataFrame | None,
                    relative: pd.DataFrame | None, generalization: pd.DataFrame | None, *,
-                   distances: pd.DataFrame | None = None) -> pd.DataFrame:
+                   distances: pd.DataFrame | None = None, statements: pd.DataFrame | None = None) -> pd.DataFrame:
     """All findings that the given tables support (a None table skips its findings).
 
     Inputs: ``alignment`` = metrics/alignment.parquet; ``routing_metrics`` =
@@ -129,10 +132,11 @@ def findings_table(alignment: pd.DataFrame | None, routing_metrics: pd.DataFrame
     by construction), and ``calibration_accuracy_gap`` per (slm, llm, method), mean |accuracy -
     ground-truth accuracy| (Insight 2).
 
+    ``statements``: :func:`uqroute.analysis.verdicts.statements`, the testable rows, placed first.
     Cells whose method gave no valid confidence at all (``n_valid == 0`` in ``alignment``) are
     left out of every finding: their routing order is arbitrary, not the method's.
     """
-    parts = []
+    parts = [statements[list(FINDING_COLUMNS)]] if statements is not None and len(statements) else []
     no_confidence = _no_confidence_index(alignment)
     if alignment is not None and len(alignment):
         cells = alignment.dropna(subset=["auroc"]).copy()

@@ -93,7 +93,7 @@ def check_ratios(ratios, *, what: str = "routing ratios") -> np.ndarray:
 
 
 def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTING_RATIOS, *,
-                  invalid: str = "drop") -> pd.DataFrame:
+                  invalid: str = "drop", weights: np.ndarray | None = None, level: float = 0.95) -> pd.DataFrame:
     """Overall accuracy vs routing ratio (``routing/{slm}/{llm}/{dataset}/{method}.parquet``).
 
     For each ratio r in ``ratios`` (fractions in [0, 1]) the first k = round-half-up(r * n) rows
@@ -102,16 +102,21 @@ def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTI
     ``random_accuracy`` = (1 - k/n) * acc_SLM + (k/n) * acc_LLM, the expected accuracy of routing
     a uniformly random k-subset; ``oracle_accuracy`` = the best achievable with k routed: route
     first where the SLM is wrong and the LLM right, then where the two agree, last where the SLM
-    is right and the LLM wrong; ``n``: the rows the curve is over (n_valid under ``"drop"``).
+    is right and the LLM wrong; ``n``: the rows the curve is over (n_valid under ``"drop"``);
+    ``accuracy_low``/``accuracy_high``: the ``level`` band of ``accuracy`` under the resamples (rows) of
+    ``weights`` (``(resamples, len(confidence))``, :mod:`uqroute.analysis.bootstrap`), NaN without them.
     With no row to route (no valid confidence under ``"drop"``) every accuracy is NaN.
     """
+    if weights is not None:
+        _, _, _, kept = routing_rows(confidence, slm_correct, llm_correct, valid, "route_first")
+        weights = weights[:, kept] if invalid == "drop" else weights
     conf, slm, llm, valid = routing_rows(confidence, slm_correct, llm_correct, valid, invalid)
     ratios = check_ratios(ratios)
     n = len(conf)
     if n == 0:
         nothing = np.full(len(ratios), np.nan)
         return pd.DataFrame({"ratio": ratios, "accuracy": nothing, "random_accuracy": nothing,
-                             "oracle_accuracy": nothing, "n": 0})
+                             "oracle_accuracy": nothing, "n": 0, "accuracy_low": nothing, "accuracy_high": nothing})
     cum_slm, cum_llm = expected_routed_sums(conf, valid, slm, llm)
     k = round_half_up(ratios * n)
     accuracy = (cum_slm[n] - cum_slm[k] + cum_llm[k]) / n
@@ -119,13 +124,38 @@ def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTI
     frac = k / n
     gain = llm.astype(np.int64) - slm.astype(np.int64)
     best_first = np.concatenate([[0], np.cumsum(np.sort(gain)[::-1])])
+    low = high = np.full(len(ratios), np.nan)
+    if weights is not None:
+        from .bootstrap import interval
+
+        low, high = interval(_resampled_kept(conf, slm, llm, valid, weights, ratios, "overall").T, level)
     return pd.DataFrame({
         "ratio": ratios,
         "accuracy": accuracy,
         "random_accuracy": (1 - frac) * acc_slm + frac * acc_llm,
         "oracle_accuracy": acc_slm + best_first[k] / n,
         "n": n,
+        "accuracy_low": low,
+        "accuracy_high": high,
     })
+
+
+def _resampled_kept(conf, slm, llm, valid, weights, fractions, what: str) -> np.ndarray:
+    """Under each resample (row of ``weights``), with the first round-half-up(f * N) rows in routing order
+    sent away (N: the resample's size): the overall accuracy of routing them to the LLM (``what="overall"``),
+    or the SLM's and the LLM's accuracy on the rows kept (``"kept"``, a pair). ``(len(fractions), resamples)``."""
+    from .bootstrap import expected_sums_at
+
+    size = weights.sum(axis=1, dtype=np.float64)
+    k = round_half_up(np.asarray(fractions)[:, None] * size[None, :])
+    routed_slm, routed_llm = expected_sums_at(conf, valid, weights, [slm, llm], k)
+    total_slm = weights @ slm.astype(np.float32)
+    total_llm = weights @ llm.astype(np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if what == "overall":
+            return (total_slm - routed_slm + routed_llm) / size
+        kept = np.where(size - k > 0, size - k, np.nan)
+        return (total_slm - routed_slm) / kept, (total_llm - routed_llm) / kept
 
 
 def routing_summary(curve: pd.DataFrame, slm_accuracy: float, llm_accuracy: float) -> dict:
@@ -167,15 +197,19 @@ def routing_metrics_row(curve: pd.DataFrame, *, slm: str, llm: str, dataset: str
 
 
 def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded=range(0, 91, 10), *,
-                      invalid: str = "drop") -> pd.DataFrame:
+                      invalid: str = "drop", weights: np.ndarray | None = None, level: float = 0.95) -> pd.DataFrame:
     """SLM vs LLM accuracy on the most confident queries (paper Fig. 3).
 
     For each percentage p in ``excluded`` the first round-half-up(p/100 * n) rows in routing order
     (the least confident; ties and ``invalid`` as in the module docstring) are dropped. Columns:
     ``excluded_pct``, ``n_kept``, the expected ``slm_accuracy`` and ``llm_accuracy`` on the kept
     rows, ``relative_accuracy`` = their ratio (NaN when the LLM gets none of the kept rows right or
-    nothing is kept).
+    nothing is kept), and its ``level`` band ``relative_low``/``relative_high`` under the resamples of
+    ``weights`` (as in :func:`routing_curve`; NaN without them).
     """
+    if weights is not None:
+        _, _, _, kept_rows = routing_rows(confidence, slm_correct, llm_correct, valid, "route_first")
+        weights = weights[:, kept_rows] if invalid == "drop" else weights
     conf, slm, llm, valid = routing_rows(confidence, slm_correct, llm_correct, valid, invalid)
     pct = np.asarray(list(excluded), dtype=float)
     if np.any((pct < 0) | (pct > 100)):
@@ -188,12 +222,21 @@ def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded
         slm_acc = np.where(n_kept > 0, (cum_slm[n] - cum_slm[k]) / np.maximum(n_kept, 1), np.nan)
         llm_acc = np.where(n_kept > 0, (cum_llm[n] - cum_llm[k]) / np.maximum(n_kept, 1), np.nan)
         rel = np.where(llm_acc > 0, slm_acc / np.where(llm_acc > 0, llm_acc, 1.0), np.nan)
+    low = high = np.full(len(pct), np.nan)
+    if weights is not None and n:
+        from .bootstrap import interval
+
+        slm_kept, llm_kept = _resampled_kept(conf, slm, llm, valid, weights, pct / 100, "kept")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            low, high = interval(np.where(llm_kept > 0, slm_kept / llm_kept, np.nan).T, level)
     return pd.DataFrame({
         "excluded_pct": pct,
         "n_kept": n_kept,
         "slm_accuracy": slm_acc,
         "llm_accuracy": llm_acc,
         "relative_accuracy": rel,
+        "relative_low": low,
+        "relative_high": high,
     })
 
 

@@ -34,8 +34,10 @@ def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem
 
     ``gen``: generalization tables stacked with ``slm, llm, dataset, method`` columns; a row per
     (LLM, held-out dataset, SLM), a panel per method (a single row wraps into rows of four).
-    Coloured line: accuracy at each target ratio with calibration thresholds, mean over runs,
-    band = min-max over runs. Black line: the ground truth, the target's own routing curve (from
+    Coloured line: accuracy at each target ratio with calibration thresholds, mean over runs; dark band:
+    min-max over runs (the calibration sampling seeds), light band: the 95 % bootstrap band over the held-out
+    questions (``accuracy_low/_high``, mean over runs), where the table has it. Black line: the ground truth,
+    the target's own routing curve (from
     ``curves``, stacked routing curves of the same cells; the ``oracle_threshold_accuracy``
     column when ``curves`` is None or lacks the cell). A method with routing curves (or listed in
     ``methods``) but no generalization rows, such as one whose calibration set is empty, gets a
@@ -60,7 +62,8 @@ def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem
     runs = f"{n_runs} run{'s' if n_runs != 1 else ''}"
     handles = [
         Line2D([], [], color="0.3", lw=1.6, marker="o", ms=3,
-               label=f"Calibration thresholds, mean of {runs}\n(band: min–max over runs)"),
+               label=f"Calibration thresholds, mean of {runs}\n(dark band: min–max over runs;\nlight band: 95 % "
+                     "over the held-out questions)"),
         Line2D([], [], color="black", lw=1.4, label="Ground truth\n(routing curve of the held-out dataset)"),
     ]
     if has_curves:
@@ -100,7 +103,11 @@ def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem
         stats = cell.groupby("target_ratio")["accuracy"].agg(["mean", "min", "max"])
         x = stats.index.to_numpy(dtype=float) * 100
         color = color_of(method, METHOD_COLORS, fallback, all_methods.index(method))
-        ax.fill_between(x, stats["min"] * 100, stats["max"] * 100, color=color, alpha=0.25, lw=0, zorder=1)
+        if "accuracy_low" in cell.columns and cell["accuracy_low"].notna().any():
+            band = cell.groupby("target_ratio")[["accuracy_low", "accuracy_high"]].mean()
+            ax.fill_between(x, band["accuracy_low"] * 100, band["accuracy_high"] * 100, color=color, alpha=0.12,
+                            lw=0, zorder=1)
+        ax.fill_between(x, stats["min"] * 100, stats["max"] * 100, color=color, alpha=0.3, lw=0, zorder=1)
         ax.plot(x, stats["mean"] * 100, color=color, lw=1.6, marker="o", ms=2.5, zorder=2)
     return save_figure(facets.fig, out_stem)
 
@@ -110,8 +117,9 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
 
     ``gen``: generalization tables stacked with ``slm, llm, dataset, method`` columns; a panel per
     (SLM, method), a line per held-out dataset (mean over runs; the achieved ratio does not
-    depend on the LLM, so LLMs are averaged too). ``methods`` adds panels (with a note) for
-    methods that have no rows at all, e.g. an empty calibration set.
+    depend on the LLM, so LLMs are averaged too), with its 95 % bootstrap band over the held-out questions
+    (``achieved_ratio_low/_high``, mean over runs) where the table has it. ``methods`` adds panels (with a note)
+    for methods that have no rows at all, e.g. an empty calibration set.
     """
     table = require_columns(gen, ("slm", "dataset", "method", "target_ratio", "achieved_ratio"), "ratio fidelity")
     slms = ordered(table["slm"])
@@ -120,7 +128,8 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
     single = len(slms) == 1
     handles = [Line2D([], [], color="black", ls=":", lw=1.2, label="Achieved = target")] + dataset_handles(datasets)
     facets = Facets(slms, all_methods, panel=(3.3, 3.3), handles=handles, legend_title="Held-out dataset",
-                     title="Share of queries actually routed with calibration thresholds vs. the share targeted"
+                     title="Share of queries actually routed with calibration thresholds vs. the share targeted "
+                           "(bands: 95 % bootstrap over the held-out questions)"
                            + (f" — SLM: {slms[0]}" if single else ""))
     fallback = sns.color_palette("husl", 12)
     for (slm, method), ax in facets:
@@ -134,9 +143,15 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
         if cell.empty:
             note(ax, "No calibration thresholds\n(empty calibration set)")
             continue
+        banded = "achieved_ratio_low" in cell.columns
         for i, dataset in enumerate(datasets):
-            line = cell[cell["dataset"] == dataset].groupby("target_ratio")["achieved_ratio"].mean()
+            rows = cell[cell["dataset"] == dataset]
+            line = rows.groupby("target_ratio")["achieved_ratio"].mean()
             if len(line):
-                ax.plot(line.index * 100, line.to_numpy() * 100, lw=1.2,
-                        color=color_of(dataset, DATASET_COLORS, fallback, i))
+                color = color_of(dataset, DATASET_COLORS, fallback, i)
+                ax.plot(line.index * 100, line.to_numpy() * 100, lw=1.2, color=color)
+                if banded and rows["achieved_ratio_low"].notna().any():
+                    band = rows.groupby("target_ratio")[["achieved_ratio_low", "achieved_ratio_high"]].mean()
+                    ax.fill_between(band.index * 100, band["achieved_ratio_low"] * 100,
+                                    band["achieved_ratio_high"] * 100, color=color, alpha=0.12, lw=0)
     return save_figure(facets.fig, out_stem)

@@ -43,6 +43,13 @@ def _pair_text(rows: list[tuple[str, str]], arrow: str) -> tuple[str, Callable[[
     return "", lambda llm, dataset, slm: f"{slm} {arrow} {llm} · {dataset_label(dataset)}"
 
 
+def _band(ax, x, line: pd.DataFrame, low: str, high: str, color, *, scale: float = 1.0) -> None:
+    """A curve's bootstrap band (95 % over the questions), where the table has one."""
+    if low in line.columns and line[low].notna().any():
+        ax.fill_between(x, line[low].to_numpy(dtype=float) * scale, line[high].to_numpy(dtype=float) * scale,
+                        color=color, alpha=0.15, lw=0, zorder=1)
+
+
 def plot_routing_curves(curves: pd.DataFrame, out_stem, *, no_confidence=frozenset()) -> list[Path]:
     """Overall accuracy vs routing ratio: a row per (LLM, dataset), a panel per SLM (Fig. 2, 10-13).
 
@@ -64,7 +71,7 @@ def plot_routing_curves(curves: pd.DataFrame, out_stem, *, no_confidence=frozens
     ]
     facets = Facets(rows, slms, sharey=True, handles=handles, legend_title="Routing by",
                      title=f"Overall accuracy vs. share of queries routed to the LLM (lowest SLM confidence "
-                           f"first){suffix}")
+                           f"first; bands: 95 % bootstrap over the questions){suffix}")
     for ((llm, dataset), slm), ax in facets:
         cell = table[(table["llm"] == llm) & (table["dataset"] == dataset) & (table["slm"] == slm)]
         facets.title(ax, panel_title(llm, dataset, slm))
@@ -76,8 +83,9 @@ def plot_routing_curves(curves: pd.DataFrame, out_stem, *, no_confidence=frozens
         for i, method in enumerate(methods):
             line = cell[cell["method"] == method].sort_values("ratio")
             if len(line) and (slm, dataset, method) not in no_confidence:
-                ax.plot(line["ratio"] * 100, line["accuracy"] * 100, lw=1.3, zorder=2,
-                        color=color_of(method, METHOD_COLORS, sns.color_palette("husl", 12), i))
+                color = color_of(method, METHOD_COLORS, sns.color_palette("husl", 12), i)
+                ax.plot(line["ratio"] * 100, line["accuracy"] * 100, lw=1.3, zorder=2, color=color)
+                _band(ax, line["ratio"] * 100, line, "accuracy_low", "accuracy_high", color, scale=100)
         base = cell[cell["method"] == cell["method"].iloc[0]].sort_values("ratio")
         ax.plot(base["ratio"] * 100, base["oracle_accuracy"] * 100, **ORACLE_STYLE)
         ax.plot(base["ratio"] * 100, base["random_accuracy"] * 100, **RANDOM_STYLE)
@@ -101,7 +109,8 @@ def plot_relative_accuracy(rel: pd.DataFrame, out_stem, *, no_confidence=frozens
     suffix, panel_title = _pair_text(rows, "vs")
     handles = method_handles(methods) + [Line2D([], [], label="SLM = LLM", **ORACLE_STYLE)]
     facets = Facets(rows, slms, sharey=True, handles=handles, legend_title="Confidence from",
-                     title=f"SLM accuracy relative to the LLM on the SLM's most confident queries{suffix}")
+                     title=f"SLM accuracy relative to the LLM on the SLM's most confident queries (bands: 95 % "
+                           f"bootstrap over the questions){suffix}")
     for ((llm, dataset), slm), ax in facets:
         cell = table[(table["llm"] == llm) & (table["dataset"] == dataset) & (table["slm"] == slm)]
         facets.title(ax, panel_title(llm, dataset, slm))
@@ -115,7 +124,9 @@ def plot_relative_accuracy(rel: pd.DataFrame, out_stem, *, no_confidence=frozens
         for i, method in enumerate(methods):
             line = cell[cell["method"] == method].sort_values("excluded_pct")
             if len(line) and (slm, dataset, method) not in no_confidence:
+                color = color_of(method, METHOD_COLORS, sns.color_palette("husl", 12), i)
                 ax.plot(line["excluded_pct"], line["relative_accuracy"], marker="o", ms=3, lw=1.3, zorder=2,
-                        color=color_of(method, METHOD_COLORS, sns.color_palette("husl", 12), i))
+                        color=color)
+                _band(ax, line["excluded_pct"], line, "relative_low", "relative_high", color)
         name_missing(ax, cell, methods, [m for m in methods if (slm, dataset, m) in no_confidence])
     return save_figure(facets.fig, out_stem)

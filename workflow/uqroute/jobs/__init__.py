@@ -110,7 +110,13 @@ def run_job(job) -> None:
     params = _named(job.params)
     if JOB_PARAM not in params:
         raise ValueError(f"rule {job.rule}: params.{JOB_PARAM} must name its job function (e.g. analysis.alignment)")
+    from threadpoolctl import threadpool_limits
+
     with log_to(job.log[0]):
         function = job_function(params[JOB_PARAM])
-        function(**job_arguments(function, rule=job.rule, input=job.input, output=job.output, params=job.params,
-                                 wildcards=job.wildcards, threads=job.threads))
+        arguments = job_arguments(function, rule=job.rule, input=job.input, output=job.output, params=job.params,
+                                  wildcards=job.wildcards, threads=job.threads)
+        # NumPy's matrix products run on the job's threads: left to BLAS, each of two one-thread jobs on two
+        # cores starts a thread per core, and the four slow each other down (2-3x, measured on the bootstrap).
+        with threadpool_limits(limits=max(1, job.threads or 1), user_api="blas"):
+            function(**arguments)

@@ -5,6 +5,7 @@ Every job that reads many cells takes their paths only; each cell's coordinates 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -24,20 +25,40 @@ def _uq_and_llm(uq_path: str, llm_path: str) -> tuple[pd.DataFrame, np.ndarray]:
     return uq, align_llm_correct(uq, read_parquet(llm_path, ["id", "correct"]), label=llm_path)
 
 
-def alignment(*, uq: Sequence[str], ece_bins: int, output: str) -> None:
-    from ..analysis.alignment import alignment_table
+def alignment(*, uq: Sequence[str], ece_bins: int, bootstrap: Mapping, power: Mapping, alignment: str,
+              comparisons: str, resamples: str) -> None:
+    """The alignment metrics of every UQ table with their intervals, every paired comparison of methods, and
+    every cell's AUROC under every resample."""
+    from ..analysis.alignment import PowerSettings, alignment_tables
+    from ..analysis.bootstrap import BootstrapSettings
 
     cells = [(*(cell_of(path, "uq")[k] for k in ("slm", "dataset", "method")), read_parquet(path)) for path in uq]
-    write_parquet(alignment_table(cells, ece_bins=ece_bins), output)
+    table, compared, resampled = alignment_tables(cells, ece_bins=ece_bins,
+                                                  bootstrap=BootstrapSettings.from_config(bootstrap),
+                                                  power=PowerSettings.from_config(power))
+    write_parquet(table, alignment)
+    write_parquet(compared, comparisons)
+    write_parquet(resampled, resamples)
 
 
-def routing_curve(*, uq: str, llm: str, step: float, output: str, invalid: str = "drop") -> None:
+def _resamples(table: pd.DataFrame, bootstrap: Mapping, path: str) -> tuple[np.ndarray, float]:
+    """The bootstrap weights of a UQ table's rows for a curve's band (the first ``curve_resamples`` of its cell's
+    resamples, the cell named by the path) and the level."""
+    from ..analysis.bootstrap import BootstrapSettings, question_weights
+
+    settings = BootstrapSettings.from_config(bootstrap).for_curves
+    cell = cell_of(path, kind_of(path, ("uq", "holdout_uq")))
+    return question_weights(table["id"], settings, cell["slm"], cell["dataset"]), settings.level
+
+
+def routing_curve(*, uq: str, llm: str, step: float, bootstrap: Mapping, output: str, invalid: str = "drop") -> None:
     from ..analysis.routing import ratio_grid
     from ..analysis.routing import routing_curve as curve
 
     table, llm_correct = _uq_and_llm(uq, llm)
+    weights, level = _resamples(table, bootstrap, uq)
     write_parquet(curve(table["confidence"], table["correct"], llm_correct, valid=table["valid"],
-                        ratios=ratio_grid(step), invalid=invalid), output)
+                        ratios=ratio_grid(step), invalid=invalid, weights=weights, level=level), output)
 
 
 def routing_metrics(*, curves: Sequence[str], output: str) -> None:
@@ -48,7 +69,7 @@ def routing_metrics(*, curves: Sequence[str], output: str) -> None:
     write_parquet(pd.DataFrame(rows), output)
 
 
-def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, output: str,
+def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, bootstrap: Mapping, output: str,
                       invalid: str = "drop") -> None:
     """Every (SLM, dataset, method) UQ table against every LLM's answers on the same dataset."""
     from ..analysis.routing import relative_accuracy as relative
@@ -60,10 +81,13 @@ def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, outpu
     frames = []
     for uq_path in uq:
         cell = cell_of(uq_path, "uq")
+        weights = None
         for llm_name, llm_path in llm_by_dataset.get(cell["dataset"], []):
             table, llm_correct = _uq_and_llm(uq_path, llm_path)
+            if weights is None:  # the same resamples for every LLM of the cell
+                weights, level = _resamples(table, bootstrap, uq_path)
             result = relative(table["confidence"], table["correct"], llm_correct, valid=table["valid"],
-                              excluded=range(0, 91, step), invalid=invalid)
+                              excluded=range(0, 91, step), invalid=invalid, weights=weights, level=level)
             frames.append(result.assign(slm=cell["slm"], llm=llm_name, dataset=cell["dataset"],
                                         method=cell["method"]))
     table = pd.concat(frames, ignore_index=True)
@@ -94,24 +118,47 @@ def calibration_set(*, uq: Sequence[str], n_bins: int, fraction: float, seeds: S
     write_parquet(table, output)
 
 
-def generalization(*, calibration: str, uq: str, llm: str, step: float, output: str, invalid: str = "drop") -> None:
+def generalization(*, calibration: str, uq: str, llm: str, step: float, bootstrap: Mapping, output: str,
+                   invalid: str = "drop") -> None:
     from ..analysis.calibration import generalization as apply
     from ..analysis.routing import ratio_grid
 
     table, llm_correct = _uq_and_llm(uq, llm)
+    weights, level = _resamples(table, bootstrap, uq)
     write_parquet(apply(read_parquet(calibration), table, llm_correct, target_ratios=ratio_grid(step),
-                        invalid=invalid), output)
+                        invalid=invalid, weights=weights, level=level), output)
 
 
-def findings(*, alignment: str, routing: str, relative: str, generalization: Sequence[str], uq: Sequence[str],
-             table: str, html: str) -> None:
-    from ..analysis.findings import distribution_distances, findings_table
+def findings(*, alignment: str, resamples: str, routing: str, relative: str, generalization: Sequence[str],
+             uq: Sequence[str], bootstrap: Mapping, tolerances: Mapping, table: str, html: str) -> None:
+    """The findings table: the paper's observations and insights with intervals and verdicts, and the numbers
+    behind them."""
+    from ..analysis.bootstrap import BootstrapSettings
+    from ..analysis.findings import distribution_distances, findings_table, scaled_confidences
+    from ..analysis.verdicts import statements
 
+    settings = BootstrapSettings.from_config(bootstrap)
     gen = read_tagged(generalization, "generalization")
-    found = findings_table(read_parquet(alignment), read_parquet(routing), read_parquet(relative), gen,
-                           distances=distribution_distances(read_tagged(uq, "uq")))
+    pooled = read_tagged(uq, "uq")
+    aligned, relative_table = read_parquet(alignment), read_parquet(relative)
+    tested = statements(aligned, read_parquet(resamples), relative_table, gen, scaled_confidences(pooled),
+                        resamples=settings.resamples, seed=settings.seed, level=settings.level, **dict(tolerances))
+    found = findings_table(aligned, read_parquet(routing), relative_table, gen,
+                           distances=distribution_distances(pooled), statements=tested)
     write_parquet(found, table)
     write_text(found.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a"), html)
+
+
+def findings_doc(*, findings: str, alignment: str, bootstrap: Mapping, power: Mapping, output: str) -> None:
+    """The study's findings as a Markdown page (:func:`uqroute.analysis.findings_doc.findings_markdown`)."""
+    from ..analysis.bootstrap import BootstrapSettings
+    from ..analysis.findings_doc import findings_markdown
+    from ..machine import cpu_description
+
+    settings = BootstrapSettings.from_config(bootstrap)
+    write_text(findings_markdown(read_parquet(findings), read_parquet(alignment), source=str(Path(findings).parent),
+                                 machine=cpu_description(), level=settings.level, resamples=settings.resamples,
+                                 max_auroc_width=float(power["max_auroc_width"])), output)
 
 
 def grading(*, gen: Sequence[str], output: str) -> None:
