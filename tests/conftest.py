@@ -13,6 +13,8 @@ from uqroute import REPO_ROOT
 from uqroute.paths import model_cache
 
 DATA_DIR = Path(os.environ.get("UQROUTE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+# Set by .ci/run: there the data folder must be present, and a real-data test that cannot find it fails.
+REQUIRE_DATA = os.environ.get("UQROUTE_REQUIRE_DATA", "") not in ("", "0")
 # Rows of each local dataset file's (test, train) split, as the data folder's files hold them (the paper's test sizes).
 LOCAL_ROWS = {
     "gsm8k": (1319, 7473),
@@ -53,11 +55,26 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: modules stay whole and in order
 
 
+def pytest_report_header(config):
+    found = "found" if DATA_DIR.is_dir() else "MISSING: the real-data tests " + ("fail" if REQUIRE_DATA else "skip")
+    return f"uqroute data folder: {DATA_DIR} ({found}; UQROUTE_DATA_DIR names another)"
+
+
+def real_data(path: Path = DATA_DIR) -> Path:
+    """``path`` (the data folder, or a file in it) for a test that reads the real dataset files. Where it is
+    missing the test fails under CI (UQROUTE_REQUIRE_DATA=1) and skips elsewhere, naming the path either way."""
+    if not path.exists():
+        message = f"dataset files not found at {path} (set UQROUTE_DATA_DIR to the data folder)"
+        if REQUIRE_DATA:
+            pytest.fail(f"{message}; UQROUTE_REQUIRE_DATA is set, so the real-data tests must not skip",
+                        pytrace=False)
+        pytest.skip(message)
+    return path
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"dataset files not found at {DATA_DIR} (set UQROUTE_DATA_DIR)")
-    return DATA_DIR
+    return real_data()
 
 
 def _materialized(name: str) -> Path:

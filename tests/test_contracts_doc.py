@@ -50,7 +50,8 @@ def test_documented_columns_are_the_ones_the_code_writes_in_its_order():
     relative = list(relative_accuracy(confidence, slm_correct, llm_correct).columns)
     cell = ["slm", "llm", "dataset", "method"]
     code = {
-        "data": ITEM_SCHEMA.names, "hidden": PASS_COLUMNS["hidden"], "uq": OUTPUT_COLUMNS,
+        "data": ITEM_SCHEMA.names, "hidden": PASS_COLUMNS["hidden"], "hidden_question": PASS_COLUMNS["hidden_question"],
+        "uq": OUTPUT_COLUMNS,
         "holdout_uq": [*OUTPUT_COLUMNS, "dataset"], "routing": list(curve.columns),
         "calibration": [*CALIBRATION_COLUMNS, "seed"], "release": [*CALIBRATION_COLUMNS, "seed"],
         "generalization": GENERALIZATION_COLUMNS, "alignment": ALIGNMENT_COLUMNS, "routing_metrics": routing_metrics,

@@ -674,3 +674,17 @@ def test_hub_failure_names_dataset_and_repository(monkeypatch):
     with pytest.raises(RuntimeError, match=r"boolq/train: could not load hub google/boolq split train: no network"):
         load_split("boolq", "train", None)
 
+
+
+def test_a_hub_that_cannot_be_reached_names_both_ways_out(monkeypatch):
+    """The hub loader faked to fail as an offline machine's does: the error names the dataset and says how to
+    get the data either way (hub access, or the local folder)."""
+    datasets = pytest.importorskip("datasets")
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'openai/gsm8k' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(RuntimeError, match=r"gsm8k/test: could not load hub openai/gsm8k.*Couldn't reach.*give the "
+                                           r"hub access.*data_dir names"):
+        load_split("gsm8k", "test", None)

@@ -174,50 +174,74 @@ def test_p_true_matches_the_hf_engine(engines, items, greedy):
     assert np.allclose(got, expected, rtol=PROB_RTOL, atol=1e-7), np.abs(got - expected).max()
 
 
+def _samples(replies: list[list]) -> list[list[tuple[str, list[int]]]]:
+    return [[(c.text, c.token_ids) for c in completions] for completions in replies]
+
+
 @slow
-@pytest.mark.xfail(strict=False, reason="vLLM 0.32's CPU build, measured in the fresh-clone verification run of "
-                                        "2026-12-01: the same seeded requests in a shuffled batch gave other "
-                                        "samples, for both models (the HF engine's do not change)")
 def test_seeded_samples_repeat_and_do_not_depend_on_the_batch(engines, conversations):
+    """The same seed draws the same tokens for a prompt whatever else is in the batch; only the logprobs move,
+    by rounding (SmolLM2's differ in the last digits even between two runs of the same batch)."""
     settings = dict(max_new_tokens=16, temperature=1.0, top_p=1.0, n=3, seed=50)
     batch = conversations[:6]
     first = engines.vllm.generate(batch, **settings)
     assert [len(s) for s in first] == [3] * len(batch)
     assert len({c.text for s in first for c in s}) > len(batch), "samples vary"
-    assert engines.vllm.generate(batch, **settings) == first
+    again = engines.vllm.generate(batch, **settings)
     # Other companions in the batch, and none at all.
     shuffled = engines.vllm.generate(conversations[8:] + batch[::-1], **settings)[-len(batch):][::-1]
-    assert shuffled == first
-    assert engines.vllm.generate(batch[2:3], **settings) == first[2:3]
+    alone = engines.vllm.generate(batch[2:3], **settings)
+    for label, replies, expected in (("the same batch again", again, first), ("a shuffled batch", shuffled, first),
+                                     ("alone", alone, first[2:3])):
+        assert _samples(replies) == _samples(expected), f"{engines.name}: other samples in {label}"
+        np.testing.assert_allclose([lp for s in replies for c in s for lp in c.token_logprobs],
+                                   [lp for s in expected for c in s for lp in c.token_logprobs], atol=LOGPROB_ATOL,
+                                   err_msg=f"{engines.name}: logprobs in {label}")
     other_seed = engines.vllm.generate(batch, **{**settings, "seed": 51})
     assert [c.token_ids for s in other_seed for c in s] != [c.token_ids for s in first for c in s]
 
 
+# Questions with a one-line answer after a short question-and-answer transcript. Gemma 3 270M (base model,
+# completion format) answers and goes on with the transcript's next "Question:" block, its stop string, where
+# on the dataset questions it runs on to the budget (95-100 % of its embedded-default replies hit it); SmolLM2
+# (chat) answers and ends at EOS. Measured 2026-12-06, vLLM float32: all six replies of each model ended so.
+SHORT_ANSWERS = [
+    [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris"},
+     {"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "5"},
+     {"role": "user", "content": "Which animal says moo?"}, {"role": "assistant", "content": "A cow"},
+     {"role": "user", "content": question}]
+    for question in ("What colour is the sky on a clear day?", "How many legs does a spider have?",
+                     "What is the opposite of hot?", "Which planet do we live on?", "What is 10 minus 4?",
+                     "What do bees make?")
+]
+
+
 @slow
-def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines, conversations, greedy):
-    """vLLM stops at EOS (Gemma: also at the completion format's stop string); the reply is cut as HF cuts it."""
-    hf_replies, vllm_replies = greedy
+def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines):
+    """vLLM stops at EOS (Gemma: at the completion format's stop string); the reply is cut as HF cuts it."""
     vllm = engines.vllm
-    _, prompt_ids = vllm._encode(conversations)
+    mine = [c for (c,) in vllm.generate(SHORT_ANSWERS, max_new_tokens=BUDGET)]
+    hf_replies = [c for (c,) in engines.hf.generate(SHORT_ANSWERS, max_new_tokens=BUDGET)]
+    _, prompt_ids = vllm._encode(SHORT_ANSWERS)
     params = generation_params(prompt_ids, max_new_tokens=BUDGET, temperature=0.0, top_p=1.0, n=1, seed=0,
                                stop=vllm.spec.stop)
     raw = [request.outputs[0] for request in vllm._run(prompt_ids, params)]
-    stopped = [(out, hf, mine) for out, hf, mine in zip(raw, hf_replies, vllm_replies) if out.finish_reason == "stop"]
-    if not stopped and vllm.spec.stop:
-        # Diagnosed 2026-12-02: the Gemma 3 base model (completion format) runs on to the budget on every one
-        # of these questions, neither EOS nor its stop string comes (95-100 % of its embedded-default replies
-        # hit the budget: results/metrics/truncation.parquet). The test below cuts at a stop string from a reply.
-        pytest.skip(f"{engines.name}: none of the {len(raw)} replies ended before the budget of {BUDGET} tokens")
-    assert stopped, f"{engines.name}: no reply ended before the budget of {BUDGET} tokens"
-    by_stop_string = [out for out, _, _ in stopped if isinstance(out.stop_reason, str)]
-    if vllm.spec.stop:
-        assert by_stop_string, f"{engines.name}: no reply hit a stop string {vllm.spec.stop}"
-    for out, hf, mine in stopped:
-        assert not set(mine.token_ids) & vllm.eos_ids
-        assert not any(s in mine.text for s in vllm.spec.stop)
-        assert mine.text == out.text.rstrip() or mine.text == out.text
-        if hf.token_ids == mine.token_ids:
-            assert (hf.text, hf.tokens) == (mine.text, mine.tokens)
+    stopped = [(out, hf, reply) for out, hf, reply in zip(raw, hf_replies, mine) if out.finish_reason == "stop"]
+    print(f"{engines.name}: {len(stopped)} of {len(raw)} replies stopped before {BUDGET} tokens, reasons "
+          f"{[out.stop_reason for out, _, _ in stopped]}; replies {[reply.text for reply in mine]}")
+    assert len(stopped) >= len(raw) // 2, f"{engines.name}: {len(stopped)} of {len(raw)} replies stopped"
+    # A stop string is reported by vLLM as the reason; EOS as None.
+    by_stop_string = [out for out, _, _ in stopped if out.stop_reason in vllm.spec.stop]
+    assert bool(by_stop_string) == bool(vllm.spec.stop), f"{engines.name}: stop strings {vllm.spec.stop}"
+    identical = 0
+    for out, hf, reply in stopped:
+        assert reply.token_ids and not set(reply.token_ids) & vllm.eos_ids
+        assert not any(s in reply.text for s in vllm.spec.stop)
+        assert reply.text == out.text.rstrip() or reply.text == out.text
+        if hf.token_ids == reply.token_ids:
+            identical += 1
+            assert (hf.text, hf.tokens) == (reply.text, reply.tokens)
+    assert identical >= MIN_IDENTICAL_SHARE * len(stopped), f"{engines.name}: {identical} of {len(stopped)} as HF's"
 
 
 class _SpecWithStop:

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import real_data
 from uqroute.datasets import load_split
 from uqroute.grading import (
     RULES,
@@ -443,10 +444,7 @@ def test_coqa_style_reference_f1():
 
 @pytest.fixture(scope="module")
 def truthfulqa(data_dir):
-    path = data_dir / "truthfulqa" / "test.csv"
-    if not path.exists():
-        pytest.skip(f"{path} not found")
-    return pd.read_csv(path, encoding="utf-8-sig")
+    return pd.read_csv(real_data(data_dir / "truthfulqa" / "test.csv"), encoding="utf-8-sig")
 
 
 def _truthfulqa_item(row: pd.Series, index: int) -> dict:

@@ -325,7 +325,9 @@ def test_figure_registry_draws_a_family_and_names_an_unknown_one(grid, tmp_path)
                        ece_bins=10, bootstrap={"resamples": 100}, power={}, alignment=alignment,
                        comparisons=paths.results_path(results, "comparisons"),
                        resamples=paths.results_path(results, "auroc_resamples"))
-    png = paths.results_path(results, "figure_auroc_heatmaps", ext="png")
+    from uqroute.figure_families import figure_family
+
+    png = figure_family("auroc_heatmaps").path(results, "png")
     figures.figure(family="auroc_heatmaps", inputs={"alignment": [alignment]}, png=png)
     assert (tmp_path / "results" / "figures" / "auroc_heatmaps.pdf").stat().st_size > 1000
     with pytest.raises(ValueError, match="unknown figure family 'nope'"):
@@ -343,7 +345,7 @@ def test_every_figure_family_has_a_drawing_a_report_caption_and_a_path():
         assert (REPO_ROOT / "workflow" / "report" / f"{family.name}.rst").is_file(), family.name
         fields = {field: f"<{field}>" for field in family.scope}
         stem = "/".join(["figures", family.name, *fields.values()])
-        assert paths.template(family.kind).format(ext="pdf", **fields) == f"{stem}.pdf"
+        assert family.path("results", "pdf", **fields) == f"results/{stem}.pdf"
     assert FIGURE_FAMILIES["routing_curves"].report_options() == {
         "labels": {"LLM": "{llm}", "dataset": "{dataset}", "figure": "accuracy vs routing ratio"},
         "subcategory": "{llm}"}

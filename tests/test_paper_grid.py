@@ -22,7 +22,7 @@ from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES
 from uqroute.plan import Grid
 from uqroute.passes import GRADED_PASSES
-from uqroute.uq import PROBE_METHODS, pass_requirements
+from uqroute.uq import pass_requirements, probe_methods
 from workflow_runs import EMBEDDED_CONFIG, count_rules, lint, plan, plan_error, printed_job_counts, printed_jobs
 
 # The paper grid's dry runs through the SLURM profile (a CLI feature) run as subprocesses: slow.
@@ -69,7 +69,7 @@ def expected_counts(config: dict) -> dict[str, int]:
     graded = test_passes & set(GRADED_PASSES)
     # The train splits the probes read (uqroute.plan, checked against the paper's rules in tests/test_plan.py).
     train = Grid(config).trained_on
-    probes_read_test = bool(PROBE_METHODS & set(methods))
+    probes_read_test = bool(probe_methods() & set(methods))
     # Hidden states always run transformers, which needs a converted copy of a GGUF model.
     gguf_slms = [slm for slm in slms if model_spec(slm).source.startswith("gguf")]
     n_slm, n_llm, n_data, n_method, n_calib = len(slms), len(llms), len(datasets), len(methods), len(calibration)

@@ -171,6 +171,23 @@ def test_hidden_pass_table(smollm2_engine, questions, prompts, greedy, tmp_path)
 
 
 @pytest.mark.slow
+def test_the_question_hidden_pass_reads_where_the_reply_would_start(smollm2_engine, questions, prompts, greedy):
+    """P(IK)'s pass: the hidden state at the answer prompt's last token (the opened assistant turn), before any
+    answer: the same as the answered conversation's state at that position, and needing no greedy table."""
+    question = run_hidden(smollm2_engine, questions, None, prompts, -8, 2, hidden_pass="hidden_question")
+    assert list(question.columns) == PASS_COLUMNS["hidden_question"] and question["id"].tolist() == questions["id"].tolist()
+    direct = smollm2_engine.hidden_states([prompts.answer(item) for item in questions.to_dict("records")], -8)
+    assert all(np.allclose(v, d, atol=1e-4) for v, d in zip(question["vector"], direct))
+    answered = run_hidden(smollm2_engine, questions, greedy, prompts, -8, 2)
+    # The reply moves the state: what the two probes read differs.
+    assert not any(np.allclose(a, q, atol=1e-3) for a, q in zip(answered["vector"], question["vector"]))
+    with pytest.raises(ValueError, match="needs the greedy table"):
+        run_hidden(smollm2_engine, questions, None, prompts, -8, 2)
+    with pytest.raises(ValueError, match="unknown hidden-state pass 'hidden_answer'"):
+        run_hidden(smollm2_engine, questions, greedy, prompts, -8, 2, hidden_pass="hidden_answer")
+
+
+@pytest.mark.slow
 def test_restarted_pass_skips_finished_batches(smollm2_engine, questions, prompts, greedy, tmp_path):
     folder = tmp_path / "parts"
     settings = dict(SETTINGS, part_size=1)

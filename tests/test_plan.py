@@ -134,3 +134,36 @@ def test_resources_follow_the_model_and_the_engine_it_runs_on():
 def test_unknown_names_fail_naming_the_key(key, value, message):
     with pytest.raises(ValueError, match=message):
         grid(EMBEDDED, **{key: value}).check_names()
+
+
+def test_calibration_keeps_the_listed_methods_the_grid_scores(caplog):
+    """Narrowing ``methods`` leaves calibration data for the listed methods still scored, and says what it left
+    out; only a list with nothing left, or an unknown name, is an error."""
+    narrowed = grid(EMBEDDED, methods=["perplexity", "avg_token_prob"],
+                    calibration={**EMBEDDED["calibration"], "methods": ["perplexity", "ood_probe"]})
+    with caplog.at_level("WARNING", logger="uqroute.plan"):
+        narrowed.check_names()
+    assert narrowed.calibration_methods == ["perplexity"]
+    assert "['ood_probe'] not among methods" in caplog.text
+    with pytest.raises(ValueError, match=r"calibration.methods: none of \['ood_probe'\] is among methods"):
+        grid(EMBEDDED, methods=["perplexity"],
+             calibration={**EMBEDDED["calibration"], "methods": ["ood_probe"]}).check_names()
+    with pytest.raises(ValueError, match=r"calibration.methods: unknown UQ method\(s\) \['vibes'\]"):
+        grid(EMBEDDED, calibration={**EMBEDDED["calibration"], "methods": ["vibes"]}).check_names()
+    assert grid(EMBEDDED, calibration={**EMBEDDED["calibration"], "methods": None}).calibration_methods == \
+        EMBEDDED["methods"]
+
+
+def test_the_data_comes_from_the_local_folder_where_it_exists_else_from_the_hub(tmp_path, caplog):
+    """Offline: no hub is reached here; the choice of source is what is tested (the hub loader itself is tested
+    with a faked ``datasets.load_dataset`` in tests/test_datasets.py)."""
+    with caplog.at_level("INFO", logger="uqroute.datasets.registry"):
+        assert grid(EMBEDDED, data_dir=str(tmp_path)).data_dir == tmp_path
+        assert f"reading the local files under {tmp_path}" in caplog.text
+        missing = tmp_path / "nowhere"
+        assert grid(EMBEDDED, data_dir=str(missing)).data_dir is None
+        assert f"data_dir {missing} does not exist; loading from the Hugging Face hub" in caplog.text
+        assert grid(EMBEDDED, data_dir=None).data_dir is None
+    # Where the folder is missing the probes learn as on the hub's splits (BoolQ's hub train split has passages).
+    hub = grid(EMBEDDED, data_dir=None).probe_training("boolq")
+    assert grid(EMBEDDED, data_dir=str(missing)).probe_training("boolq") == hub

@@ -108,46 +108,62 @@ def study(workdir, data_dir, smollm2_dir):
     return {"items": pd.concat(items, ignore_index=True), "uq": uq, "release": releases, "greedy": greedy_paths}
 
 
-@pytest.fixture(scope="module")
-def probe_study(workdir, study, smollm2_dir):
-    """The OOD probe the workflow's jobs learn on CommonsenseQA's answers, its scores of PIQA, and the released
-    probe file and calibration set: a router serving it must give PIQA these confidences.
+def _released_probe(workdir: Path, study, smollm2_dir, method: str) -> dict:
+    """A probe learned on other datasets, by the workflow's jobs: learned on CommonsenseQA's answers, its scores of
+    PIQA, and the released probe file and calibration set: a router serving it must give PIQA these confidences.
 
     The probe learns from the consistency questions of CommonsenseQA laid out as its train split (a real train
     split would cost minutes of greedy and hidden-state passes here); what the router must match is the same
     whichever answers the probe learned from."""
+    from uqroute.uq.registry import method_spec
+
+    hidden_pass = method_spec(method).hidden
     results = str(workdir / "results")
     hidden_paths = {}
     for dataset in CONSISTENCY:
         cell = workdir / "cell" / dataset
-        hidden_paths[dataset] = str(cell / "hidden.parquet")
-        generate_jobs.hidden_states(model="smollm2-135m", questions=str(cell / "questions.parquet"),
-                                    greedy=str(cell / "greedy.replies.parquet"), output=hidden_paths[dataset],
-                                    engine_options=FP32, layer=STUDY["hidden"]["layer"], part_size=16,
-                                    max_questions=None, subset_seed=50, model_dir=str(smollm2_dir), threads=1)
+        hidden_paths[dataset] = str(cell / f"{hidden_pass}.parquet")
+        if not Path(hidden_paths[dataset]).exists():
+            generate_jobs.hidden_states(model="smollm2-135m", questions=str(cell / "questions.parquet"),
+                                        greedy=str(cell / "greedy.replies.parquet"), output=hidden_paths[dataset],
+                                        engine_options=FP32, layer=STUDY["hidden"]["layer"], part_size=16,
+                                        max_questions=None, subset_seed=50, model_dir=str(smollm2_dir), threads=1,
+                                        hidden_pass=hidden_pass)
     learned, scored = "commonsenseqa", "piqa"
-    train_hidden = results_path(results, "hidden", model="smollm2-135m", dataset=learned, split="train")
+    train_hidden = results_path(results, hidden_pass, model="smollm2-135m", dataset=learned, split="train")
     train_greedy = results_path(results, "gen", model="smollm2-135m", dataset=learned, split="train",
                                 pass_name="greedy")
     write_parquet(read_parquet(hidden_paths[learned]), train_hidden)
     write_parquet(read_parquet(workdir / "cell" / learned / "greedy.parquet"), train_greedy)
     probe_settings = {k: v for k, v in STUDY["probe"].items() if k not in ("lr", "crossfit_folds")}
-    probe_file = results_path(results, "release_probe", slm="smollm2-135m", method="ood_probe")
-    uq_jobs.release_probe(slm="smollm2-135m", method="ood_probe", train_hidden=[train_hidden],
+    probe_file = results_path(results, "release_probe", slm="smollm2-135m", method=method)
+    uq_jobs.release_probe(slm="smollm2-135m", method=method, train_hidden=[train_hidden],
                           train_greedy=[train_greedy], probe=probe_settings, layer=STUDY["hidden"]["layer"],
                           output=probe_file)
     cell = workdir / "cell" / scored
-    uq_path = results_path(results, "uq", slm="smollm2-135m", dataset=scored, method="ood_probe")
-    uq_jobs.uq_score(method="ood_probe", dataset=scored, questions=str(cell / "questions.parquet"),
+    uq_path = results_path(results, "uq", slm="smollm2-135m", dataset=scored, method=method)
+    uq_jobs.uq_score(method=method, dataset=scored, questions=str(cell / "questions.parquet"),
                      **{"greedy": str(cell / "greedy.parquet")}, hidden=hidden_paths[scored],
                      train_hidden=[train_hidden], train_greedy=[train_greedy], probe=probe_settings,
                      max_questions=None, subset_seed=50, output=uq_path)
-    release = results_path(results, "release", slm="smollm2-135m", method="ood_probe")
+    release = results_path(results, "release", slm="smollm2-135m", method=method)
     calibration = STUDY["calibration"]
     analysis_jobs.calibration_set(uq=[uq_path], n_bins=calibration["n_bins"], fraction=calibration["fraction"],
                                   seeds=calibration["seeds"], output=release)
     items = study["items"][study["items"]["dataset"] == scored].reset_index(drop=True)
     return {"items": items, "uq": read_parquet(uq_path), "release": release, "probe": probe_file}
+
+
+@pytest.fixture(scope="module")
+def probe_study(workdir, study, smollm2_dir):
+    """The OOD probe (the answered conversation's hidden states), released as the workflow releases it."""
+    return _released_probe(workdir, study, smollm2_dir, "ood_probe")
+
+
+@pytest.fixture(scope="module")
+def p_ik_study(workdir, study, smollm2_dir):
+    """OOD P(IK) (the question's hidden states, before any answer), released as the workflow releases it."""
+    return _released_probe(workdir, study, smollm2_dir, "ood_p_ik")
 
 
 @pytest.fixture(scope="module")
@@ -245,6 +261,13 @@ def _metric_samples(url: str, key: str | None = None) -> dict:
     return samples
 
 
+def _slm_calls(server) -> dict[str, float]:
+    """Conversations the router's SLM engine ran, by call (generate, next_token_probs, hidden_states)."""
+    samples = _metric_samples(f"http://127.0.0.1:{server.port}/metrics")
+    return {dict(labels)["call"]: value for (name, labels), value in samples.items()
+            if name == "uqroute_slm_engine_calls_total"}
+
+
 def _llm_requests_done(llm_server) -> float:
     samples = _metric_samples(f"http://127.0.0.1:{llm_server.port}/metrics")
     return sum(v for (name, _), v in samples.items() if name == "vllm:request_success_total")
@@ -285,30 +308,52 @@ def test_router_confidence_and_route_equal_the_study(hf_router, study):
     assert rows.loc[rows["run"] == 0, "achieved_ratio"].item() == pytest.approx(routed.mean())
 
 
-def test_ood_probe_router_confidence_equals_the_study(workdir, llm_server, probe_study, smollm2_dir):
-    """The OOD probe served from the released probe file: per question the workflow's uq confidence, and its route."""
-    server = _router(workdir, "router-probe", {
-        "calibration": probe_study["release"], "method": "ood_probe", "probe": probe_study["probe"], "ratio": RATIO,
+def _ask_probe_router(workdir, name, llm_server, study, method, smollm2_dir):
+    """Serve ``method`` from the study's released probe file and calibration set, ask it every question of the
+    study, and check each confidence and route against the workflow's. Returns the answers, the routes and the
+    router's SLM engine calls (/metrics)."""
+    server = _router(workdir, name, {
+        "calibration": study["release"], "method": method, "probe": study["probe"], "ratio": RATIO,
         "slm": {"model": "smollm2-135m", "model_dir": str(smollm2_dir),
                 "engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 16, "threads": 1}},
         "llm": _llm_settings(llm_server),
     })
     try:
         prompts = PromptSet.load()
-        items = probe_study["items"].to_dict("records")
+        items = study["items"].to_dict("records")
         answers = _ask_all(_client(server, key=None), [_request(item, prompts) for item in items], workers=8)
+        calls = _slm_calls(server)
+        log = server.log_text()
     finally:
         sp.stop(server)
-    uq = probe_study["uq"]
-    assert uq["valid"].all() and len(uq) == len(items) == CONSISTENCY["piqa"]
+    uq = study["uq"]
+    assert uq["valid"].all() and len(uq) == len(items)
     confidences = np.array([a.model_extra["uqroute"]["confidence"] for a, _ in answers], dtype=float)
     np.testing.assert_allclose(confidences, uq["confidence"].to_numpy(), rtol=0, atol=CONFIDENCE_TOLERANCE)
-    calibration = read_parquet(probe_study["release"])
+    calibration = read_parquet(study["release"])
     threshold = thresholds_for_ratios(calibration.loc[calibration["run"] == 0, "confidence"], [RATIO])[0]
     routed = np.array([a.model_extra["uqroute"]["routed"] for a, _ in answers])
     np.testing.assert_array_equal(routed, ~(uq["confidence"].to_numpy() >= threshold))
-    assert {a.model_extra["uqroute"]["method"] for a, _ in answers} == {"ood_probe"}
-    assert "learned on commonsenseqa" in server.log_text()
+    assert {a.model_extra["uqroute"]["method"] for a, _ in answers} == {method}
+    return answers, routed, calls, log
+
+
+def test_ood_probe_router_confidence_equals_the_study(workdir, llm_server, probe_study, smollm2_dir):
+    """The OOD probe served from the released probe file: per question the workflow's uq confidence, and its route."""
+    answers, _, _, log = _ask_probe_router(workdir, "router-probe", llm_server, probe_study, "ood_probe", smollm2_dir)
+    assert len(answers) == CONSISTENCY["piqa"]
+    assert "learned on commonsenseqa" in log
+
+
+def test_p_ik_router_routes_before_the_slm_answers(workdir, llm_server, p_ik_study, smollm2_dir):
+    """OOD P(IK) served from its released probe file: per question the workflow's confidence and route, decided
+    on the question alone, so a routed request never reaches the SLM's decoder: the SLM generates exactly once
+    per kept request (its engine's calls counted in /metrics)."""
+    answers, routed, calls, _ = _ask_probe_router(workdir, "router-p-ik", llm_server, p_ik_study, "ood_p_ik",
+                                                  smollm2_dir)
+    assert 0 < routed.sum() < len(routed)
+    assert [a.model for a, _ in answers] == ["gemma3-270m" if r else "smollm2-135m" for r in routed]
+    assert calls.get("generate", 0) == (~routed).sum() and calls["hidden_states"] == len(answers)
 
 
 def test_slm_behind_vllm_server(vllm_router, study):

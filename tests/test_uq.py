@@ -11,7 +11,7 @@ import pytest
 from uqroute.uq import METHODS, OUTPUT_COLUMNS, pass_requirements, score_method
 from uqroute.uq.avg_token_prob import answer_token_index
 from uqroute.uq.jaccard_degree import degree_confidence
-from uqroute.uq import PROBE_METHODS
+from uqroute.uq import probe_methods
 
 NAMES = ("avg_token_prob", "p_true", "perplexity", "jaccard_degree", "verbal_1s", "verbal_2s",
          "trained_probe", "ood_probe")
@@ -37,16 +37,19 @@ def simple_greedy(ids, correct=None):
 # ---- registry --------------------------------------------------------------------------------------
 
 
-def test_registry_lists_the_eight_methods_with_their_passes():
-    assert tuple(METHODS) == NAMES
+def test_registry_lists_the_papers_eight_methods_and_p_ik_with_their_passes():
+    assert tuple(METHODS)[:8] == NAMES and tuple(METHODS)[8:] == ("p_ik", "ood_p_ik")
     for name, spec in METHODS.items():
         assert spec.name == name
         assert pass_requirements(name) == spec.passes and spec.passes
-        assert spec.needs_hidden == (name in PROBE_METHODS)
+        assert spec.needs_hidden == (name in probe_methods())
         assert callable(spec.fn) and spec.label
-    assert METHODS["trained_probe"].needs_train == "in_domain"
-    assert METHODS["ood_probe"].needs_train == "other_datasets"
-    assert all(METHODS[n].needs_train is None for n in NAMES[:6])
+    assert METHODS["trained_probe"].needs_train == METHODS["p_ik"].needs_train == "in_domain"
+    assert METHODS["ood_probe"].needs_train == METHODS["ood_p_ik"].needs_train == "other_datasets"
+    # The probes read the answered conversation, P(IK) the question alone.
+    assert {METHODS[n].hidden for n in ("trained_probe", "ood_probe")} == {"hidden"}
+    assert {METHODS[n].hidden for n in ("p_ik", "ood_p_ik")} == {"hidden_question"}
+    assert all(METHODS[n].needs_train is None and METHODS[n].hidden is None for n in NAMES[:6])
 
 
 def test_unknown_method_and_missing_pass_are_named():
@@ -253,3 +256,14 @@ def test_p_true_normalizes_the_two_candidate_probabilities():
     got = p_true_from_probs(probs)
     assert got[:3] == pytest.approx([0.75, 0.25, 1.0])
     assert np.isnan(got[3]) and np.isnan(got[4]), "no mass on either answer: no confidence, not 0.5"
+
+
+def test_a_plugin_that_cannot_be_imported_is_named():
+    """The configs' ``plugins`` (the workflow's and the router's): a module that does not import is named."""
+    from uqroute.serve.config import ConfigError, load_config
+    from uqroute.uq.registry import load_plugins
+
+    with pytest.raises(ImportError, match="plugins: cannot import 'no_such_plugin'"):
+        load_plugins(["no_such_plugin"])
+    with pytest.raises(ConfigError, match="plugins: cannot import 'no_such_plugin'"):
+        load_config(None, {"plugins": ["no_such_plugin"]})

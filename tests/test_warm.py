@@ -72,3 +72,38 @@ def test_workers_follow_the_cores_snakemake_may_fill():
     assert default_workers(1) == 1
     assert default_workers(None) == (os.cpu_count() or 1)
     assert default_workers(10_000) == (os.cpu_count() or 1)
+
+
+def test_a_plain_job_pickles_and_gives_every_job_function_what_snakemakes_own_job_gives(tmp_path, data_dir):
+    """Each job of the embedded default's plan, as warm_job hands it over (plain_job of the job's Snakemake named
+    lists, through pickle as to a worker), maps onto its job function's arguments as Snakemake's own job does."""
+    import pickle
+
+    import yaml
+
+    from uqroute.jobs import JOB_PARAM, job_arguments, job_function
+    from uqroute.warm import plain_job
+    from workflow_runs import EMBEDDED_CONFIG, _dry_run
+
+    override = tmp_path / "override.yaml"
+    override.write_text(yaml.safe_dump({"data_dir": str(data_dir)}))
+
+    def both(job):
+        name = dict(job.params.items()).get(JOB_PARAM)
+        if name is None:
+            return None
+        function = job_function(name)
+        plain = pickle.loads(pickle.dumps(plain_job(rule=job.rule.name, input=job.input, output=job.output,
+                                                    params=job.params, wildcards=job.wildcards, threads=job.threads,
+                                                    log=job.log)))
+        assert (plain.rule, plain.threads, list(plain.log)) == (job.rule.name, job.threads, list(job.log))
+        return (job.rule.name, *(job_arguments(function, rule=job.rule.name, input=source.input,
+                                               output=source.output, params=source.params,
+                                               wildcards=source.wildcards, threads=source.threads)
+                                 for source in (job, plain)))
+
+    jobs = [job for job in _dry_run(tmp_path, (), [EMBEDDED_CONFIG, override], None, (), both) if job]
+    # Table, figure and UQ rules among them (the ones warm_job runs), with inputs by name and lists of files.
+    assert {"uq", "alignment", "calibration_set", "figure_routing_curves", "findings"} <= {rule for rule, _, _ in jobs}
+    for rule, snakemakes, plain in jobs:
+        assert plain == snakemakes, rule

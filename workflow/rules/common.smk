@@ -16,21 +16,22 @@ from uqroute.gguf import check_model_files
 from uqroute.jobs import run_job
 from uqroute.models import model_spec
 from uqroute.paper_figures import PAPER_FIGURES, missing_for, paper_figure
-from uqroute.passes import BUDGET_SETTINGS, GRADED_PASSES, NEEDS_GREEDY
+from uqroute.passes import BUDGET_SETTINGS, DEFAULT_HIDDEN, GRADED_PASSES, HIDDEN_PASSES, NEEDS_GREEDY
 from uqroute.plan import UNGRADED_PASSES, Grid
-from uqroute.uq.registry import method_spec
-from uqroute.warm import WarmPool, default_workers
+from uqroute.uq.registry import load_plugins, method_spec
+from uqroute.warm import WarmPool, default_workers, plain_job
 
 RESULTS = config["results_dir"]
 # A study with a results folder of its own keeps its logs and benchmarks in it, so two studies never share one.
 LOGS = "logs" if RESULTS == "results" else f"{RESULTS}/logs"
 BENCHMARKS = "benchmarks" if RESULTS == "results" else f"{RESULTS}/benchmarks"
 
+load_plugins(config["plugins"])  # methods of other packages register themselves on import
 GRID = Grid(config)
 GRID.check_names()
 SLMS, LLMS, DATASETS, METHODS = GRID.slms, GRID.llms, GRID.datasets, GRID.methods
 CALIBRATION_METHODS, MODELS = GRID.calibration_methods, GRID.models
-DATA_DIR = config["data_dir"]
+DATA_DIR = None if GRID.data_dir is None else str(GRID.data_dir)
 # generation.one_job_per: cell makes every pass of an SLM's test split (the one cell with several passes)
 # in one job, on one engine; each pass file stays a target, whose rebuild reruns its cell.
 CELL_PASSES = GRID.cell_passes
@@ -134,22 +135,33 @@ def cell_checkpoint_dirs(wildcards):
     return {name: paths.checkpoint_path(RESULTS, "gen", cell + [name]) for name in CELL_PASSES}
 
 
-def hidden_inputs(wildcards):
-    inputs = {
-        "questions": path("data", dataset=wildcards.dataset, split=wildcards.split),
-        "greedy": greedy_replies(wildcards.model, wildcards.dataset, wildcards.split),
-    }
-    inputs.update(model_inputs(wildcards.model, kind="hf"))
+def hidden_rule(name):
+    """The name of the hidden-state pass rule for ``name``; hidden_states for the answered conversation."""
+    return "hidden_states" if name == DEFAULT_HIDDEN else f"hidden_states_{name.removeprefix('hidden_')}"
+
+
+def hidden_inputs(hidden):
+    """The input function of a hidden-state pass's rule: questions, model, and the greedy reply it quotes (if so)."""
+
+    def inputs(wildcards):
+        found = {"questions": path("data", dataset=wildcards.dataset, split=wildcards.split)}
+        if hidden.follows_greedy:
+            found["greedy"] = greedy_replies(wildcards.model, wildcards.dataset, wildcards.split)
+        found.update(model_inputs(wildcards.model, kind="hf"))
+        return found
+
     return inputs
 
 
 # ---- input functions of the UQ stage -------------------------------------------------------------
 
 
-def probe_training_inputs(slm, datasets):
-    """The train splits a probe learns from: hidden states and graded greedy answers of each dataset."""
+def probe_training_inputs(slm, method, datasets):
+    """The train splits a probe of ``method`` learns from: its hidden states and graded greedy answers of each
+    dataset."""
+    hidden = method_spec(method).hidden
     return {
-        "train_hidden": [path("hidden", model=slm, dataset=dataset, split="train") for dataset in datasets],
+        "train_hidden": [path(hidden, model=slm, dataset=dataset, split="train") for dataset in datasets],
         "train_greedy": [pass_output(slm, dataset, "train", "greedy") for dataset in datasets],
     }
 
@@ -161,19 +173,19 @@ def uq_inputs(wildcards):
     for pass_name in spec.passes:
         inputs[pass_name] = pass_output(slm, dataset, "test", pass_name)
     if spec.needs_hidden:
-        inputs["hidden"] = path("hidden", model=slm, dataset=dataset, split="test")
-        inputs.update(probe_training_inputs(slm, GRID.train_datasets(method, dataset)))
+        inputs["hidden"] = path(spec.hidden, model=slm, dataset=dataset, split="test")
+        inputs.update(probe_training_inputs(slm, method, GRID.train_datasets(method, dataset)))
     return inputs
 
 
 def holdout_uq_inputs(wildcards):
     """Test cells of every dataset but the hold-out, and the train splits of the same datasets (never the hold-out's)."""
-    slm, others = wildcards.slm, GRID.other_datasets(wildcards.dataset)
+    slm, method, others = wildcards.slm, wildcards.method, GRID.other_datasets(wildcards.dataset)
     return {
         "questions": [path("data", dataset=other, split="test") for other in others],
         "greedy": [pass_output(slm, other, "test", "greedy") for other in others],
-        "hidden": [path("hidden", model=slm, dataset=other, split="test") for other in others],
-        **probe_training_inputs(slm, others),
+        "hidden": [path(method_spec(method).hidden, model=slm, dataset=other, split="test") for other in others],
+        **probe_training_inputs(slm, method, others),
     }
 
 
@@ -256,19 +268,10 @@ def all_tables():
 FIGURE_FORMATS = ("pdf", "png")
 
 
-def figure_files(kind, **fields):
-    return [path(kind, ext=ext, **fields) for ext in FIGURE_FORMATS]
-
-
-def figure_output(kind, ext):
-    """A figure rule's output pattern for one format."""
-    return pattern(kind).replace("{ext}", ext)
-
-
 def all_figures():
     """Every figure of every family: one per value of the family's scope (e.g. per LLM and dataset)."""
-    return [figure for family in FIGURE_FAMILIES.values() for cell in family.cells(GRID)
-            for figure in figure_files(family.kind, **cell)]
+    return [family.path(RESULTS, ext, **cell) for family in FIGURE_FAMILIES.values() for cell in family.cells(GRID)
+            for ext in FIGURE_FORMATS]
 
 
 def figure_inputs(family):
@@ -300,16 +303,19 @@ def all_paper_figures():
 # libraries. That needs the jobs in threads of this process, which profiles/default asks for
 # (force-use-threads); without it Snakemake starts a whole Snakemake for each job. Model jobs run the same
 # entry, workflow/scripts/job.py, in a process of their own (their engines spawn, and take conda envs).
-WARM = WarmPool(default_workers(workflow.resource_settings.local_cores if workflow.non_local_exec else workflow._cores))
+# One worker per core the run may fill: --cores, or --local-cores where jobs go to a cluster (both unset in a
+# plan or a lint).
+WARM = WarmPool(default_workers(workflow.resource_settings.local_cores if workflow.non_local_exec
+                                else workflow.resource_settings.cores), preload=config["plugins"])
 
 
 def warm_job(input, output, params, wildcards, threads, resources, log, rule):
-    """Run the job function the rule names (params.job) with the `snakemake` object a script directive would
-    hand it: in a warm worker from the main process, in this process where Snakemake runs the job alone (a
-    cluster node)."""
-    from snakemake.iocontainers import Snakemake
-
-    job = Snakemake(input, output, params, wildcards, threads, resources, log, config, rule, None, workflow.basedir)
+    """Run the job function the rule names (params.job) on what a script directive would hand it (in plain
+    values: uqroute.warm.plain_job), in a warm worker from the main process, in this process where Snakemake
+    runs the job alone (a cluster node). The rules hand over every argument of their run block; a job reads
+    no resources."""
+    job = plain_job(rule=rule, input=input, output=output, params=params, wildcards=wildcards, threads=threads,
+                    log=log)
     if workflow.is_main_process:
         WARM.run(run_job, job)
     else:

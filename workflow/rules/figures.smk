@@ -17,9 +17,9 @@ for family in FIGURE_FAMILIES.values():
         input:
             unpack(figure_inputs(family)),
         output:
-            pdf=figure_output(family.kind, "pdf"),
+            pdf=family.output(RESULTS, "pdf"),
             png=report(
-                figure_output(family.kind, "png"),
+                family.output(RESULTS, "png"),
                 caption=f"../report/{family.name}.rst",
                 category=family.category,
                 **family.report_options(),
@@ -49,8 +49,8 @@ rule paper_figure:
     input:
         unpack(paper_figure_inputs),
     output:
-        pdf=figure_output("paper_figure", "pdf"),
-        png=figure_output("paper_figure", "png"),
+        pdf=pattern("paper_figure").replace("{ext}", "pdf"),
+        png=pattern("paper_figure").replace("{ext}", "png"),
     params:
         job="figures.paper_figure",
     log:

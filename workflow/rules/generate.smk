@@ -126,31 +126,38 @@ rule grade:
         warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
-rule hidden_states:
-    """Layer -8 hidden state at the last token of prompt + greedy answer (always transformers)."""
-    input:
-        unpack(hidden_inputs),
-    output:
-        pattern("hidden"),
-    params:
-        job="generate.hidden_states",
-        engine_options=lambda wc: GRID.engine_options(wc.model, kind="hf"),
-        layer=config["hidden"]["layer"],
-        part_size=config["hidden"]["part_size"],
-        max_questions=lambda wc: GRID.subset_size(wc.split),
-        subset_seed=config["subset"]["seed"],
-        checkpoint_dir=lambda wc: checkpoint_dir(wc, "hidden"),
-    log:
-        f"{LOGS}/hidden_states/{{model}}/{{dataset}}/{{split}}.log",
-    benchmark:
-        f"{BENCHMARKS}/hidden_states/{{model}}/{{dataset}}/{{split}}.tsv"
-    threads: config["resources"]["model_threads"]
-    resources:
-        mem_mb=lambda wc: GRID.model_mem_mb(wc.model, kind="hf"),
-        runtime=lambda wc: GRID.model_runtime(wc.model),
-        gpu=lambda wc: GRID.gpus(wc.model, kind="hf"),
-        gpu_model=lambda wc: GRID.gpu_type(wc.model, kind="hf"),
-    conda:
-        "../../envs/hidden.yaml"
-    script:
-        "../scripts/job.py"
+# One rule per hidden-state pass (uqroute.passes.HIDDEN_PASSES), always on transformers: hidden_states reads the
+# answered conversation, hidden_states_question the question alone. The default pass's job needs no params of
+# its own.
+for hidden in HIDDEN_PASSES.values():
+
+    rule:
+        name:
+            hidden_rule(hidden.name)
+        input:
+            unpack(hidden_inputs(hidden)),
+        output:
+            pattern(hidden.name),
+        params:
+            job="generate.hidden_states",
+            engine_options=lambda wc: GRID.engine_options(wc.model, kind="hf"),
+            layer=config["hidden"]["layer"],
+            part_size=config["hidden"]["part_size"],
+            max_questions=lambda wc: GRID.subset_size(wc.split),
+            subset_seed=config["subset"]["seed"],
+            checkpoint_dir=lambda wc, stage=hidden.name: checkpoint_dir(wc, stage),
+            **({} if hidden.name == DEFAULT_HIDDEN else {"hidden_pass": hidden.name}),
+        log:
+            f"{LOGS}/{hidden_rule(hidden.name)}/{{model}}/{{dataset}}/{{split}}.log",
+        benchmark:
+            f"{BENCHMARKS}/{hidden_rule(hidden.name)}/{{model}}/{{dataset}}/{{split}}.tsv"
+        threads: config["resources"]["model_threads"]
+        resources:
+            mem_mb=lambda wc: GRID.model_mem_mb(wc.model, kind="hf"),
+            runtime=lambda wc: GRID.model_runtime(wc.model),
+            gpu=lambda wc: GRID.gpus(wc.model, kind="hf"),
+            gpu_model=lambda wc: GRID.gpu_type(wc.model, kind="hf"),
+        conda:
+            "../../envs/hidden.yaml"
+        script:
+            "../scripts/job.py"

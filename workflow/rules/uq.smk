@@ -22,8 +22,9 @@ rule uq:
 
 
 rule holdout_uq:
-    """The OOD probe on every dataset but the hold-out, each scored by a probe trained on neither: the hold-out
-    calibration set then holds nothing learned from the dataset its thresholds are applied to."""
+    """A probe learned on other datasets (the OOD probe, OOD P(IK)) on every dataset but the hold-out, each scored
+    by a probe trained on neither: the hold-out calibration set then holds nothing learned from the dataset its
+    thresholds are applied to."""
     input:
         unpack(holdout_uq_inputs),
     output:
@@ -47,9 +48,10 @@ rule holdout_uq:
 
 
 rule release_probe:
-    """The OOD probe learned on every dataset's train split, saved for the router (uqroute serve)."""
+    """A probe learned on other datasets (the OOD probe, OOD P(IK)), learned on every dataset's train split and
+    saved for the router (uqroute serve)."""
     input:
-        unpack(lambda wc: probe_training_inputs(wc.slm, DATASETS)),
+        unpack(lambda wc: probe_training_inputs(wc.slm, wc.method, DATASETS)),
     output:
         pattern("release_probe"),
     params:

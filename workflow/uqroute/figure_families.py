@@ -7,10 +7,8 @@ per family from :data:`FIGURE_FAMILIES`, whose inputs are :meth:`FigureFamily.in
 numbered figures (``uqroute.paper_figures``) name a family and the cells it shows, and go through the same
 ``inputs`` and ``draw``. ``snakemake figures`` draws every figure of every family.
 
-The workflow reads this module while it builds the DAG, and ``uqroute.paths`` derives its figure templates from
-it: so it imports nothing heavy at the top (pandas, the Parquet readers and the plotting libraries load when a
-figure is drawn), and it imports ``uqroute.paths`` inside functions only (at the top the two would import each
-other).
+The workflow reads this module while it builds the DAG, so it imports nothing heavy at the top: pandas, the
+Parquet readers and the plotting libraries load when a figure is drawn.
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 from .paper_figures import PaperFigure
+from .paths import cell_of, cells_of, results_path
 
 if TYPE_CHECKING:
     from .plan import Grid
@@ -61,6 +60,14 @@ class FigureFamily:
         """Its figures' path below the results (and the logs) folder, without the format."""
         return "/".join(["figures", self.name, *(f"{{{field}}}" for field in self.scope)])
 
+    def output(self, results: str, ext: str) -> str:
+        """Its figures' path pattern in one format (``pdf``, ``png``), its scope's fields left as wildcards."""
+        return f"{results}/{self.stem}.{ext}"
+
+    def path(self, results: str, ext: str, **cell: str) -> str:
+        """The path of its figure of one cell (its scope's wildcards) in one format."""
+        return self.output(results, ext).format(**cell)
+
     def report_options(self) -> dict:
         """``report()``'s subcategory and labels for one of its figures (none for a grid-wide figure)."""
         if not self.scope:
@@ -83,8 +90,6 @@ class FigureFamily:
 
     def inputs(self, grid: Grid, pairs: Pairs, results: str) -> dict[str, list[str]]:
         """The results paths of the tables a figure showing ``pairs`` reads."""
-        from .paths import results_path
-
         return {name: [results_path(results, kind, **fields) for kind, fields in tables]
                 for name, tables in self.tables(grid, pairs).items()}
 
@@ -145,8 +150,6 @@ def figure_stem(output_png: str) -> str:
 
 def _methods(paths: Sequence[str], kind: str) -> list[str]:
     """Every method of a figure's cells, also those whose tables are empty (shown with a note)."""
-    from .paths import cell_of
-
     return list(dict.fromkeys(cell_of(path, kind)["method"] for path in paths))
 
 
@@ -163,7 +166,6 @@ def draw_auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = 
 def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
     from . import figures
     from .io import read_parquet, read_tagged
-    from .paths import cells_of
 
     no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
                      if not read_parquet(path, ["valid"])["valid"].any()}
@@ -177,7 +179,6 @@ def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection
     from . import figures
     from .analysis.alignment import cells_without_confidence
     from .io import read_parquet
-    from .paths import cell_of
 
     if selection is None:
         cell = cell_of(output_png, "figure_relative_accuracy")

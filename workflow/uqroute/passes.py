@@ -168,6 +168,42 @@ PASSES: dict[str, PassSpec] = {spec.name: spec for spec in (
 )}
 HIDDEN_COLUMNS = ["id", "layer", "vector"]
 
+
+@dataclass(frozen=True)
+class HiddenSpec:
+    """A hidden-state pass, declared once: the model's hidden state at the last token of one conversation per
+    question (prefill only; always on transformers). ``prompt(prompts, item, reply, opening)``: that
+    conversation (``opening``: the conversation the question is asked in, by default the answer prompt; the
+    router passes the user's own messages); ``follows_greedy``: it quotes the greedy reply, so it exists only
+    once the model has answered. Its table has :data:`HIDDEN_COLUMNS`; its results path kind is its name
+    (``uqroute.paths``)."""
+
+    name: str
+    prompt: Callable[..., Conversation]
+    follows_greedy: bool
+
+
+HIDDEN_PASSES: dict[str, HiddenSpec] = {spec.name: spec for spec in (
+    # The answered conversation, read at the reply's last token: what the trained and OOD probes read.
+    HiddenSpec("hidden", lambda prompts, item, reply, opening=None: prompts.hidden(item, reply, opening),
+               follows_greedy=True),
+    # The question alone, read where the reply would start: what P(IK) reads, before any answer exists.
+    HiddenSpec("hidden_question",
+               lambda prompts, item, reply, opening=None: prompts.answer(item) if opening is None else list(opening),
+               follows_greedy=False),
+)}
+
+
+# The hidden-state pass a probe reads unless its method names another.
+DEFAULT_HIDDEN = "hidden"
+
+
+def hidden_spec(name: str) -> HiddenSpec:
+    try:
+        return HIDDEN_PASSES[name]
+    except KeyError:
+        raise ValueError(f"unknown hidden-state pass {name!r}; hidden passes: {', '.join(HIDDEN_PASSES)}") from None
+
 # Views of PASSES, for the planner and the jobs.
 PASS_NAMES = tuple(PASSES)
 GENERATING_PASSES = tuple(name for name, spec in PASSES.items() if spec.generates)
@@ -175,7 +211,7 @@ GRADED_PASSES = tuple(name for name, spec in PASSES.items() if spec.graded)
 NEEDS_GREEDY = tuple(name for name, spec in PASSES.items() if spec.follows_greedy)
 PASS_SETTINGS: dict[str, tuple[str, ...]] = {name: spec.settings for name, spec in PASSES.items()}
 PASS_COLUMNS: dict[str, list[str]] = {**{name: list(spec.columns) for name, spec in PASSES.items()},
-                                      "hidden": HIDDEN_COLUMNS}
+                                      **{name: HIDDEN_COLUMNS for name in HIDDEN_PASSES}}
 # A graded pass's replies table: its columns without the grade.
 REPLY_COLUMNS: dict[str, list[str]] = {
     name: [c for c in PASS_COLUMNS[name] if c not in GRADE_COLUMNS] for name in GRADED_PASSES
@@ -520,33 +556,37 @@ def _cut_off(pass_name: str, table: pd.DataFrame, records: list[Mapping[str, Any
 def run_hidden(
     engine: Engine,
     questions: pd.DataFrame,
-    greedy: pd.DataFrame,
+    greedy: pd.DataFrame | None,
     prompts,
     layer: int,
     part_size: int,
     checkpoint_dir=None,
+    hidden_pass: str = "hidden",
 ) -> pd.DataFrame:
-    """Hidden state at the last token of (answer prompt + greedy reply), one row per question.
+    """One hidden-state pass (:data:`HIDDEN_PASSES`): the hidden state at the last token of its conversation,
+    one row per question; by default ``hidden``, the answer prompt closed by the greedy reply (``greedy``, the
+    greedy table; None for a pass that does not quote it).
 
     ``vector`` is float32 of the model's hidden size; see
     :meth:`uqroute.engines.hf.HFEngine.hidden_states` for what ``layer`` indexes
     (-8: output of the eighth-to-last decoder layer). The caller writes the
     returned table, then calls ``BatchCheckpoint(checkpoint_dir).finish()``.
     """
+    spec = hidden_spec(hidden_pass)
     questions = _check_questions(questions)
     records = questions.to_dict("records")
     ids = [str(r["id"]) for r in records]
     task_types = [str(r["task_type"]) for r in records]
-    responses = _greedy_responses(greedy, ids, "hidden")
-    conversations = [prompts.hidden(r, resp) for r, resp in zip(records, responses)]
+    responses = _greedy_responses(greedy, ids, hidden_pass) if spec.follows_greedy else [None] * len(records)
+    conversations = [spec.prompt(prompts, r, resp) for r, resp in zip(records, responses)]
 
     def compute(task_type: str, positions: list[int]) -> pd.DataFrame:
         vectors = np.asarray(engine.hidden_states([conversations[i] for i in positions], int(layer)), dtype=np.float32)
         return pd.DataFrame({"id": [ids[i] for i in positions], "layer": int(layer), "vector": list(vectors)})
 
     table = _run_batches(
-        "hidden", engine, ids, task_types, conversations, int(part_size), lambda _t: {"layer": int(layer)}, compute,
-        checkpoint_dir,
+        hidden_pass, engine, ids, task_types, conversations, int(part_size), lambda _t: {"layer": int(layer)},
+        compute, checkpoint_dir,
     )
     if len(table):
         table["vector"] = [np.asarray(v, dtype=np.float32) for v in table["vector"]]

@@ -13,15 +13,15 @@ from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Sequence
 
-from .figure_families import FIGURE_FAMILIES
-
 TEMPLATES: dict[str, str] = {
     "data": "data/{dataset}/{split}.parquet",
     "model_dir": "models/{model}",
     # A model pass writes its replies; grading (rule judge or LLM judge) adds prediction and correct.
     "replies": "gen/{model}/{dataset}/{split}/{pass_name}.replies.parquet",
     "gen": "gen/{model}/{dataset}/{split}/{pass_name}.parquet",
+    # Hidden-state passes (uqroute.passes.HIDDEN_PASSES): the answered conversation, and the question alone.
     "hidden": "hidden/{model}/{dataset}/{split}.parquet",
+    "hidden_question": "hidden/{model}/{dataset}/{split}.question.parquet",
     "uq": "uq/{slm}/{dataset}/{method}.parquet",
     "routing": "routing/{slm}/{llm}/{dataset}/{method}.parquet",
     "calibration": "calibration/{slm}/{method}/holdout-{dataset}.parquet",
@@ -45,9 +45,8 @@ TEMPLATES: dict[str, str] = {
     # How each graded pass's replies were read (the reading rules) and graded (the rule, or the LLM judge).
     "grading": "metrics/grading.parquet",
     "findings_html": "metrics/findings.html",
-    # Figures: one stem per figure of each family (uqroute.figure_families), drawn as PDF and PNG ({ext}).
-    **{family.kind: family.stem + ".{ext}" for family in FIGURE_FAMILIES.values()},
-    # The paper's Figures 1-17 by number (uqroute.paper_figures), drawn by the families above.
+    # The paper's Figures 1-17 by number (uqroute.paper_figures), drawn by the figure families
+    # (uqroute.figure_families, which derive their own figures' paths from their declarations).
     "paper_figure": "paper/fig{number}.{ext}",
     "checkpoints": ".checkpoints/{stage}/{cell}",
     "api_cache": "cache/api",

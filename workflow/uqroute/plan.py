@@ -7,17 +7,20 @@ rules and input functions call these and add the results paths; the tests check 
 
 from __future__ import annotations
 
+import logging
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Mapping
 
-from .datasets import DATASET_NAMES, dataset_info
+from .datasets import DATASET_NAMES, data_source, dataset_info
 from .datasets import probe_training as dataset_probe_training
 from .engines.options import engine_kind, job_engine_options, job_gpus
 from .models import model_spec
 from .passes import BUDGET_SETTINGS, GENERATING_PASSES, GRADED_PASSES, PASS_NAMES, pass_settings, pass_spec
-from .uq.registry import METHOD_NAMES, PROBE_METHODS, method_spec
+from .uq.registry import METHODS, method_spec
 
 UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
+log = logging.getLogger(__name__)
 
 
 def _known(key: str, names, known, what: str) -> None:
@@ -35,15 +38,29 @@ class Grid:
         self.llms = list(config["llms"])
         self.datasets = list(config["datasets"])
         self.methods = list(config["methods"])
-        self.calibration_methods = list(config["calibration"]["methods"] or self.methods)
+        # Calibration data for the listed methods the grid scores (all of them when none are listed).
+        self.calibration_methods = [m for m in config["calibration"]["methods"] or self.methods if m in self.methods]
         self.models = list(dict.fromkeys(self.slms + self.llms))
+
+    @cached_property
+    def data_dir(self) -> Path | None:
+        """Where the datasets load from: the config's ``data_dir`` where that folder exists, else the hub (None)."""
+        return data_source(self.config["data_dir"])
 
     def check_names(self) -> None:
         """Names the config uses must exist in the registries (cheap: no file is read)."""
         config = self.config
         _known("datasets", self.datasets, DATASET_NAMES, "dataset(s)")
-        _known("methods", self.methods, METHOD_NAMES, "UQ method(s)")
-        _known("calibration.methods", self.calibration_methods, self.methods, "method(s), not in methods")
+        _known("methods", self.methods, METHODS, "UQ method(s)")
+        listed = list(self.config["calibration"]["methods"] or [])
+        _known("calibration.methods", listed, METHODS, "UQ method(s)")
+        left_out = [method for method in listed if method not in self.methods]
+        if listed and not self.calibration_methods:
+            raise ValueError(f"config key calibration.methods: none of {listed} is among methods {self.methods}; "
+                             "list some of those (or null: all of them)")
+        if left_out:
+            log.warning("calibration.methods: %s not among methods, so no calibration data for them; calibrating %s",
+                        left_out, self.calibration_methods)
         for key, names in (("slms", self.slms), ("llms", self.llms), ("engines", list(config["engines"]))):
             for name in names:
                 try:
@@ -88,7 +105,7 @@ class Grid:
 
     def probe_training(self, dataset: str) -> str:
         """How the trained probe of ``dataset`` learns: ``in_domain`` (its train split) or ``crossfit``."""
-        return dataset_probe_training(dataset, local=self.config["data_dir"] is not None)
+        return dataset_probe_training(dataset, local=self.data_dir is not None)
 
     def other_datasets(self, dataset: str) -> list[str]:
         """The grid's datasets but ``dataset``: what an OOD probe of ``dataset`` learns from, and what the
@@ -107,7 +124,7 @@ class Grid:
     def probe_settings(self, method: str, dataset: str | None = None) -> dict[str, Any]:
         """Probe hyperparameters, for probe methods only; cross-fitting folds only where a probe cross-fits
         (the trained probe of ``dataset``; the OOD probe learns from other datasets, whichever it scores)."""
-        if method not in PROBE_METHODS:
+        if not method_spec(method).needs_hidden:
             return {}
         in_domain = method_spec(method).needs_train == "in_domain"
         settings = dict(self.config["probe"])
@@ -121,7 +138,7 @@ class Grid:
         """Released methods the router serves with a probe file: those learned on other datasets (the OOD
         probe)."""
         return [method for method in self.calibration_methods
-                if method_spec(method).needs_train == "other_datasets"]
+                if method_spec(method).needs_train == "other_datasets" and method_spec(method).released]
 
     @cached_property
     def trained_on(self) -> list[str]:

@@ -188,4 +188,8 @@ def findings_table(alignment: pd.DataFrame | None, routing_metrics: pd.DataFrame
                            "mean over datasets, runs and target ratios"))
     if not parts:
         return pd.DataFrame(columns=list(FINDING_COLUMNS))
-    return pd.concat(parts, ignore_index=True)
+    found = pd.concat(parts, ignore_index=True)
+    # One Arrow type whether or not any row is descriptive (an object column of text and nulls would store as
+    # `string`, text alone as `large_string`): docs/contracts.md documents `large_string`.
+    found["verdict"] = found["verdict"].astype("str")
+    return found

@@ -29,6 +29,8 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from ..uq.registry import METHOD_NAMES
+
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
 TOP_THREE = ("trained_probe", "ood_probe", "perplexity")
 VERBALIZED = ("verbal_1s", "verbal_2s")
@@ -127,7 +129,9 @@ def _mean_ranks(frame: pd.DataFrame, methods: list[str]) -> np.ndarray:
 
 def observation_3(resamples: pd.DataFrame, alignment: pd.DataFrame, level: float) -> dict:
     target = list(TOP_THREE)
-    scored = alignment.dropna(subset=["auroc"])
+    # The paper's claim is about its eight methods: others the grid adds (P(IK), a plugin's) stay out of it.
+    scored = alignment[alignment["method"].isin(METHOD_NAMES)].dropna(subset=["auroc"])
+    resamples = resamples[resamples["method"].isin(METHOD_NAMES)]
     others = sorted(set(scored["method"]) - set(target))
     if not set(target) <= set(scored["method"]) or resamples.empty:
         return _row("observation_3", float("nan"), float("nan"), float("nan"), UNDECIDED,

@@ -22,6 +22,7 @@ from .registry import (
     SPLITS,
     TASK_TYPES,
     check_data_files,
+    data_source,
     dataset_info,
     dataset_label,
     probe_training,

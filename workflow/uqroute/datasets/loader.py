@@ -52,8 +52,10 @@ def _read_hub(dataset: str, split: str, spec: Mapping[str, Any]) -> list[Row]:
     options = {key: spec[key] for key in ("revision", "data_files") if key in spec}
     try:
         table = load_dataset(spec["path"], spec.get("name"), split=spec["split"], **options)
-    except Exception as err:  # network, auth or schema trouble: say which dataset it was about
-        raise RuntimeError(f"{dataset}/{split}: could not load {source}: {err}") from err
+    except Exception as err:  # network, auth or schema trouble: say which dataset it was about, and the ways out
+        raise RuntimeError(f"{dataset}/{split}: could not load {source}: {err}. Either give the hub access (network, "
+                           "and HF_TOKEN for a gated dataset), or put the dataset's files in the folder the config's "
+                           f"data_dir names, laid out as {REGISTRY_PATH.name} says") from err
     rows = [Row(f"{source}: row {index}", index, dict(record)) for index, record in enumerate(table)]
     if not rows:
         raise ValueError(f"{source}: empty split, no rows")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -15,6 +16,7 @@ from .layouts import LAYOUTS
 from .readers import READERS
 
 REGISTRY_PATH = RESOURCES_DIR / "datasets.yaml"
+log = logging.getLogger(__name__)
 
 _SCHEMA = load_schema("datasets")
 # Defined once, in the registry's schema.
@@ -130,6 +132,21 @@ def required_files(dataset: str, split: str, data_dir: Path | None) -> list[Path
         return []
     files = resolve_files(local_spec(dataset, split, info), Path(data_dir))
     return [path for paths in files.values() for path in paths]
+
+
+def data_source(data_dir: str | Path | None) -> Path | None:
+    """Where the datasets load from: the folder ``data_dir`` names where it exists, else the Hugging Face hub
+    (None), with a log line saying which. ``data_dir: null`` is the hub."""
+    if data_dir is None:
+        log.info("datasets: loading from the Hugging Face hub (data_dir: null)")
+        return None
+    folder = Path(data_dir)
+    if folder.is_dir():
+        log.info("datasets: reading the local files under %s", folder)
+        return folder
+    log.warning("datasets: data_dir %s does not exist; loading from the Hugging Face hub instead (put the files "
+                "there, laid out as %s says, to read them locally)", folder, REGISTRY_PATH.name)
+    return None
 
 
 def check_data_files(datasets: Iterable[str], data_dir: Path) -> None:

@@ -147,18 +147,21 @@ def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, A
     write_parquet(table, output, metadata=table_metadata(replies))  # the graded table names its replies' dtype
 
 
-def hidden_states(*, model: str, questions: str, greedy: str, output: str, engine_options: Mapping[str, Any],
-                  layer: int, part_size: int, max_questions: int | None, subset_seed: int,
-                  checkpoint_dir: str | None = None, model_dir: str | None = None, threads: int | None = None) -> None:
-    """Layer ``layer`` at the last token of prompt + greedy reply, for every question of the subset."""
+def hidden_states(*, model: str, questions: str, output: str, engine_options: Mapping[str, Any], layer: int,
+                  part_size: int, max_questions: int | None, subset_seed: int, greedy: str | None = None,
+                  hidden_pass: str = "hidden", checkpoint_dir: str | None = None, model_dir: str | None = None,
+                  threads: int | None = None) -> None:
+    """Layer ``layer`` at the last token of a hidden-state pass's conversation (by default the answer prompt
+    closed by the greedy reply, ``greedy``), for every question of the subset."""
     from ..passes import run_hidden
     from ..prompts import PromptSet
 
     items = load_questions(questions, max_questions, subset_seed)
     engine = build_engine(model, engine_options, model_dir, threads=threads)
     try:
-        table = run_hidden(engine, items, read_parquet(greedy), PromptSet.load(), layer, part_size,
-                           checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None)
+        table = run_hidden(engine, items, read_parquet(greedy) if greedy else None, PromptSet.load(), layer,
+                           part_size, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+                           hidden_pass=hidden_pass)
     finally:
         engine.close()
     _write_pass_table(table, output, checkpoint_dir, made_with(engine))

@@ -63,19 +63,22 @@ def uq_score(*, method: str, dataset: str, questions: str, output: str, probe: M
 def holdout_uq(*, method: str, holdout: str, questions: Sequence[str], greedy: Sequence[str], hidden: Sequence[str],
                train_hidden: Sequence[str], train_greedy: Sequence[str], output: str, probe: Mapping[str, Any],
                max_questions: int | None, subset_seed: int, threads: int = 1) -> None:
-    """The OOD probe's confidences on every dataset but ``holdout``, for the hold-out calibration set.
+    """A method learned on other datasets (the OOD probe, OOD P(IK)): its confidences on every dataset but
+    ``holdout``, for the hold-out calibration set.
 
     Each scored dataset D gets its own probe, trained on the train splits given (which must not include
     ``holdout``) minus D's own: like the probe applied to ``holdout`` itself, it never saw D, and none of
-    the pool's probes saw ``holdout``. Rows: the uq columns plus ``dataset``, datasets in the order of
-    ``questions`` (each cell matched to its tables by the dataset its paths name).
+    the pool's probes saw ``holdout``. Each is scored as the uq job scores it (:func:`uqroute.uq.score_method`).
+    Rows: the uq columns plus ``dataset``, datasets in the order of ``questions`` (each cell matched to its
+    tables by the dataset its paths name).
     """
     import torch
 
-    from ..uq import probes
+    from ..uq import score_method
     from ..uq.registry import method_spec
 
-    if method_spec(method).needs_train != "other_datasets":
+    spec = method_spec(method)
+    if spec.needs_train != "other_datasets":
         raise ValueError(f"holdout_uq: {method} does not learn from other datasets; its calibration pool is "
                          "the other datasets' uq tables")
     pairs = training_pairs(train_hidden, train_greedy)
@@ -83,46 +86,45 @@ def holdout_uq(*, method: str, holdout: str, questions: Sequence[str], greedy: S
         raise ValueError(f"holdout_uq without {holdout}: its own train split was given, which would leak it into "
                          "the calibration set")
     cells = {kind: {cell_of(path, kind)["dataset"]: path for path in paths}
-             for kind, paths in (("data", questions), ("gen", greedy), ("hidden", hidden))}
+             for kind, paths in (("data", questions), ("gen", greedy), (spec.hidden, hidden))}
     if len({tuple(sorted(by_dataset)) for by_dataset in cells.values()}) != 1:
         raise ValueError(f"holdout_uq without {holdout}: questions, greedy and hidden name different datasets "
                          f"{ {kind: sorted(by_dataset) for kind, by_dataset in cells.items()} }")
     if holdout in cells["data"]:
         raise ValueError(f"holdout_uq without {holdout}: the hold-out's own test cell was given")
     torch.set_num_threads(threads)
-    settings = probes.ProbeSettings.from_config(probe, ood=True)
     frames = []
     for dataset, questions_path in cells["data"].items():
         others = {source: pair for source, pair in pairs.items() if source != dataset}
         if not others:
             raise ValueError(f"holdout_uq without {holdout}: no dataset is left to train {dataset}'s probe on (a "
-                             "leak-free pool needs 3 datasets or more); leave ood_probe out of calibration.methods")
-        scores = probes.ood_probe(read_parquet(cells["hidden"][dataset], HIDDEN_COLUMNS),
-                                  read_parquet(cells["gen"][dataset]), others, settings, dataset=dataset,
-                                  questions=load_questions(questions_path, max_questions, subset_seed))
-        log.info("%s: OOD probe trained on %s (hold-out %s left out)", dataset, sorted(others), holdout)
+                             f"leak-free pool needs 3 datasets or more); leave {method} out of calibration.methods")
+        scores = score_method(method, {"greedy": read_parquet(cells["gen"][dataset])},
+                              load_questions(questions_path, max_questions, subset_seed),
+                              hidden=read_parquet(cells[spec.hidden][dataset], HIDDEN_COLUMNS), training=others,
+                              probe=probe, dataset=dataset)
+        log.info("%s: %s trained on %s (hold-out %s left out)", dataset, method, sorted(others), holdout)
         frames.append(scores.assign(dataset=dataset))
     write_parquet(pd.concat(frames, ignore_index=True), output)
 
 
 def release_probe(*, slm: str, method: str, train_hidden: Sequence[str], train_greedy: Sequence[str], output: str,
                   probe: Mapping[str, Any], layer: int, threads: int = 1) -> None:
-    """The OOD probe learned on the train splits of every dataset given, saved for the router (``uqroute serve``).
+    """A method learned on other datasets (the OOD probe, OOD P(IK)), learned on the train splits of every
+    dataset given and saved for the router (``uqroute serve``) by the method's ``release`` function.
 
-    The same training as the workflow's OOD probe (pooled in the order of ``train_hidden``), on all datasets:
-    the probe to deploy on traffic from none of them.
+    The same training as the workflow's (pooled in the order of ``train_hidden``), on all datasets: the probe to
+    deploy on traffic from none of them.
     """
     import torch
 
-    from ..uq import probes
     from ..uq.registry import method_spec
 
-    if method_spec(method).needs_train != "other_datasets":
-        raise ValueError(f"release_probe: {method} learns from one dataset's own split; the router serves the OOD "
-                         "probe, learned on every dataset")
+    spec = method_spec(method)
+    if spec.needs_train != "other_datasets":
+        raise ValueError(f"release_probe: {method} learns from one dataset's own split; the router serves probes "
+                         "learned on every dataset")
     torch.set_num_threads(threads)
     pairs = training_pairs(train_hidden, train_greedy)
-    settings = probes.ProbeSettings.from_config(probe, ood=True)
-    model = probes.fit_pooled_probe(list(pairs.items()), settings, name=f"{slm} {method} (all datasets)")
-    probes.save_probe(model, output, slm=slm, method=method, layer=layer, settings=settings, datasets=list(pairs))
+    spec.release_fn()(training=pairs, probe=probe, path=output, slm=slm, method=method, layer=layer)
     log.info("%s %s: probe learned on %s saved to %s", slm, method, list(pairs), output)

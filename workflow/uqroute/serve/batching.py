@@ -38,11 +38,11 @@ class EngineBatcher:
     """Runs ``engine`` in one thread, merging concurrent single-conversation calls into batches."""
 
     def __init__(self, engine: Engine, *, max_batch_size: int = 32, max_wait: float = 0.01,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[str, int], None] | None = None) -> None:
         self.engine = engine
         self.max_batch_size = int(max_batch_size)
         self.max_wait = float(max_wait)
-        self.on_batch = on_batch  # told the size of every engine call (the batch-size metric)
+        self.on_batch = on_batch  # told the kind and size of every engine call (the engine metrics)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name=f"batcher-{engine.model_name}", daemon=True)
         self._thread.start()
@@ -99,7 +99,7 @@ class EngineBatcher:
             return
         conversations = [job.conversation for job in live]
         if self.on_batch is not None:
-            self.on_batch(len(live))
+            self.on_batch(call, len(live))
         try:
             if call == "generate":
                 results = self.engine.generate(conversations, **params)

@@ -18,7 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from uqroute.datasets import TASK_TYPES
 from uqroute.io import load_schema, load_yaml
 from uqroute.models import ENGINE_KINDS
-from uqroute.uq.registry import METHODS, method_spec
+from uqroute.uq.registry import METHODS, load_plugins, method_spec
 
 
 
@@ -134,6 +134,7 @@ class RouterConfig(_Section):
     """Checked settings, the keys of ``config/router.yaml``."""
 
     calibration: RequiredText
+    plugins: list[str] = []
     method: str
     probe: str | None = None
     ratio: Share
@@ -190,6 +191,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(tree, dotted, value)
+    try:
+        load_plugins(tree.get("plugins"))  # their methods register before the method is checked
+    except ImportError as err:
+        raise ConfigError(f"{where}: {err}") from None
     try:
         return RouterConfig.model_validate(tree)
     except ValidationError as err:

@@ -42,6 +42,9 @@ class RouterMetrics:
                                 ["status"], registry=self.registry)
         self.slm_batch_size = Histogram("uqroute_slm_batch_size", "Conversations per SLM engine call",
                                         buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        # What the SLM computed: answers (generate), candidate probabilities (p(True)), hidden states (probes).
+        self.slm_conversations = Counter("uqroute_slm_engine_calls", "Conversations the SLM engine ran, by call",
+                                         ["call"], registry=self.registry)
         self.routed_share = Gauge("uqroute_routed_share", "Share of the last window's answers routed to the LLM",
                                   registry=self.registry)
         self.window_size = Gauge("uqroute_routed_share_window", "Answers in the routed-share window",
@@ -55,6 +58,11 @@ class RouterMetrics:
         for path in PATHS:  # every series exists from the start, so dashboards see zeros, not gaps
             self.requests.labels(path)
             self.latency.labels(path)
+
+    def slm_batch(self, call: str, size: int) -> None:
+        """One SLM engine call of ``size`` conversations."""
+        self.slm_batch_size.observe(size)
+        self.slm_conversations.labels(call).inc(size)
 
     def observe(self, path: str, seconds: float, routed: bool | None) -> None:
         """One answered request; ``routed`` None (no routing decision, e.g. the SLM failed) leaves the window."""

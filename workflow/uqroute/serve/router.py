@@ -25,11 +25,10 @@ from uqroute.engines.openai_engine import OpenAIEngine
 from uqroute.gguf import materialize
 from uqroute.grading import read_item_reply
 from uqroute.models import model_spec
-from uqroute.passes import PASSES, counted_answer, default_weak_readings
+from uqroute.passes import PASSES, counted_answer, default_weak_readings, hidden_spec
 from uqroute.paths import model_cache
 from uqroute.prompts import PromptSet
 from uqroute.uq import method_spec, score_method
-from uqroute.uq.probes import probe_confidence
 
 from .batching import EngineBatcher
 from .calibration import calibration_threshold, check_calibration_file
@@ -96,16 +95,15 @@ def build_llm_engine(config: RouterConfig) -> OpenAIEngine:
 
 
 def load_served_probe(config: RouterConfig):
-    """The probe file's model and hidden layer, refused (naming both) when it was trained for another SLM or method."""
-    from uqroute.uq.probes import load_probe
-
-    model, record = load_probe(config.probe)
+    """The released probe's confidence function and hidden layer, loaded by its method's ``load`` function; refused
+    (naming both) when it was learned for another SLM or method."""
+    score, record = method_spec(config.method).load_fn()(config.probe)
     if (record["slm"], record["method"]) != (config.slm.model, config.method):
         raise ValueError(f"probe file {config.probe} was trained for SLM {record['slm']} with method "
                          f"{record['method']}, but the router serves SLM {config.slm.model} with method "
                          f"{config.method}")
     log.info("probe %s: layer %d, learned on %s", config.probe, record["layer"], ", ".join(record["datasets"]))
-    return model, int(record["layer"])
+    return score, int(record["layer"])
 
 
 class Router:
@@ -117,6 +115,10 @@ class Router:
         self.config = config
         self.probe, self.probe_layer = probe, probe_layer
         self.method = config.method
+        spec = method_spec(config.method)
+        # The hidden-state pass a probe reads; one that reads the question alone decides before the SLM answers.
+        self.hidden = hidden_spec(spec.hidden) if spec.needs_hidden else None
+        self.decides_first = self.hidden is not None and not self.hidden.follows_greedy
         self.threshold = float(threshold)
         self.slm_name = config.slm.model
         self.llm_name = config.llm.model
@@ -124,7 +126,7 @@ class Router:
         self.settings = config.generation.model_dump()  # what the passes' declarations read
         self.batcher = EngineBatcher(slm, max_batch_size=config.batching.max_batch_size,
                                      max_wait=config.batching.max_wait_ms / 1000.0,
-                                     on_batch=metrics.slm_batch_size.observe)
+                                     on_batch=metrics.slm_batch)
         self.metrics = metrics
         self.llm = llm
         self._llm_pool = ThreadPoolExecutor(max_workers=config.llm.max_concurrency,
@@ -173,10 +175,7 @@ class Router:
         # Correctness is unknown when serving; the methods carry it through, none reads it to score.
         greedy["correct"] = False
         if self.probe is not None:
-            # The workflow's hidden pass: the answer conversation closed by the reply, then the probe.
-            vector = await self.batcher.hidden_states(self.prompts.hidden(item, answer.text, messages),
-                                                      self.probe_layer)
-            return float(probe_confidence(self.probe, np.asarray([vector], dtype=np.float32))[0])
+            return await self.probe_confidence(messages, item, answer)
         # The passes the method declares (uqroute.uq.registry), each as the workflow's pass makes it.
         passes = {"greedy": greedy}
         for pass_name in method_spec(self.method).passes:
@@ -185,6 +184,14 @@ class Router:
         questions = pd.DataFrame([item])
         scored = score_method(self.method, passes, questions)
         return float(scored["confidence"].iloc[0])
+
+    async def probe_confidence(self, messages: Conversation, item: Mapping[str, Any],
+                               answer: Completion | None) -> float:
+        """The probe's confidence: the workflow's hidden-state pass of the method on the user's messages (closed
+        by the SLM's answer where the pass quotes it; none exists yet for a probe of the question alone)."""
+        conversation = self.hidden.prompt(self.prompts, item, None if answer is None else answer.text, messages)
+        vector = await self.batcher.hidden_states(conversation, self.probe_layer)
+        return float(self.probe(np.asarray([vector], dtype=np.float32))[0])
 
     async def _pass(self, pass_name: str, messages: Conversation, item: Mapping[str, Any],
                     answer: Completion) -> pd.DataFrame:
@@ -205,13 +212,19 @@ class Router:
                      max_tokens: int | None = None, temperature: float | None = None) -> RoutedAnswer:
         """Route one conversation; :class:`UpstreamError` when no model could answer."""
         item = self.item(messages, task_type, choices)
+        slm_reply = budget = None
         try:
-            slm_reply, budget = await self.slm_answer(messages, item, max_tokens)
-            confidence = await self.confidence(messages, item, slm_reply)
+            if self.decides_first:  # a probe of the question alone: a routed request never reaches the SLM's decoder
+                confidence = await self.probe_confidence(messages, item, None)
+            else:
+                slm_reply, budget = await self.slm_answer(messages, item, max_tokens)
+                confidence = await self.confidence(messages, item, slm_reply)
+            # The study's rule: keep the answer when confidence >= threshold; no confidence: route.
+            routed = not confidence >= self.threshold
+            if slm_reply is None and not routed:
+                slm_reply, budget = await self.slm_answer(messages, item, max_tokens)
         except (EngineError, OSError) as err:
             raise UpstreamError(f"SLM {self.slm_name} failed: {err}") from err
-        # The study's rule: keep the answer when confidence >= threshold; no confidence: route.
-        routed = not confidence >= self.threshold
         common = {"routed": routed, "confidence": confidence, "threshold": self.threshold}
         if not routed:
             return RoutedAnswer(slm_reply.text, self.slm_name, _finish_reason(slm_reply, budget),
@@ -225,6 +238,11 @@ class Router:
             if self.config.llm.on_failure == "error":
                 raise UpstreamError(f"LLM {self.llm_name} failed: {err}") from err
             log.warning("LLM %s failed, answering with the SLM (fallback): %s", self.llm_name, err)
+            if slm_reply is None:
+                try:
+                    slm_reply, budget = await self.slm_answer(messages, item, max_tokens)
+                except (EngineError, OSError) as slm_err:
+                    raise UpstreamError(f"LLM {self.llm_name} failed ({err}), and so did the SLM: {slm_err}") from err
             return RoutedAnswer(slm_reply.text, self.slm_name, _finish_reason(slm_reply, budget),
                                 len(slm_reply.tokens), fallback=True, **common)
         return RoutedAnswer(llm_reply.text, self.llm_name, _finish_reason(llm_reply, llm_budget),

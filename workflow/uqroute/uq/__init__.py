@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from .registry import METHOD_NAMES, METHODS, PROBE_METHODS, MethodSpec, method_spec, register_method
+from .registry import METHOD_NAMES, METHODS, MethodSpec, method_spec, probe_methods, register_method
 from .tables import OUTPUT_COLUMNS
 
 
@@ -44,5 +44,5 @@ def score_method(method: str, passes: Mapping[str, pd.DataFrame], questions: pd.
     return table[list(OUTPUT_COLUMNS)]
 
 
-__all__ = ["METHODS", "METHOD_NAMES", "MethodSpec", "OUTPUT_COLUMNS", "PROBE_METHODS", "method_spec",
+__all__ = ["METHODS", "METHOD_NAMES", "MethodSpec", "OUTPUT_COLUMNS", "method_spec", "probe_methods",
            "pass_requirements", "register_method", "score_method"]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -331,6 +331,21 @@ def save_probe(model: nn.Sequential, path, *, slm: str, method: str, layer: int,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def release_probe(*, training: Mapping[str, TablePair], probe: Mapping[str, Any], path, slm: str, method: str,
+                  layer: int) -> None:
+    """A probe learned on other datasets, as the registry releases it: learned on the pooled train tables of every
+    dataset in ``training`` (in its order) and saved with what it was learned for."""
+    settings = ProbeSettings.from_config(probe, ood=True)
+    model = fit_pooled_probe(list(training.items()), settings, name=f"{slm} {method} (all datasets)")
+    save_probe(model, path, slm=slm, method=method, layer=layer, settings=settings, datasets=list(training))
+
+
+def load_released_probe(path) -> tuple[Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
+    """A released probe file as the router uses it: its confidence function of hidden vectors and its record."""
+    model, record = load_probe(path)
+    return (lambda vectors: probe_confidence(model, np.asarray(vectors, dtype=np.float32))), record
 
 
 def load_probe(path) -> tuple[nn.Sequential, dict[str, Any]]:
