@@ -40,7 +40,7 @@ def _missing_stack(device: str) -> str | None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="llama-3.2-1b", help="name in workflow/uqroute/resources/models.yaml")
+    parser.add_argument("--model", default="llama-3.2-1b", help="name in resources/models.yaml")
     parser.add_argument("--model-dir", type=Path, default=None)
     parser.add_argument("--data-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data")
     parser.add_argument("--n-prompts", type=int, default=32)

@@ -10,27 +10,26 @@ from pathlib import Path
 import pytest
 
 from uqroute import REPO_ROOT
+from uqroute.datasets import DATASET_NAMES, dataset_info
 from uqroute.paths import model_cache
 
 DATA_DIR = Path(os.environ.get("UQROUTE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 # Set by .ci/run: there the data folder must be present, and a real-data test that cannot find it fails.
 REQUIRE_DATA = os.environ.get("UQROUTE_REQUIRE_DATA", "") not in ("", "0")
-# Rows of each local dataset file's (test, train) split, as the data folder's files hold them (the paper's test sizes).
-LOCAL_ROWS = {
-    "gsm8k": (1319, 7473),
-    "aqua": (254, 254),
-    "multiarith": (180, 420),
-    "svamp": (300, 700),
-    "boolq": (3270, 9427),
-    "commonsenseqa": (1221, 9741),
-    "hellaswag": (10042, 3368),
-    "openbookqa": (500, 4957),
-    "piqa": (1838, 5000),
-    "social_iqa": (1954, 5000),
-    "truthfulqa": (164, 653),
-    "winogrande": (1267, 5000),
-    "mmlu": (14042, 1816),
-}
+
+
+def _split_rows(info: dict, split: str) -> int:
+    """Rows of a loaded split, from the dataset registry: its file's rows, or its share of a derived split."""
+    rows, derived = info["local"][split]["rows"], info.get("derived_split")
+    if derived is None:
+        return rows
+    return derived["test_size"] if split == "test" else rows - derived["test_size"]
+
+
+# Rows of each local dataset's (test, train) split, as the dataset registry states them (the paper's test sizes);
+# the loader tests check the data folder's files against them. Datasets without a local copy are left out.
+LOCAL_ROWS = {name: (_split_rows(info, "test"), _split_rows(info, "train"))
+              for name, info in ((name, dataset_info(name)) for name in DATASET_NAMES) if info.get("local")}
 # The workflow keeps its fp32 copies of GGUF models here too, so tests and runs convert each model once.
 MODEL_CACHE = model_cache(REPO_ROOT / "results")
 

@@ -64,15 +64,32 @@ def test_the_embedded_default_states_the_schema_defaults_but_for_its_own_choices
 
 
 def test_the_config_schema_takes_the_engine_kinds_and_dtypes_the_engines_know():
-    """The engine kinds live in the model registry's schema (uqroute.models.ENGINE_KINDS), the dtypes in
-    uqroute.engines.options; the config schema, a separate file Snakemake validates with, must list the same."""
+    """The engine kinds live in the model registry's schema (uqroute.models.ENGINE_KINDS), which the config schema
+    refers to; the dtypes in uqroute.engines.options, which the config schema, a file Snakemake validates with,
+    must list."""
     from uqroute.engines.options import AUTO_DTYPE, DTYPES, KIND_ONLY
     from uqroute.io import load_schema
     from uqroute.models import ENGINE_KINDS
 
     engine = load_schema("config")["properties"]["engines"]["additionalProperties"]["properties"]
-    assert sorted(engine["kind"]["enum"]) == sorted(ENGINE_KINDS) == sorted(KIND_ONLY)
+    assert engine["kind"] == {"$ref": "models.schema.yaml#/$defs/engine"}
+    assert sorted(load_schema("models")["$defs"]["engine"]["enum"]) == sorted(ENGINE_KINDS) == sorted(KIND_ONLY)
     assert sorted(engine["dtype"]["enum"]) == sorted((*DTYPES, AUTO_DTYPE))
+
+
+def test_the_librarys_validator_resolves_the_references_snakemake_resolves():
+    """uqroute.io.schema_validator takes the task types and engine kinds from the registries' schemas, as the
+    Snakefile's validate does (the cases above): a config that names neither validates; one that does not fails."""
+    import jsonschema
+
+    from uqroute.io import schema_validator
+
+    validator = schema_validator("config")
+    embedded = yaml.safe_load(EMBEDDED_CONFIG.read_text())
+    validator.validate(embedded)
+    for key, bad in (("engines", {"smollm2-135m": {"kind": "vlm"}}), ("generation", {"verbal1s_reasoning": ["essay"]})):
+        with pytest.raises(jsonschema.ValidationError, match="vlm|essay"):
+            validator.validate({**embedded, key: bad})
 
 
 @pytest.mark.parametrize(
@@ -86,6 +103,9 @@ def test_the_config_schema_takes_the_engine_kinds_and_dtypes_the_engines_know():
         ({"slms": ["no-such-model"]}, "no-such-model"),
         ({"engines": {"smollm2-135m": {"batchsize": 4}}}, "batchsize"),
         ({"engines": {"smollm2-135m": {"dtype": "half"}}}, "half"),
+        # the two below are checked through the config schema's references to the registries' schemas
+        ({"engines": {"smollm2-135m": {"kind": "vlm"}}}, "vlm"),
+        ({"generation": {"verbal1s_reasoning": ["essay"]}}, "essay"),
         ({"judge": {"engine": "openai", "model": "gpt-4o-mnii"}}, "gpt-4o-mnii"),
     ],
 )

@@ -137,9 +137,13 @@ def test_next_token_probs_without_logprobs_is_an_engine_error(server, make_engin
         make_engine().next_token_probs([conv("q")], ["True", "False"])
 
 
-def test_hidden_states_are_not_served_by_an_api(make_engine):
-    with pytest.raises(NotImplementedError, match="hf engine"):
-        make_engine().hidden_states([conv("q")], layer=-8)
+def test_hidden_states_are_not_a_capability_of_an_api(make_engine):
+    from uqroute.engines import ReadsHiddenStates, hidden_state_reader
+
+    engine = make_engine()
+    assert not isinstance(engine, ReadsHiddenStates) and not hasattr(engine, "hidden_states")
+    with pytest.raises(EngineError, match=rf"model {MODEL_NAME}: a OpenAIEngine exposes no hidden states.*'hf'"):
+        hidden_state_reader(engine)
 
 
 def test_batches_run_concurrently_up_to_the_limit(server, make_engine):

@@ -350,6 +350,10 @@ def test_tensor_parallel_cuda_settings_reach_the_llm(fake_cuda_vllm, smollm2_dir
                                "gpu_memory_utilization": 0.8, "max_model_len": 2048, "seed": 7,
                                "enforce_eager": False}]
     assert engine.model_name == "smollm2-135m"
+    # Hidden states are not among a vLLM engine's capabilities: a hidden-state pass is refused by name.
+    from uqroute.engines import EngineError, hidden_state_reader
+    with pytest.raises(EngineError, match="smollm2-135m: a VLLMEngine exposes no hidden states"):
+        hidden_state_reader(engine)
     # The registry's tensor parallel size and vLLM's defaults when the config sets nothing.
     make_engine(model_spec("llama-3.1-70b"), model_dir=smollm2_dir)
     # dtype auto is resolved before vLLM sees it: bfloat16 on a GPU that computes it.

@@ -16,6 +16,9 @@ from uqroute.analysis import (
     relative_accuracy,
     routing_curve,
 )
+from uqroute.figures.layout import method_color, method_order
+from uqroute.uq.registry import METHOD_NAMES
+from uqroute.uq.registry import METHODS as REGISTERED
 
 SLMS = ("smollm2-135m", "tiny-slm-2")
 LLMS = ("gemma3-270m",)
@@ -208,11 +211,20 @@ def test_single_panel_figure_is_readable(tables, tmp_path, drawn):
     assert random[0].get_zorder() > max(l.get_zorder() for l in ax.get_lines() if l.get_linestyle() == "-")
 
 
+def test_each_registered_method_has_its_own_declared_colour_and_place():
+    colours = [method_color(name, i) for i, name in enumerate(REGISTERED)]
+    assert all(spec.color for spec in REGISTERED.values())
+    assert len(set(map(str, colours))) == len(colours)
+    # the paper's eight in its order, then the project's (P(IK)), then names the registry does not know
+    assert method_order(["zz_unknown", "ood_p_ik", *reversed(METHOD_NAMES)]) == [*METHOD_NAMES, "ood_p_ik", "zz_unknown"]
+    assert method_color("zz_unknown", 0) != method_color("zz_unknown", 1)
+
+
 def test_many_panels_wrap_into_rows(tables, tmp_path, drawn):
     # a single row of eight method panels wraps into two rows of four
     pooled = tables["pooled"]
     one = pooled[pooled["slm"] == SLMS[0]]
-    many = pd.concat([one.assign(method=m) for m in figures.METHOD_NAMES], ignore_index=True)
+    many = pd.concat([one.assign(method=m) for m in METHOD_NAMES], ignore_index=True)
     figures.plot_confidence_distributions(many, tmp_path / "wrapped")
     visible = [a for a in drawn[-1].axes if a.get_visible()]
     assert len(visible) == 8

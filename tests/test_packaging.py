@@ -190,3 +190,16 @@ def test_every_conda_environment_is_used_by_a_rule_and_installs_the_library():
     assert used and environments == used, f"unused: {environments - used}, missing: {used - environments}"
     scripts = {path.name.removesuffix(".post-deploy.sh") for path in (REPO_ROOT / "envs").glob("*.post-deploy.sh")}
     assert scripts == {name.removesuffix(".yaml") for name in environments}
+
+
+def test_the_static_resources_live_at_the_top_and_the_package_reads_them_there():
+    """The registries and prompts are the checkout's top-level resources/ (a real folder); the package reaches
+    them through its link, so the library, the workflow and the wheel (tests/test_wheel.py) read one copy."""
+    from uqroute import RESOURCES_DIR
+
+    top = REPO_ROOT / "resources"
+    assert top.is_dir() and not top.is_symlink()
+    assert (PACKAGE_DIR / "resources").is_symlink() and RESOURCES_DIR == top.resolve()
+    assert {"datasets.yaml", "models.yaml", "prompts.yaml", "judge_prompts.yaml"} <= {p.name for p in top.iterdir()}
+    package_data = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "resources/*.yaml" in package_data["uqroute"]

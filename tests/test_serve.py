@@ -212,6 +212,23 @@ def test_generation_defaults_have_one_home_and_every_config_states_them():
         assert {key: stated[key] for key in defaults} == defaults, path
 
 
+@pytest.mark.parametrize("key, value", [("n_samples", 1), ("sample_temperature", 0.0), ("top_p", 0.0),
+                                        ("top_p", 1.5), ("seed", -1), ("verbal_max_new_tokens", 0)])
+def test_generation_bounds_are_the_study_schemas(key, value):
+    """A value the study's config schema refuses, the router refuses too (its bounds are read from the schema)."""
+    import jsonschema
+
+    from uqroute.io import load_schema
+    from uqroute.serve.config import GenerationSettings
+
+    entry = load_schema("config")["properties"]["generation"]["properties"][key]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(value, entry)
+    with pytest.raises(ValueError, match=key):
+        GenerationSettings(**{key: value})
+    GenerationSettings(**{key: entry["default"]})
+
+
 def test_drift_warning_when_routed_share_leaves_the_band(caplog):
     metrics = RouterMetrics(0.3, window=10, band=0.1, min_requests=5)
     with caplog.at_level(logging.WARNING, logger="uqroute.serve"):

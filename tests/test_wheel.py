@@ -40,17 +40,17 @@ LOAD_PACKAGE_DATA = r"""
 import dataclasses, json, sys
 from pathlib import Path
 
-import jsonschema, yaml
+import yaml
 
 import uqroute
 from uqroute.datasets import DATASET_NAMES, dataset_info
 from uqroute.grading.judges import JUDGE_PROMPTS_PATH
-from uqroute.io import load_schema, load_yaml
+from uqroute.io import load_schema, load_yaml, schema_validator
 from uqroute.models import load_model_registry
 from uqroute.prompts import PromptSet
 from uqroute.serve.router import model_cache_dir
 
-jsonschema.validate(yaml.safe_load(Path(sys.argv[1]).read_text()), load_schema("config"))
+schema_validator("config").validate(yaml.safe_load(Path(sys.argv[1]).read_text()))
 print(json.dumps({
     "uqroute_file": uqroute.__file__,
     "uqroute_dirs": [entry for entry in sys.path if Path(entry or ".", "uqroute", "__init__.py").is_file()],

@@ -27,7 +27,7 @@ rule alignment:
         bootstrap=config["analysis"]["bootstrap"],
         power=config["analysis"]["power"],
     log:
-        f"{LOGS}/alignment.log",
+        job_log("alignment", path("alignment")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -49,7 +49,7 @@ rule routing_curve:
         invalid=config["analysis"]["invalid"],
         bootstrap=config["analysis"]["bootstrap"],
     log:
-        f"{LOGS}/routing_curve/{{slm}}/{{llm}}/{{dataset}}/{{method}}.log",
+        job_log("routing_curve", pattern("routing")),
     threads: 1
     resources:
         mem_mb=2000,
@@ -67,7 +67,7 @@ rule routing_metrics:
     params:
         job="analysis.routing_metrics",
     log:
-        f"{LOGS}/routing_metrics.log",
+        job_log("routing_metrics", path("routing_metrics")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -89,7 +89,7 @@ rule relative_accuracy:
         invalid=config["analysis"]["invalid"],
         bootstrap=config["analysis"]["bootstrap"],
     log:
-        f"{LOGS}/relative_accuracy.log",
+        job_log("relative_accuracy", path("relative_accuracy")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -110,7 +110,7 @@ rule calibration_set:
         fraction=config["calibration"]["fraction"],
         seeds=config["calibration"]["seeds"],
     log:
-        f"{LOGS}/calibration_set/{{slm}}/{{method}}/holdout-{{dataset}}.log",
+        job_log("calibration_set", pattern("calibration")),
     threads: 1
     resources:
         mem_mb=2000,
@@ -133,7 +133,7 @@ rule generalization:
         invalid=config["analysis"]["invalid"],
         bootstrap=config["analysis"]["bootstrap"],
     log:
-        f"{LOGS}/generalization/{{slm}}/{{llm}}/{{method}}/{{dataset}}.log",
+        job_log("generalization", pattern("generalization")),
     threads: 1
     resources:
         mem_mb=2000,
@@ -154,7 +154,7 @@ rule release_calibration:
         fraction=config["calibration"]["fraction"],
         seeds=config["calibration"]["seeds"],
     log:
-        f"{LOGS}/release_calibration/{{slm}}/{{method}}.log",
+        job_log("release_calibration", pattern("release")),
     threads: 1
     resources:
         mem_mb=2000,
@@ -185,7 +185,7 @@ rule findings:
         bootstrap=config["analysis"]["bootstrap"],
         tolerances=config["analysis"]["findings"],
     log:
-        f"{LOGS}/findings.log",
+        job_log("findings", path("findings")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -206,7 +206,7 @@ rule truncation:
         tokenizers=tokenizer_sources(),
         max_share=config["analysis"]["max_truncated_share"],
     log:
-        f"{LOGS}/truncation.log",
+        job_log("truncation", path("truncation")),
     threads: 1
     resources:
         mem_mb=4000,
@@ -224,7 +224,7 @@ rule grading:
     params:
         job="analysis.grading",
     log:
-        f"{LOGS}/grading.log",
+        job_log("grading", path("grading")),
     threads: 1
     resources:
         mem_mb=2000,
@@ -254,7 +254,7 @@ if config.get("findings_doc"):
             bootstrap=config["analysis"]["bootstrap"],
             power=config["analysis"]["power"],
         log:
-            f"{LOGS}/findings_doc.log",
+            job_log("findings_doc", config["findings_doc"]),
         localrule: True
         run:
             warm_job(input, output, params, wildcards, threads, resources, log, rule)

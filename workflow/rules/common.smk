@@ -2,8 +2,9 @@
 # workers; the stage files (data, generate, uq, analysis, figures) hold only rules, as Snakemake's linter
 # asks. What the config plans (the grid, the passes of a cell, the train splits of a probe, each job's
 # settings and resources) is uqroute.plan.Grid, library code with its own tests: the input functions here
-# only turn its plans into paths. Each path is spelled once, in uqroute.paths; each setting reaches only
-# the jobs whose output depends on it.
+# only turn its plans into paths. Each path is spelled once, in uqroute.paths (a job's log and benchmark
+# follow from the name and output of its rule, by job_log and job_benchmark); each setting reaches only the jobs whose output
+# depends on it.
 
 from pathlib import Path
 
@@ -72,6 +73,16 @@ def pattern(kind):
     return paths.wildcard_path(RESULTS, kind)
 
 
+def job_log(rule_name, output):
+    """Each job's log, named by its rule's name and its output pattern's wildcards (logs/<name>/<wildcards>.log)."""
+    return paths.job_record_path(LOGS, rule_name, output, "log")
+
+
+def job_benchmark(rule_name, output):
+    """The same for its benchmark: benchmarks/<rule>/<wildcards>.tsv."""
+    return paths.job_record_path(BENCHMARKS, rule_name, output, "tsv")
+
+
 def checkpoint_dir(wildcards, stage):
     """Finished batches of a long pass survive a killed job here (not a Snakemake output)."""
     return paths.checkpoint_path(RESULTS, stage, wildcards)
@@ -127,6 +138,11 @@ def model_pass_kind(pass_name):
 
 def cell_outputs():
     return {name: paths.wildcard_path(RESULTS, model_pass_kind(name), pass_name=name) for name in CELL_PASSES}
+
+
+def cell_pattern():
+    """One of a cell's outputs: its wildcards are the cell's."""
+    return next(iter(cell_outputs().values()))
 
 
 def cell_checkpoint_dirs(wildcards):

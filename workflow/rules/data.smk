@@ -11,7 +11,7 @@ rule dataset:
         job="data.prepare_dataset",
         data_dir=DATA_DIR,
     log:
-        f"{LOGS}/dataset/{{dataset}}/{{split}}.log",
+        job_log("dataset", pattern("data")),
     threads: 1
     resources:
         mem_mb=4000,

@@ -28,7 +28,7 @@ for family in FIGURE_FAMILIES.values():
             job="figures.figure",
             family=family.name,
         log:
-            f"{LOGS}/{family.stem}.log",
+            job_log(family.kind, family.output(RESULTS, "pdf")),
         localrule: True
         threads: 1
         resources:
@@ -54,7 +54,7 @@ rule paper_figure:
     params:
         job="figures.paper_figure",
     log:
-        f"{LOGS}/figures/paper/fig{{number}}.log",
+        job_log("paper_figure", pattern("paper_figure").replace("{ext}", "pdf")),
     threads: 1
     resources:
         mem_mb=2000,

@@ -5,9 +5,9 @@ rule prepare_model:
     params:
         job="data.prepare_model",
     log:
-        f"{LOGS}/prepare_model/{{model}}.log",
+        job_log("prepare_model", pattern("model_dir")),
     benchmark:
-        f"{BENCHMARKS}/prepare_model/{{model}}.tsv"
+        job_benchmark("prepare_model", pattern("model_dir"))
     threads: 1
     resources:
         mem_mb=8000,
@@ -35,9 +35,9 @@ rule generate:
         checkpoint_dir=lambda wc: checkpoint_dir(wc, "gen"),
         api_cache=path("api_cache"),
     log:
-        f"{LOGS}/generate/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.log",
+        job_log("generate", pattern("gen")),
     benchmark:
-        f"{BENCHMARKS}/generate/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.tsv"
+        job_benchmark("generate", pattern("gen"))
     threads: config["resources"]["model_threads"]
     resources:
         mem_mb=lambda wc: GRID.model_mem_mb(wc.model),
@@ -82,9 +82,9 @@ if CELL_PASSES:
             checkpoint_dirs=cell_checkpoint_dirs,
             api_cache=path("api_cache"),
         log:
-            f"{LOGS}/generate_cell/{{model}}/{{dataset}}/{{split}}.log",
+            job_log("generate_cell", cell_pattern()),
         benchmark:
-            f"{BENCHMARKS}/generate_cell/{{model}}/{{dataset}}/{{split}}.tsv"
+            job_benchmark("generate_cell", cell_pattern())
         threads: config["resources"]["model_threads"]
         resources:
             mem_mb=lambda wc: GRID.model_mem_mb(wc.model),
@@ -114,9 +114,9 @@ rule grade:
         budgets=lambda wc: GRID.budgets(wc.dataset, wc.pass_name),
         api_cache=path("api_cache"),
     log:
-        f"{LOGS}/grade/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.log",
+        job_log("grade", pattern("gen")),
     benchmark:
-        f"{BENCHMARKS}/grade/{{model}}/{{dataset}}/{{split}}/{{pass_name}}.tsv"
+        job_benchmark("grade", pattern("gen"))
     threads: 1
     resources:
         mem_mb=2000,
@@ -148,9 +148,9 @@ for hidden in HIDDEN_PASSES.values():
             checkpoint_dir=lambda wc, stage=hidden.name: checkpoint_dir(wc, stage),
             **({} if hidden.name == DEFAULT_HIDDEN else {"hidden_pass": hidden.name}),
         log:
-            f"{LOGS}/{hidden_rule(hidden.name)}/{{model}}/{{dataset}}/{{split}}.log",
+            job_log(hidden_rule(hidden.name), pattern(hidden.name)),
         benchmark:
-            f"{BENCHMARKS}/{hidden_rule(hidden.name)}/{{model}}/{{dataset}}/{{split}}.tsv"
+            job_benchmark(hidden_rule(hidden.name), pattern(hidden.name))
         threads: config["resources"]["model_threads"]
         resources:
             mem_mb=lambda wc: GRID.model_mem_mb(wc.model, kind="hf"),

@@ -10,9 +10,9 @@ rule uq:
         max_questions=GRID.subset_size("test"),
         subset_seed=config["subset"]["seed"],
     log:
-        f"{LOGS}/uq/{{slm}}/{{dataset}}/{{method}}.log",
+        job_log("uq", pattern("uq")),
     benchmark:
-        f"{BENCHMARKS}/uq/{{slm}}/{{dataset}}/{{method}}.tsv"
+        job_benchmark("uq", pattern("uq"))
     threads: config["resources"]["probe_threads"]
     resources:
         mem_mb=4000,
@@ -36,9 +36,9 @@ rule holdout_uq:
         max_questions=GRID.subset_size("test"),
         subset_seed=config["subset"]["seed"],
     log:
-        f"{LOGS}/holdout_uq/{{slm}}/{{method}}/without-{{dataset}}.log",
+        job_log("holdout_uq", pattern("holdout_uq")),
     benchmark:
-        f"{BENCHMARKS}/holdout_uq/{{slm}}/{{method}}/without-{{dataset}}.tsv"
+        job_benchmark("holdout_uq", pattern("holdout_uq"))
     threads: config["resources"]["probe_threads"]
     resources:
         mem_mb=4000,
@@ -59,9 +59,9 @@ rule release_probe:
         probe=lambda wc: GRID.probe_settings(wc.method),
         layer=config["hidden"]["layer"],
     log:
-        f"{LOGS}/release_probe/{{slm}}/{{method}}.log",
+        job_log("release_probe", pattern("release_probe")),
     benchmark:
-        f"{BENCHMARKS}/release_probe/{{slm}}/{{method}}.tsv"
+        job_benchmark("release_probe", pattern("release_probe"))
     threads: config["resources"]["probe_threads"]
     resources:
         mem_mb=4000,

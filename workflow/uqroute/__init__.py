@@ -10,9 +10,10 @@ from pathlib import Path
 # The registries, prompts and JSON schemas are package data, found wherever the package is installed:
 # the checkout (editable install) or site-packages (a wheel).
 # pip installs a package as a folder, so files() is a real path; the library wants one, since it stats
-# the registries to cache them and names them in its errors.
+# the registries to cache them and names them in its errors. In the checkout the registries and prompts
+# are the top-level resources/, which the package links to; resolved, errors name that folder.
 PACKAGE_DIR = Path(files(__name__))
-RESOURCES_DIR = PACKAGE_DIR / "resources"
+RESOURCES_DIR = (PACKAGE_DIR / "resources").resolve()
 SCHEMAS_DIR = PACKAGE_DIR / "schemas"
 
 # The checkout around workflow/uqroute, which exists only for an editable install: the tests and bench

@@ -113,3 +113,16 @@ def validate_registry(data: dict, schema: dict, path: str | os.PathLike) -> dict
         where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
         raise ValueError(f"{path}: {where}: {error.message}")
     return data
+
+
+def schema_validator(name: str):
+    """A validator of the package's schema ``name`` that resolves its references to the other schemas of
+    ``schemas/`` (the config schema takes the task types and engine kinds from the registries' schemas), as
+    Snakemake's ``validate`` does for the Snakefile."""
+    import jsonschema
+    from referencing import Registry, Resource
+
+    def sibling(uri: str) -> Resource:
+        return Resource.from_contents(load_yaml(SCHEMAS_DIR / uri))
+
+    return jsonschema.Draft202012Validator(load_schema(name), registry=Registry(retrieve=sibling))

@@ -1,4 +1,4 @@
-"""The model registry (``uqroute/resources/models.yaml``, validated by its JSON schema).
+"""The model registry (``resources/models.yaml``, validated by its JSON schema).
 
 GGUF models are converted once to an fp32 folder by :mod:`uqroute.gguf`.
 """
@@ -42,7 +42,7 @@ class CompletionFormat:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registry entry (see the header of ``uqroute/resources/models.yaml``)."""
+    """One registry entry (see the header of ``resources/models.yaml``)."""
 
     name: str
     source: str
@@ -99,7 +99,7 @@ def _parse_model(name: str, raw: dict, formats: dict[str, CompletionFormat], pat
 
 
 def load_model_registry(path: str | os.PathLike | None = None) -> dict[str, ModelSpec]:
-    """All registry entries by name; ``path`` None reads ``uqroute/resources/models.yaml``."""
+    """All registry entries by name; ``path`` None reads ``resources/models.yaml``."""
     path = _registry_path(path).resolve()
     return dict(_parsed_registry(path, path.stat().st_mtime_ns))
 

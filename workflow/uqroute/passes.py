@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .checkpoint import open_checkpoint
-from .engines.base import Conversation, Engine
+from .engines.base import Conversation, Engine, hidden_state_reader
 
 # What grading adds to a graded pass's replies (docs/contracts.md): the answer read and whether it is correct,
 # ``ambiguous`` (the reply commits to several options and concludes on none), ``read_by`` (the reading rule,
@@ -573,6 +573,7 @@ def run_hidden(
     returned table, then calls ``BatchCheckpoint(checkpoint_dir).finish()``.
     """
     spec = hidden_spec(hidden_pass)
+    reader = hidden_state_reader(engine)
     questions = _check_questions(questions)
     records = questions.to_dict("records")
     ids = [str(r["id"]) for r in records]
@@ -581,7 +582,7 @@ def run_hidden(
     conversations = [spec.prompt(prompts, r, resp) for r, resp in zip(records, responses)]
 
     def compute(task_type: str, positions: list[int]) -> pd.DataFrame:
-        vectors = np.asarray(engine.hidden_states([conversations[i] for i in positions], int(layer)), dtype=np.float32)
+        vectors = np.asarray(reader.hidden_states([conversations[i] for i in positions], int(layer)), dtype=np.float32)
         return pd.DataFrame({"id": [ids[i] for i in positions], "layer": int(layer), "vector": list(vectors)})
 
     table = _run_batches(

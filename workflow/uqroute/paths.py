@@ -92,6 +92,14 @@ def checkpoint_path(results: str, stage: str, cell) -> str:
     return results_path(results, "checkpoints", stage=stage, cell="/".join(str(value) for value in cell))
 
 
+def job_record_path(root: str, rule: str, output: str, suffix: str) -> str:
+    """Where each job of ``rule`` keeps its log or benchmark (``suffix``: ``log``, ``tsv``): ``root/rule.suffix``
+    for a rule of one job, else ``root/rule/<the wildcards of its output pattern, in order>.suffix``, so a job's
+    record is named by the rule and the wildcards a run's error report shows."""
+    names = list(dict.fromkeys(re.findall(r"\{(\w+)(?:,[^}]*)?\}", output)))
+    return "/".join([root, rule, *(f"{{{name}}}" for name in names)]) + f".{suffix}"
+
+
 @lru_cache(maxsize=None)
 def _pattern(kind: str) -> tuple[re.Pattern, tuple[str, ...]]:
     text = template(kind)

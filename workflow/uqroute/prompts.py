@@ -1,4 +1,4 @@
-"""Conversations for every model pass, rendered from ``uqroute/resources/prompts.yaml``.
+"""Conversations for every model pass, rendered from ``resources/prompts.yaml``.
 
 The answer conversation is built in one place; verbal2s, ptrue and hidden extend it with
 the model's own reply, so all passes see the item exactly as the greedy pass did.

@@ -1,6 +1,6 @@
 """The 14 QA datasets as one table format, from local files or the Hugging Face hub.
 
-Every fact about a dataset (files, hub ids, sizes, quirks) lives in ``uqroute/resources/datasets.yaml``.
+Every fact about a dataset (files, hub ids, sizes, quirks) lives in ``resources/datasets.yaml``.
 Loading a split takes three steps, each strict about its input:
 
 1. a *reader* per file format turns a file into raw records (a hub split is already records);

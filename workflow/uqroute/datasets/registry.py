@@ -1,4 +1,4 @@
-"""The dataset registry (``uqroute/resources/datasets.yaml``, validated by its JSON schema) and the files it names."""
+"""The dataset registry (``resources/datasets.yaml``, validated by its JSON schema) and the files it names."""
 
 from __future__ import annotations
 

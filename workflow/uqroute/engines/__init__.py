@@ -7,10 +7,11 @@ import os
 from typing import Any
 
 from ..models import ENGINE_KINDS, ModelSpec
-from .base import Completion, Conversation, Engine, EngineError, Message
+from .base import Completion, Conversation, Engine, EngineError, Message, ReadsHiddenStates, hidden_state_reader
 from .options import engine_kind
 
-__all__ = ["Completion", "Conversation", "Engine", "EngineError", "Message", "make_engine"]
+__all__ = ["Completion", "Conversation", "Engine", "EngineError", "Message", "ReadsHiddenStates", "hidden_state_reader",
+           "make_engine"]
 
 
 def make_engine(

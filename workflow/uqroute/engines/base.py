@@ -67,17 +67,33 @@ class Engine(Protocol):
         """
         ...
 
+    def close(self) -> None:
+        ...
+
+
+@runtime_checkable
+class ReadsHiddenStates(Protocol):
+    """An optional capability: an engine that runs the model in process can read its hidden states (the hf
+    engine); vLLM and an API expose none. A hidden-state pass asks :func:`hidden_state_reader` for it."""
+
+    model_name: str
+
     def hidden_states(self, conversations: Sequence[Conversation], layer: int) -> np.ndarray:
         """Hidden state of ``layer`` (negative counts from the last) at the last token.
 
-        The conversation ends with the assistant's reply; only a prefill is run.
-        Returns float32 of shape ``(len(conversations), hidden_size)``.
+        Only a prefill is run (the conversation ends with the assistant's reply, or with the question where the
+        reply would start). Returns float32 of shape ``(len(conversations), hidden_size)``.
         """
-        ...
-
-    def close(self) -> None:
         ...
 
 
 class EngineError(RuntimeError):
     """A model could not answer; the message names the model and, for APIs, the endpoint."""
+
+
+def hidden_state_reader(engine) -> ReadsHiddenStates:
+    """``engine``, where it can read hidden states; otherwise an error that names the model and the way out."""
+    if not isinstance(engine, ReadsHiddenStates):
+        raise EngineError(f"model {engine.model_name}: a {type(engine).__name__} exposes no hidden states; "
+                          "hidden-state passes run on an engine of kind 'hf' (transformers, in process)")
+    return engine

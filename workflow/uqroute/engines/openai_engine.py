@@ -191,12 +191,6 @@ class OpenAIEngine:
                         probs[row, col] += math.exp(logprob)
         return probs
 
-    def hidden_states(self, conversations: Sequence[Conversation], layer: int) -> np.ndarray:
-        raise NotImplementedError(
-            f"model {self.model_name} at {self.endpoint}: an API exposes no hidden states; "
-            "the hidden pass always runs on an hf engine"
-        )
-
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._client.close()

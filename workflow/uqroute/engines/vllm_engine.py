@@ -343,11 +343,6 @@ class VLLMEngine:
         bounds = np.cumsum([0] + [len(ids) for ids in token_sets])
         return np.stack([probs[:, start:end].sum(axis=1) for start, end in zip(bounds[:-1], bounds[1:])], axis=1)
 
-    def hidden_states(self, conversations: Sequence[Conversation], layer: int) -> np.ndarray:
-        raise NotImplementedError(
-            f"model {self.model_name}: vLLM does not expose hidden states; run the hidden pass with engine kind 'hf'"
-        )
-
     def close(self) -> None:
         # vLLM V1 runs its engine core (and workers) in child processes: end them now rather than
         # whenever the LLM happens to be garbage-collected, so a next engine finds the memory free.

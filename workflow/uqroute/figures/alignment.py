@@ -11,12 +11,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from ..datasets import DATASET_NAMES, dataset_label
-from ..uq.registry import METHOD_NAMES, method_label
+from ..uq.registry import method_label
 
 from .layout import (
     PANEL_TITLE_SIZE,
     TITLE_SIZE,
     line_count,
+    method_order,
     ordered,
     require_columns,
     save_figure,
@@ -86,7 +87,7 @@ def plot_auroc_heatmaps(alignment: pd.DataFrame, out_stem) -> list[Path]:
     """
     table = require_columns(alignment, ("slm", "dataset", "method", "auroc"), "AUROC heatmaps")
     datasets = ordered(table["dataset"], list(DATASET_NAMES))
-    methods = ordered(table["method"], list(METHOD_NAMES))
+    methods = method_order(table["method"])
     slms = ordered(table["slm"])
     deviation = np.nanmax(np.abs(table["auroc"].to_numpy(dtype=float, na_value=np.nan) - 0.5), initial=0.0)
     half = max(0.25, float(deviation))

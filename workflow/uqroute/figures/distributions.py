@@ -7,18 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.patches import Patch
 from scipy.stats import gaussian_kde
 
 from ..datasets import DATASET_NAMES
-from ..uq.registry import METHOD_NAMES, method_label
+from ..uq.registry import method_label
 
 from .layout import (
-    DATASET_COLORS,
     Facets,
-    color_of,
+    dataset_color,
     dataset_handles,
+    method_order,
     note,
     ordered,
     require_columns,
@@ -79,11 +78,10 @@ def plot_confidence_distributions(uq_pooled: pd.DataFrame, out_stem,
     if "valid" in table.columns:
         keep &= table["valid"].to_numpy(dtype=bool, na_value=False)
     slms = ordered(table["slm"])
-    methods = ordered(table["method"], list(METHOD_NAMES))
+    methods = method_order(table["method"])
     datasets = ordered(table["dataset"], list(DATASET_NAMES))
     totals = table.groupby(["slm", "method"]).size()
     table = table.loc[keep]
-    fallback = sns.color_palette("husl", 12)
     handles = [Patch(color="0.75", label="All datasets pooled")] + dataset_handles(datasets)
     single = panels is None and len(slms) == 1
     title = ("Distribution of SLM confidence per UQ method: pooled histogram and one density per dataset"
@@ -118,7 +116,7 @@ def plot_confidence_distributions(uq_pooled: pd.DataFrame, out_stem,
                 continue
             density = _density(sample, grid, lo, hi, min_bandwidth=(hi - lo) / 30)
             top = max(top, min(float(density.max()), 3 * float(np.max(heights))))
-            ax.plot(grid, density, lw=1.2, color=color_of(dataset, DATASET_COLORS, fallback, i))
+            ax.plot(grid, density, lw=1.2, color=dataset_color(dataset, i))
         ax.set_ylim(0, 1.08 * top)
         ax.set_xlim(min(lo - pad, edges[0]), max(hi + pad, edges[-1]))
         ax.text(0.98, 0.97, f"n = {len(values)}" + (f" of {total}" if len(values) < total else ""),

@@ -6,19 +6,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
 from matplotlib.lines import Line2D
 
 from ..datasets import DATASET_NAMES, dataset_label
-from ..uq.registry import METHOD_NAMES, method_label
+from ..uq.registry import method_label
 
 from .layout import (
-    DATASET_COLORS,
-    METHOD_COLORS,
     RANDOM_STYLE,
     Facets,
-    color_of,
+    dataset_color,
     dataset_handles,
+    method_color,
+    method_order,
     note,
     ordered,
     percent_axes,
@@ -57,7 +56,7 @@ def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem
     if has_curves:
         in_rows = pd.Series(list(zip(curves["llm"], curves["dataset"], curves["slm"]))).isin(rows).to_numpy()
         names += list(curves.loc[in_rows, "method"])
-    all_methods = ordered(names, list(METHOD_NAMES))
+    all_methods = method_order(names)
     n_runs = table["run"].nunique()
     runs = f"{n_runs} run{'s' if n_runs != 1 else ''}"
     handles = [
@@ -78,7 +77,6 @@ def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem
     facets = Facets(rows, all_methods, sharey=True, handles=handles,
                      title=f"Routing an unseen dataset with thresholds from calibration data of the other "
                            f"datasets{suffix}")
-    fallback = sns.color_palette("husl", 12)
     for ((llm, dataset, slm), method), ax in facets:
         cell = table[(table["llm"] == llm) & (table["dataset"] == dataset) & (table["slm"] == slm)
                      & (table["method"] == method)]
@@ -102,7 +100,7 @@ def plot_generalization(gen: pd.DataFrame, curves: pd.DataFrame | None, out_stem
             continue
         stats = cell.groupby("target_ratio")["accuracy"].agg(["mean", "min", "max"])
         x = stats.index.to_numpy(dtype=float) * 100
-        color = color_of(method, METHOD_COLORS, fallback, all_methods.index(method))
+        color = method_color(method, all_methods.index(method))
         if "accuracy_low" in cell.columns and cell["accuracy_low"].notna().any():
             band = cell.groupby("target_ratio")[["accuracy_low", "accuracy_high"]].mean()
             ax.fill_between(x, band["accuracy_low"] * 100, band["accuracy_high"] * 100, color=color, alpha=0.12,
@@ -123,7 +121,7 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
     """
     table = require_columns(gen, ("slm", "dataset", "method", "target_ratio", "achieved_ratio"), "ratio fidelity")
     slms = ordered(table["slm"])
-    all_methods = ordered(list(table["method"]) + list(methods or []), list(METHOD_NAMES))
+    all_methods = method_order(list(table["method"]) + list(methods or []))
     datasets = ordered(table["dataset"], list(DATASET_NAMES))
     single = len(slms) == 1
     handles = [Line2D([], [], color="black", ls=":", lw=1.2, label="Achieved = target")] + dataset_handles(datasets)
@@ -131,7 +129,6 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
                      title="Share of queries actually routed with calibration thresholds vs. the share targeted "
                            "(bands: 95 % bootstrap over the held-out questions)"
                            + (f" — SLM: {slms[0]}" if single else ""))
-    fallback = sns.color_palette("husl", 12)
     for (slm, method), ax in facets:
         cell = table[(table["slm"] == slm) & (table["method"] == method)]
         facets.title(ax, method_label(method) if single else f"{slm} · {method_label(method)}")
@@ -148,7 +145,7 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
             rows = cell[cell["dataset"] == dataset]
             line = rows.groupby("target_ratio")["achieved_ratio"].mean()
             if len(line):
-                color = color_of(dataset, DATASET_COLORS, fallback, i)
+                color = dataset_color(dataset, i)
                 ax.plot(line.index * 100, line.to_numpy() * 100, lw=1.2, color=color)
                 if banded and rows["achieved_ratio_low"].notna().any():
                     band = rows.groupby("target_ratio")[["achieved_ratio_low", "achieved_ratio_high"]].mean()

@@ -15,11 +15,11 @@ from matplotlib.lines import Line2D
 
 from ..datasets import DATASET_NAMES, dataset_label
 from ..io import atomic_path
-from ..uq.registry import METHOD_NAMES, method_label
+from ..uq.registry import METHODS, method_label
 
-# Fixed colours, so a method or dataset looks the same in every figure of a run.
-# tab10 without its grey, which is kept for the random-routing baseline.
-METHOD_COLORS = dict(zip(METHOD_NAMES, [sns.color_palette("tab10")[i] for i in (0, 1, 2, 4, 8, 5, 3, 9)]))
+# Fixed colours, so a method or dataset looks the same in every figure of a run: a method's is declared with it
+# (MethodSpec.color); a method declared without one, or a dataset outside the registry, takes one of FALLBACK_COLORS.
+FALLBACK_COLORS = sns.color_palette("husl", 12)
 DATASET_COLORS = dict(zip(DATASET_NAMES, sns.color_palette("tab20", len(DATASET_NAMES))))
 PANEL_SIZE = (3.6, 2.8)  # inches per panel, axis labels and panel title included
 MAX_WRAP_COLUMNS = 4  # a single row of panels wraps after this many, so a 1-SLM run is not a strip
@@ -40,8 +40,19 @@ def ordered(values, known: Sequence[str] = ()) -> list:
     return first + sorted(v for v in present if v not in first)
 
 
-def color_of(name: str, palette: dict, fallback: list, index: int):
-    return palette.get(name, fallback[index % len(fallback)])
+def method_order(methods) -> list[str]:
+    """The methods present in ``methods``, in the registry's order (the paper's eight first), unknown ones last."""
+    return ordered(methods, list(METHODS))
+
+
+def method_color(method: str, index: int):
+    """A method's declared colour, or the fallback palette's ``index``-th."""
+    spec = METHODS.get(method)
+    return spec.color if spec is not None and spec.color else FALLBACK_COLORS[index % len(FALLBACK_COLORS)]
+
+
+def dataset_color(dataset: str, index: int):
+    return DATASET_COLORS.get(dataset, FALLBACK_COLORS[index % len(FALLBACK_COLORS)])
 
 
 def require_columns(table: pd.DataFrame | None, columns: Sequence[str], figure: str) -> pd.DataFrame:
@@ -174,10 +185,8 @@ def percent_axes(ax, *, xlabel: str, ylabel: str | None) -> None:
 
 
 def method_handles(methods: Sequence[str]) -> list:
-    return [Line2D([], [], color=color_of(m, METHOD_COLORS, sns.color_palette("husl", 12), i), lw=2,
-                   label=method_label(m)) for i, m in enumerate(methods)]
+    return [Line2D([], [], color=method_color(m, i), lw=2, label=method_label(m)) for i, m in enumerate(methods)]
 
 
 def dataset_handles(datasets: Sequence[str]) -> list:
-    return [Line2D([], [], color=color_of(d, DATASET_COLORS, sns.color_palette("husl", 12), i), lw=2,
-                   label=dataset_label(d)) for i, d in enumerate(datasets)]
+    return [Line2D([], [], color=dataset_color(d, i), lw=2, label=dataset_label(d)) for i, d in enumerate(datasets)]

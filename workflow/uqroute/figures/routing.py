@@ -7,19 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from matplotlib.lines import Line2D
 
 from ..datasets import DATASET_NAMES, dataset_label
-from ..uq.registry import METHOD_NAMES
 
 from .layout import (
-    METHOD_COLORS,
     ORACLE_STYLE,
     RANDOM_STYLE,
     Facets,
-    color_of,
+    method_color,
     method_handles,
+    method_order,
     name_missing,
     note,
     ordered,
@@ -63,7 +61,7 @@ def plot_routing_curves(curves: pd.DataFrame, out_stem, *, no_confidence=frozens
                               "oracle_accuracy"), "routing curves")
     rows = curve_rows(table)
     slms = ordered(table["slm"])
-    methods = ordered(table["method"], list(METHOD_NAMES))
+    methods = method_order(table["method"])
     suffix, panel_title = _pair_text(rows, "→")
     handles = method_handles(methods) + [
         Line2D([], [], label="Random routing", **{k: v for k, v in RANDOM_STYLE.items() if k != "zorder"}),
@@ -83,7 +81,7 @@ def plot_routing_curves(curves: pd.DataFrame, out_stem, *, no_confidence=frozens
         for i, method in enumerate(methods):
             line = cell[cell["method"] == method].sort_values("ratio")
             if len(line) and (slm, dataset, method) not in no_confidence:
-                color = color_of(method, METHOD_COLORS, sns.color_palette("husl", 12), i)
+                color = method_color(method, i)
                 ax.plot(line["ratio"] * 100, line["accuracy"] * 100, lw=1.3, zorder=2, color=color)
                 _band(ax, line["ratio"] * 100, line, "accuracy_low", "accuracy_high", color, scale=100)
         base = cell[cell["method"] == cell["method"].iloc[0]].sort_values("ratio")
@@ -105,7 +103,7 @@ def plot_relative_accuracy(rel: pd.DataFrame, out_stem, *, no_confidence=frozens
                      "relative accuracy")
     rows = curve_rows(table)
     slms = ordered(table["slm"])
-    methods = ordered(table["method"], list(METHOD_NAMES))
+    methods = method_order(table["method"])
     suffix, panel_title = _pair_text(rows, "vs")
     handles = method_handles(methods) + [Line2D([], [], label="SLM = LLM", **ORACLE_STYLE)]
     facets = Facets(rows, slms, sharey=True, handles=handles, legend_title="Confidence from",
@@ -124,7 +122,7 @@ def plot_relative_accuracy(rel: pd.DataFrame, out_stem, *, no_confidence=frozens
         for i, method in enumerate(methods):
             line = cell[cell["method"] == method].sort_values("excluded_pct")
             if len(line) and (slm, dataset, method) not in no_confidence:
-                color = color_of(method, METHOD_COLORS, sns.color_palette("husl", 12), i)
+                color = method_color(method, i)
                 ax.plot(line["excluded_pct"], line["relative_accuracy"], marker="o", ms=3, lw=1.3, zorder=2,
                         color=color)
                 _band(ax, line["excluded_pct"], line, "relative_low", "relative_high", color)

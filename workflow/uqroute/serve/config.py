@@ -88,18 +88,26 @@ class LLMSettings(_Section):
     on_failure: Literal[ON_FAILURE] = "fallback"  # type: ignore[valid-type]
 
 
-# The study's generation settings and their defaults: one home, the config schema.
+# The study's generation settings, their bounds and their defaults: one home, the config schema.
 STUDY_GENERATION = load_schema("config")["properties"]["generation"]["properties"]
+_SCHEMA_BOUNDS = {"minimum": "ge", "exclusiveMinimum": "gt", "maximum": "le", "exclusiveMaximum": "lt"}
+
+
+def _study_setting(key: str) -> Any:
+    """The pydantic field of a generation key: the default and the bounds the study's config schema gives it."""
+    entry = STUDY_GENERATION[key]
+    bounds = {bound: entry[word] for word, bound in _SCHEMA_BOUNDS.items() if word in entry}
+    return Field(default=entry["default"], strict=True, **bounds)
 
 
 class GenerationSettings(_Section):
     max_new_tokens: dict[Literal[TASK_TYPES], PositiveInt] = {  # type: ignore[valid-type]
         task: STUDY_GENERATION["max_new_tokens"]["properties"][task]["default"] for task in TASK_TYPES}
-    verbal_max_new_tokens: PositiveInt = STUDY_GENERATION["verbal_max_new_tokens"]["default"]
-    n_samples: PositiveInt = STUDY_GENERATION["n_samples"]["default"]
-    sample_temperature: Annotated[float, Field(strict=True, ge=0)] = STUDY_GENERATION["sample_temperature"]["default"]
-    top_p: Share = STUDY_GENERATION["top_p"]["default"]
-    seed: NonNegativeInt = STUDY_GENERATION["seed"]["default"]
+    verbal_max_new_tokens: int = _study_setting("verbal_max_new_tokens")
+    n_samples: int = _study_setting("n_samples")
+    sample_temperature: float = _study_setting("sample_temperature")
+    top_p: float = _study_setting("top_p")
+    seed: int = _study_setting("seed")
 
     @field_validator("max_new_tokens")
     @classmethod
@@ -171,8 +179,6 @@ class RouterConfig(_Section):
                                  f"results/release/<slm>/{self.method}.probe.pt)")
         elif self.probe is not None:
             raise ValueError(f"probe is set but method {self.method} reads no probe")
-        if "sample" in method_spec(self.method).passes and self.generation.n_samples < 2:
-            raise ValueError(f"{self.method} compares samples: generation.n_samples must be >= 2")
         return self
 
 

@@ -36,6 +36,8 @@ class MethodSpec:
     tables and writes it to ``path``; ``load(path)`` returns ``(score, record)``: ``score`` maps hidden
     vectors ``(n, width)`` to confidences, ``record`` says what it was learned for (``slm``, ``method``,
     ``layer``, ``datasets``). None: the method is not released.
+
+    ``color``: its colour in every figure (a matplotlib colour); None: one from a fallback palette.
     """
 
     name: str
@@ -47,6 +49,7 @@ class MethodSpec:
     not_served: str | None = None
     release: str | Callable[..., None] | None = None
     load: str | Callable[..., tuple] | None = None
+    color: str | None = None
 
     @property
     def needs_hidden(self) -> bool:
@@ -85,26 +88,28 @@ _RELEASED = {"release": "probes:release_probe", "load": "probes:load_released_pr
 _IN_DOMAIN = ("it learns from one dataset's own split (or cross-fits over its test questions); serve its variant "
               "learned on every dataset")
 
+# Colours: matplotlib's tab10 without its grey, which the figures keep for random routing.
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
-    MethodSpec("avg_token_prob", "Avg. token prob.", ("greedy",), "avg_token_prob:avg_token_prob"),
-    MethodSpec("p_true", "p(True)", ("greedy", "ptrue"), "p_true:p_true"),
-    MethodSpec("perplexity", "Perplexity", ("greedy",), "perplexity:perplexity"),
-    MethodSpec("jaccard_degree", "Jaccard degree", ("greedy", "sample"), "jaccard_degree:jaccard_degree"),
-    MethodSpec("verbal_1s", "Verbalization-1s", ("verbal1s",), "verbalized:verbal_1s",
+    MethodSpec("avg_token_prob", "Avg. token prob.", ("greedy",), "avg_token_prob:avg_token_prob", color="tab:blue"),
+    MethodSpec("p_true", "p(True)", ("greedy", "ptrue"), "p_true:p_true", color="tab:orange"),
+    MethodSpec("perplexity", "Perplexity", ("greedy",), "perplexity:perplexity", color="tab:green"),
+    MethodSpec("jaccard_degree", "Jaccard degree", ("greedy", "sample"), "jaccard_degree:jaccard_degree",
+               color="tab:purple"),
+    MethodSpec("verbal_1s", "Verbalization-1s", ("verbal1s",), "verbalized:verbal_1s", color="tab:olive",
                not_served="its confidence comes with an answer to a different prompt (the one-step format), not "
                           "to the user's own messages"),
-    MethodSpec("verbal_2s", "Verbalization-2s", ("greedy", "verbal2s"), "verbalized:verbal_2s"),
+    MethodSpec("verbal_2s", "Verbalization-2s", ("greedy", "verbal2s"), "verbalized:verbal_2s", color="tab:brown"),
     MethodSpec("trained_probe", "Trained probe", ("greedy",), "probes:score_trained_probe", hidden="hidden",
-               needs_train="in_domain", not_served=_IN_DOMAIN),
+               needs_train="in_domain", not_served=_IN_DOMAIN, color="tab:red"),
     MethodSpec("ood_probe", "OOD probe", ("greedy",), "probes:score_ood_probe", hidden="hidden",
-               needs_train="other_datasets", **_RELEASED),
+               needs_train="other_datasets", color="tab:cyan", **_RELEASED),
     # P(IK) (Kadavath et al., 2022): the same probes on the question alone, before any answer is generated.
     MethodSpec("p_ik", "P(IK)", ("greedy",), "probes:score_trained_probe", hidden="hidden_question",
-               needs_train="in_domain", not_served=_IN_DOMAIN),
+               needs_train="in_domain", not_served=_IN_DOMAIN, color="tab:pink"),
     MethodSpec("ood_p_ik", "OOD P(IK)", ("greedy",), "probes:score_ood_probe", hidden="hidden_question",
-               needs_train="other_datasets", **_RELEASED),
+               needs_train="other_datasets", color="midnightblue", **_RELEASED),
 )}
-# The paper's eight, in its order (figure legends and colours); METHODS also holds the project's and registered ones.
+# The paper's eight, in its order (figure legends); METHODS also holds the project's and registered ones.
 METHOD_NAMES: tuple[str, ...] = tuple(METHODS)[:8]
 
 
