@@ -144,7 +144,7 @@ def test_confidence_distributions_of_a_paper_figure_have_its_panels_in_its_order
     panels = (("tiny-slm-2", "ood_probe"), ("smollm2-135m", "perplexity"))  # the paper's shape on this grid
     monkeypatch.setitem(PAPER_FIGURES, 4, PaperFigure("confidence_distributions", "test", pairs=panels))
     # The job reads the figure's uq files into one table tagged by path; here the table is given.
-    monkeypatch.setattr("uqroute.io.read_tagged", lambda paths, kind: tables["pooled"])
+    monkeypatch.setattr("uqroute.figure_families.read_tagged", lambda paths, kind: tables["pooled"])
     paper_figure(number=4, inputs={"uq": []}, png=str(tmp_path / "fig4.png"))
     shown = [ax for ax in drawn[0].axes if ax.get_visible() and ax.get_title()]
     assert [ax.get_title() for ax in shown] == [f"{slm} · {method_label(method)}" for slm, method in panels]

@@ -84,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _threshold(args: argparse.Namespace) -> int:
+    # deferred: pandas and scikit-learn (~3 s) load for this command only; --help imports no third-party module
     from .io import load_yaml
     from .serve.calibration import calibration_threshold
 
@@ -100,12 +101,15 @@ def _threshold(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    # Progress bars of the engines mean nothing in a server log. tqdm reads this when it is imported, so it is
+    # set before the router's config imports it.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    # deferred: the config's registries (pandas, ~1 s) load for this command only; --help imports no third-party module
     from .serve.config import load_config
 
     overrides = {key: getattr(args, flag) for flag, key in _SERVE_FLAGS.items()}
     config = load_config(args.config, overrides)
-    # Progress bars of the engines mean nothing in a server log.
-    os.environ.setdefault("TQDM_DISABLE", "1")
+    # deferred: the server and its engines (torch, fastapi, ~4 s) load once the config is found valid
     import uvicorn
 
     from .serve.app import create_app

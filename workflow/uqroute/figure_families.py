@@ -7,8 +7,8 @@ per family from :data:`FIGURE_FAMILIES`, whose inputs are :meth:`FigureFamily.in
 numbered figures (``uqroute.paper_figures``) name a family and the cells it shows, and go through the same
 ``inputs`` and ``draw``. ``snakemake figures`` draws every figure of every family.
 
-The workflow reads this module while it builds the DAG, so it imports nothing heavy at the top: pandas, the
-Parquet readers and the plotting libraries load when a figure is drawn.
+The workflow reads this module while it builds the DAG, so the plotting libraries and the analysis load only
+when a figure is drawn (pandas and the Parquet readers are loaded there already, by the registries).
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
+import pandas as pd
+
+from .io import read_parquet, read_tagged
 from .paper_figures import PaperFigure
 from .paths import cell_of, cells_of, results_path
 
@@ -154,8 +157,8 @@ def _methods(paths: Sequence[str], kind: str) -> list[str]:
 
 
 def draw_auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    # deferred: the plotting libraries (matplotlib, seaborn, ~3 s); the Snakefile reads this module
     from . import figures
-    from .io import read_parquet
 
     table = read_parquet(inputs["alignment"][0])
     if selection is not None:
@@ -164,8 +167,8 @@ def draw_auroc_heatmaps(inputs: Inputs, output_png: str, selection: Selection = 
 
 
 def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    # deferred: the plotting libraries, as in draw_auroc_heatmaps
     from . import figures
-    from .io import read_parquet, read_tagged
 
     no_confidence = {cell for path, cell in zip(inputs["uq"], cells_of(inputs["uq"], "uq"))
                      if not read_parquet(path, ["valid"])["valid"].any()}
@@ -174,11 +177,9 @@ def draw_routing_curves(inputs: Inputs, output_png: str, selection: Selection = 
 
 
 def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
-    import pandas as pd
-
+    # deferred: the plotting libraries, and the analysis with scikit-learn (~2 s more)
     from . import figures
     from .analysis.alignment import cells_without_confidence
-    from .io import read_parquet
 
     if selection is None:
         cell = cell_of(output_png, "figure_relative_accuracy")
@@ -192,8 +193,8 @@ def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection
 
 
 def draw_confidence_distributions(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    # deferred: the plotting libraries, as in draw_auroc_heatmaps
     from . import figures
-    from .io import read_tagged
 
     # A paper figure names its (SLM, method) panels; the workflow's own figure draws them all.
     figures.plot_confidence_distributions(read_tagged(inputs["uq"], "uq"), figure_stem(output_png),
@@ -201,8 +202,8 @@ def draw_confidence_distributions(inputs: Inputs, output_png: str, selection: Se
 
 
 def draw_generalization(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    # deferred: the plotting libraries, as in draw_auroc_heatmaps
     from . import figures
-    from .io import read_tagged
 
     figures.plot_generalization(read_tagged(inputs["generalization"], "generalization"),
                                 read_tagged(inputs["routing"], "routing"), figure_stem(output_png),
@@ -210,8 +211,8 @@ def draw_generalization(inputs: Inputs, output_png: str, selection: Selection = 
 
 
 def draw_ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    # deferred: the plotting libraries, as in draw_auroc_heatmaps
     from . import figures
-    from .io import read_tagged
 
     figures.plot_ratio_fidelity(read_tagged(inputs["generalization"], "generalization"), figure_stem(output_png),
                                 methods=_methods(inputs["generalization"], "generalization"))

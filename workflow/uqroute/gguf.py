@@ -73,6 +73,7 @@ def gguf_path(spec: ModelSpec, cache_dir: str | os.PathLike | None = None) -> Pa
 
 def load_gguf(spec: ModelSpec, cache_dir: str | os.PathLike | None = None, dtype: str = "float32"):
     """``(model, tokenizer)`` dequantized from ``spec``'s GGUF (slow: seconds to minutes)."""
+    # deferred: torch and transformers (~8 s); the Snakefile checks the model files with this module
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -8,12 +8,14 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import jsonschema
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
 from . import SCHEMAS_DIR
+from .paths import cell_of
 
 
 def _default_file_mode() -> int:
@@ -71,8 +73,6 @@ def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> p
 
 def read_tagged(paths: Sequence[str], kind: str) -> pd.DataFrame:
     """Per-cell tables of one ``kind`` stacked, each with its cell's coordinates (read from its path) as columns."""
-    from .paths import cell_of
-
     return pd.concat([read_parquet(path).assign(**cell_of(path, kind)) for path in paths], ignore_index=True)
 
 
@@ -105,8 +105,6 @@ def load_schema(name: str) -> dict:
 
 def validate_registry(data: dict, schema: dict, path: str | os.PathLike) -> dict:
     """``data`` (read from ``path``) checked against ``schema``; the first error names the file and the key."""
-    import jsonschema
-
     validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:

@@ -35,6 +35,7 @@ def cpu_runs_bf16_natively() -> bool:
     must have the instructions at hand: oneDNN (its effective ISA honours ``ONEDNN_MAX_CPU_ISA``) and
     ATen's kernels (``ATEN_CPU_CAPABILITY``), so capping either one makes a bf16 CPU count as one without.
     """
+    # deferred: torch (~3 s); the Snakefile reads this module through the engine options, which need no torch
     import torch
 
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
@@ -48,6 +49,7 @@ def cpu_runs_bf16_natively() -> bool:
 
 def cpu_description() -> str:
     """One line naming the CPU: model, ATen capability, native bf16 or not, cores this process may use."""
+    # deferred: torch (~3 s), as in cpu_runs_bf16_natively
     import torch
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -27,6 +27,9 @@ from tqdm.auto import tqdm
 
 from .checkpoint import open_checkpoint
 from .engines.base import Conversation, Engine, hidden_state_reader
+from .grading import WEAK, RuleJudge, parse_verbal_confidence, read_item_reply
+from .grading.judges import FREE_FORM_TASKS
+from .io import load_schema
 
 # What grading adds to a graded pass's replies (docs/contracts.md): the answer read and whether it is correct,
 # ``ambiguous`` (the reply commits to several options and concludes on none), ``read_by`` (the reading rule,
@@ -125,16 +128,12 @@ def _read_greedy(completion, item) -> dict[str, Any]:
 
 
 def _read_sample(completion, item) -> dict[str, Any]:
-    from .grading import read_item_reply
-
     return {"response": completion.text, "prediction": read_item_reply(completion.text, item).value}
 
 
 def _read_verbal(require_cue: bool) -> Callable[[Any, Mapping[str, Any]], dict[str, Any]]:
     # A one-step reply also holds the answer, which may be a bare number: its confidence needs its cue.
     def read(completion, item) -> dict[str, Any]:
-        from .grading import parse_verbal_confidence
-
         confidence = parse_verbal_confidence(completion.text, require_cue=require_cue)
         return {"response": completion.text, "verbal_confidence": np.nan if confidence is None else float(confidence)}
 
@@ -470,9 +469,6 @@ def grade_pass(pass_name: str, replies: pd.DataFrame, questions: pd.DataFrame, j
     weak evidence (``count``) or takes it for no answer (``drop``; default: the config schema's). Returns the
     :data:`PASS_COLUMNS` table in the order of ``replies``.
     """
-    from .grading import WEAK, RuleJudge, read_item_reply
-    from .grading.judges import FREE_FORM_TASKS
-
     if pass_name not in GRADED_PASSES:
         raise ValueError(f"pass {pass_name!r} is not graded; graded passes: {', '.join(GRADED_PASSES)}")
     weak_readings = default_weak_readings() if weak_readings is None else weak_readings
@@ -524,8 +520,6 @@ WEAK_READINGS = ("drop", "count")
 def counted_answer(reading, weak_readings: str) -> str | None:
     """The answer a :class:`~uqroute.grading.Reading` gives where grading counts it: a strong reading's, and a weak
     one's under ``weak_readings: count``; None otherwise."""
-    from .grading import WEAK
-
     return reading.value if reading.strong or (weak_readings == "count" and reading.strength == WEAK) else None
 
 
@@ -533,8 +527,6 @@ def counted_answer(reading, weak_readings: str) -> str | None:
 def default_weak_readings() -> str:
     """The config schema's default of ``judge.weak_readings``: the choice that misreads fewer of the real replies
     the reader is measured on (docs/reading-replies.md)."""
-    from .io import load_schema
-
     return load_schema("config")["properties"]["judge"]["properties"]["weak_readings"]["default"]
 
 

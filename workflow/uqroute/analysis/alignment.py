@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from ..uq.tables import OUTPUT_COLUMNS as UQ_COLUMNS
+from .bootstrap import BootstrapSettings, cell_seed, interval, mean_statistics, ranking_statistics, resample_weights
 
 # The metrics that carry a bootstrap interval (``<metric>_low``, ``<metric>_high``).
 INTERVAL_METRICS = ("accuracy", "auroc", "prr", "aurc", "ece", "brier")
@@ -228,8 +229,6 @@ def metric_resamples(uq: pd.DataFrame, weights: np.ndarray, *, ece_bins: int = 1
     """Each interval metric of one UQ table under each resample (row) of ``weights`` (``(resamples,
     len(uq))``, columns aligned with ``uq``'s rows): accuracy over all rows, the others over the valid rows, as
     :func:`alignment_metrics` (ECE and Brier on the same probabilities). Each ``(resamples,)``."""
-    from .bootstrap import mean_statistics, ranking_statistics
-
     confidence = as_float_array(uq["confidence"])
     correct = as_bool_array(uq["correct"], what=f"{label} correct")
     valid = valid_mask(confidence, uq["valid"], what=label, ids=uq["id"])
@@ -257,8 +256,6 @@ def _comparisons(slm: str, dataset: str, resampled: dict[str, np.ndarray], point
                  weak: dict[str, bool], level: float) -> list[dict]:
     """Every pair of methods of one cell: their AUROC difference and its paired-bootstrap interval and p-value;
     ``underpowered`` where either method's cell is (``weak``)."""
-    from .bootstrap import interval
-
     rows = []
     methods = list(resampled)
     for i, a in enumerate(methods):
@@ -295,8 +292,6 @@ def alignment_tables(cells: Iterable[tuple[str, str, str, pd.DataFrame]], *, ece
     resample (``slm, dataset, method, resample, auroc``), from which statements about methods are bootstrapped
     (:mod:`uqroute.analysis.verdicts`).
     """
-    from .bootstrap import BootstrapSettings, cell_seed, interval, resample_weights
-
     bootstrap = bootstrap or BootstrapSettings()
     power = power or PowerSettings()
     by_cell: dict[tuple[str, str], list[tuple[str, pd.DataFrame]]] = {}

@@ -23,6 +23,8 @@ from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
 from uqroute.analysis.routing import INVALID_RULES, check_ratios, round_half_up
 from uqroute.uq.tables import ROUTING_COLUMNS
 
+from .bootstrap import interval
+
 POOL_COLUMNS = ("source_dataset", "id", "confidence")
 log = logging.getLogger(__name__)
 
@@ -302,8 +304,6 @@ def _generalization_bands(runs, sorted_conf, weights, taken, slm_sorted, llm_sor
     columns of ``weights`` of the valid rows in ascending confidence (``sorted_conf``). A threshold cuts the
     sorted rows at two positions (below it, up to it); the weighted sums are needed there only, so the rows are
     summed between the cuts rather than run through."""
-    from .bootstrap import interval
-
     cuts = {run: (np.searchsorted(sorted_conf, thresholds, side="left"),
                   np.searchsorted(sorted_conf, thresholds, side="right"), shares) for run, thresholds, shares in runs}
     n = len(sorted_conf)

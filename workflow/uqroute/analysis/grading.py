@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import pandas as pd
 
 from ..grading import RULES
+from ..io import read_parquet
+from ..paths import cell_of
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +34,6 @@ def grading_rows(table: pd.DataFrame, cell: dict[str, str]) -> pd.DataFrame:
 
 def count_grading(gen: Sequence[str]) -> pd.DataFrame:
     """The grading table of the graded pass tables at the paths in ``gen``; logs each pass's judge calls."""
-    from ..io import read_parquet
-    from ..paths import cell_of
-
     parts = []
     for path in gen:
         cell = cell_of(path, "gen")

@@ -22,6 +22,8 @@ import pandas as pd
 
 from uqroute.analysis.alignment import as_bool_array, as_float_array, valid_mask
 
+from .bootstrap import expected_sums_at, interval
+
 INVALID_RULES = ("drop", "route_first")
 # Default grid: every percent from 0 % to 100 % routed (read-only, shared as a default argument).
 ROUTING_RATIOS = np.linspace(0, 1, 101)
@@ -126,8 +128,6 @@ def routing_curve(confidence, slm_correct, llm_correct, valid=None, ratios=ROUTI
     best_first = np.concatenate([[0], np.cumsum(np.sort(gain)[::-1])])
     low = high = np.full(len(ratios), np.nan)
     if weights is not None:
-        from .bootstrap import interval
-
         low, high = interval(_resampled_kept(conf, slm, llm, valid, weights, ratios, "overall").T, level)
     return pd.DataFrame({
         "ratio": ratios,
@@ -144,8 +144,6 @@ def _resampled_kept(conf, slm, llm, valid, weights, fractions, what: str) -> np.
     """Under each resample (row of ``weights``), with the first round-half-up(f * N) rows in routing order
     sent away (N: the resample's size): the overall accuracy of routing them to the LLM (``what="overall"``),
     or the SLM's and the LLM's accuracy on the rows kept (``"kept"``, a pair). ``(len(fractions), resamples)``."""
-    from .bootstrap import expected_sums_at
-
     size = weights.sum(axis=1, dtype=np.float64)
     k = round_half_up(np.asarray(fractions)[:, None] * size[None, :])
     routed_slm, routed_llm = expected_sums_at(conf, valid, weights, [slm, llm], k)
@@ -224,8 +222,6 @@ def relative_accuracy(confidence, slm_correct, llm_correct, valid=None, excluded
         rel = np.where(llm_acc > 0, slm_acc / np.where(llm_acc > 0, llm_acc, 1.0), np.nan)
     low = high = np.full(len(pct), np.nan)
     if weights is not None and n:
-        from .bootstrap import interval
-
         slm_kept, llm_kept = _resampled_kept(conf, slm, llm, valid, weights, pct / 100, "kept")
         with np.errstate(invalid="ignore", divide="ignore"):
             low, high = interval(np.where(llm_kept > 0, slm_kept / llm_kept, np.nan).T, level)

@@ -22,8 +22,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 
+from ..datasets import dataset_info
 from ..grading.reading import repeats_itself
-from ..passes import GENERATING_PASSES
+from ..io import read_parquet
+from ..passes import ANSWER_BUDGET, GENERATING_PASSES, token_budget
+from ..paths import cell_of
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +82,6 @@ def count_truncation(gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[s
     where each model's tokenizer loads from (its folder or hub id; None for a model without one), for the
     passes that store text only.
     """
-    from ..datasets import dataset_info
-    from ..io import read_parquet
-    from ..passes import ANSWER_BUDGET, token_budget
-    from ..paths import cell_of
-
     loaded: dict[str, object] = {}
 
     def tokenize_with(model: str):
@@ -95,6 +93,7 @@ def count_truncation(gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[s
             if source is None:
                 loaded[model] = None
             else:
+                # deferred: transformers' AutoTokenizer (~8 s with torch), only a text-only pass needs a tokenizer
                 from transformers import AutoTokenizer
 
                 tokenizer = AutoTokenizer.from_pretrained(source)

@@ -24,12 +24,15 @@ for statements about how things move from one dataset to another.
 
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from ..uq.registry import METHOD_NAMES
+from .findings import wasserstein_sorted
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
 TOP_THREE = ("trained_probe", "ood_probe", "perplexity")
@@ -75,8 +78,6 @@ def observation_1(alignment: pd.DataFrame) -> dict:
         verdict = HOLDS if aligned and at_chance else (FAILS if at_chance == 0 else UNDECIDED)
     low, high = (float("nan"),) * 2
     if n:
-        from scipy.stats import binomtest
-
         interval = binomtest(aligned, n).proportion_ci(method="wilson")
         low, high = interval.low, interval.high
     return _row("observation_1", share, low, high, verdict,
@@ -189,8 +190,6 @@ def _dataset_bootstrap(datasets: list[str], resamples: int, seed: int) -> np.nda
 
 def insight_1(scaled: pd.DataFrame, resamples: int, seed: int, level: float) -> dict:
     """``scaled``: valid confidences min-max scaled per (slm, method), with ``slm, dataset, method, scaled``."""
-    from .findings import wasserstein_sorted
-
     rows_between_datasets, rows_between_methods = [], []
     datasets = sorted(scaled["dataset"].unique())
     if len(datasets) < 2 or scaled["method"].nunique() < 2:
@@ -223,8 +222,6 @@ def insight_1(scaled: pd.DataFrame, resamples: int, seed: int, level: float) -> 
         return float(datasets_mean / methods_mean) if methods_mean > 0 else float("nan")
 
     with np.errstate(invalid="ignore"):
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             value = ratio(np.arange(len(datasets)))

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ..io import read_parquet
 from .layouts import LAYOUTS, LETTERS, Context, normalize_number
 from .readers import READERS, Row, read_json_array, read_labels
 from .registry import (
@@ -45,6 +46,7 @@ def _read_local(dataset: str, split: str, spec: Mapping[str, Any], data_dir: Pat
 
 def _read_hub(dataset: str, split: str, spec: Mapping[str, Any]) -> list[Row]:
     try:
+        # deferred: Hugging Face datasets (~0.9 s, the workflow extra only), only a dataset read from the hub needs it
         from datasets import load_dataset
     except ImportError as err:
         raise ImportError(f"{dataset}/{split}: loading from the Hugging Face hub needs the `datasets` package") from err
@@ -173,6 +175,4 @@ def take_subset(df: pd.DataFrame, max_n: int | None, seed: int) -> pd.DataFrame:
 def load_questions(path: str | Path, max_questions: int | None, seed: int) -> pd.DataFrame:
     """The deterministic subset of a prepared split (its Parquet table) that every pass and method of a cell
     reads."""
-    from ..io import read_parquet
-
     return take_subset(read_parquet(path), max_questions, seed)

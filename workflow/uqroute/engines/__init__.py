@@ -8,7 +8,8 @@ from typing import Any
 
 from ..models import ENGINE_KINDS, ModelSpec
 from .base import Completion, Conversation, Engine, EngineError, Message, ReadsHiddenStates, hidden_state_reader
-from .options import engine_kind
+from .options import KIND_ONLY, engine_kind
+from .vllm_engine import VLLMEngine
 
 __all__ = ["Completion", "Conversation", "Engine", "EngineError", "Message", "ReadsHiddenStates", "hidden_state_reader",
            "make_engine"]
@@ -35,6 +36,7 @@ def make_engine(
     if kind not in ENGINE_KINDS:
         raise ValueError(f"model {spec.name}: unknown engine kind {kind!r}; expected one of {ENGINE_KINDS}")
     if kind == "openai":
+        # deferred: the openai client (~0.9 s); the Snakefile reads this package through engines.options
         from .openai_engine import OpenAIEngine
 
         return OpenAIEngine(
@@ -54,13 +56,11 @@ def make_engine(
     else:
         weights = spec.hub_id
     if kind == "hf":
+        # deferred: torch and transformers (~8 s), only an engine that runs weights here needs them
         from .hf import HFEngine
-        from .options import KIND_ONLY
 
         # One `engines.<model>` entry serves a vLLM model's generate passes and its hidden pass, which always
         # runs on transformers: the vLLM-only settings do not apply there.
         return HFEngine(spec, weights, **{k: v for k, v in opts.items() if k not in KIND_ONLY["vllm"]})
-    from .vllm_engine import VLLMEngine
-
     opts.setdefault("tensor_parallel_size", spec.tensor_parallel_size)
     return VLLMEngine(spec, weights, **opts)

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..models import ModelSpec
 from .base import Completion, Conversation
@@ -71,8 +72,6 @@ class HFEngine:
         threads: int | None = None,
         progress: bool = True,
     ) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.dtype = engine_dtype(spec.name, "hf", dtype, device)
         if threads is not None:
             torch.set_num_threads(int(threads))
@@ -167,8 +166,6 @@ class HFEngine:
     def _generate_batch(
         self, batch: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, n: int, seed: int
     ) -> list[list[Completion]]:
-        from transformers import DynamicCache
-
         input_ids, mask, positions = self._left_pad(batch)
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1).logits[:, -1, :].float()

@@ -7,8 +7,10 @@ transformers, whatever the model generates with), with the device and dtype of t
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping
 
+from ..machine import cpu_description, cpu_runs_bf16_natively
 from ..models import ModelSpec
 
 # Settings only one kind of engine takes; a job on another kind leaves them out.
@@ -83,27 +85,22 @@ def resolve_dtype(dtype: str, device: str) -> str:
             raise ValueError(f"dtype {dtype!r} not one of {[*DTYPES, AUTO_DTYPE]}")
         return dtype
     if str(device).startswith("cuda"):
+        # deferred: torch (~3 s); the Snakefile plans each job's engine options with this module
         import torch
 
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    from ..machine import cpu_runs_bf16_natively
-
     return "bfloat16" if cpu_runs_bf16_natively() else "float32"
 
 
 def engine_dtype(model: str, kind: str, dtype: str, device: str) -> str:
     """:func:`resolve_dtype` for an engine of ``model``: errors name the model, and the job log records the
     dtype chosen with the machine it was chosen for, so runs on different machines can be told apart."""
-    import logging
-
     try:
         resolved = resolve_dtype(dtype, device)
     except ValueError as err:
         raise ValueError(f"model {model}: {err}") from None
     where = device
     if not str(device).startswith("cuda"):
-        from ..machine import cpu_description
-
         where = f"{device} ({cpu_description()})"
     logging.getLogger(__name__).info("model %s (%s): dtype %s -> %s on %s", model, kind, dtype, resolved, where)
     return resolved

@@ -159,6 +159,7 @@ def probs_from_prompt_logprobs(
 
 def _generation_config(model_path: str | os.PathLike):
     """The model's ``GenerationConfig`` (vLLM stops at its EOS ids too), or None when it has none."""
+    # deferred: transformers (~5 s with torch), only starting an engine reads it; the Snakefile imports this module
     from transformers import GenerationConfig
 
     try:
@@ -242,6 +243,7 @@ class VLLMEngine:
         progress: bool = True,
     ) -> None:
         try:
+            # deferred: vLLM (an optional extra, seconds to import), only a vLLM engine needs it
             import vllm
         except ImportError as err:
             raise ImportError(
@@ -352,6 +354,7 @@ class VLLMEngine:
         self.llm = None
         gc.collect()
         try:
+            # deferred: torch (~3 s), only closing an engine frees its GPU cache; the Snakefile imports this module
             import torch
 
             if torch.cuda.is_available():

@@ -21,6 +21,10 @@ import inspect
 import typing
 from typing import Any, Callable
 
+from threadpoolctl import threadpool_limits
+
+from ..logs import log_to
+
 JOB_PARAM = "job"
 
 
@@ -105,13 +109,9 @@ def job_arguments(function: Callable[..., None], *, rule: str, input, output, pa
 def run_job(job) -> None:
     """Run the job function a rule names in ``params.job`` for one Snakemake job (the ``snakemake`` object a
     script gets), logging to the job's log."""
-    from ..logs import log_to
-
     params = _named(job.params)
     if JOB_PARAM not in params:
         raise ValueError(f"rule {job.rule}: params.{JOB_PARAM} must name its job function (e.g. analysis.alignment)")
-    from threadpoolctl import threadpool_limits
-
     with log_to(job.log[0]):
         function = job_function(params[JOB_PARAM])
         arguments = job_arguments(function, rule=job.rule, input=job.input, output=job.output, params=job.params,

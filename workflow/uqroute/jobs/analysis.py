@@ -11,7 +11,20 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..analysis.alignment import PowerSettings, alignment_tables
+from ..analysis.bootstrap import BootstrapSettings, question_weights
+from ..analysis.calibration import build_calibration_set, pool_confidences
+from ..analysis.calibration import generalization as apply
+from ..analysis.findings import distribution_distances, findings_table, scaled_confidences
+from ..analysis.findings_doc import findings_markdown
+from ..analysis.grading import count_grading
+from ..analysis.routing import align_llm_correct, ratio_grid, routing_metrics_row
+from ..analysis.routing import relative_accuracy as relative
+from ..analysis.routing import routing_curve as curve
+from ..analysis.truncation import count_truncation
+from ..analysis.verdicts import statements
 from ..io import read_parquet, read_tagged, write_parquet, write_text
+from ..machine import cpu_description
 from ..paths import cell_of, kind_of
 from ..uq.tables import ROUTING_COLUMNS
 
@@ -19,8 +32,6 @@ from ..uq.tables import ROUTING_COLUMNS
 
 def _uq_and_llm(uq_path: str, llm_path: str) -> tuple[pd.DataFrame, np.ndarray]:
     """A UQ table and the LLM's correctness on each of its rows."""
-    from ..analysis.routing import align_llm_correct
-
     uq = read_parquet(uq_path, ROUTING_COLUMNS)
     return uq, align_llm_correct(uq, read_parquet(llm_path, ["id", "correct"]), label=llm_path)
 
@@ -29,9 +40,6 @@ def alignment(*, uq: Sequence[str], ece_bins: int, bootstrap: Mapping, power: Ma
               comparisons: str, resamples: str) -> None:
     """The alignment metrics of every UQ table with their intervals, every paired comparison of methods, and
     every cell's AUROC under every resample."""
-    from ..analysis.alignment import PowerSettings, alignment_tables
-    from ..analysis.bootstrap import BootstrapSettings
-
     cells = [(*(cell_of(path, "uq")[k] for k in ("slm", "dataset", "method")), read_parquet(path)) for path in uq]
     table, compared, resampled = alignment_tables(cells, ece_bins=ece_bins,
                                                   bootstrap=BootstrapSettings.from_config(bootstrap),
@@ -44,17 +52,12 @@ def alignment(*, uq: Sequence[str], ece_bins: int, bootstrap: Mapping, power: Ma
 def _resamples(table: pd.DataFrame, bootstrap: Mapping, path: str) -> tuple[np.ndarray, float]:
     """The bootstrap weights of a UQ table's rows for a curve's band (the first ``curve_resamples`` of its cell's
     resamples, the cell named by the path) and the level."""
-    from ..analysis.bootstrap import BootstrapSettings, question_weights
-
     settings = BootstrapSettings.from_config(bootstrap).for_curves
     cell = cell_of(path, kind_of(path, ("uq", "holdout_uq")))
     return question_weights(table["id"], settings, cell["slm"], cell["dataset"]), settings.level
 
 
 def routing_curve(*, uq: str, llm: str, step: float, bootstrap: Mapping, output: str, invalid: str = "drop") -> None:
-    from ..analysis.routing import ratio_grid
-    from ..analysis.routing import routing_curve as curve
-
     table, llm_correct = _uq_and_llm(uq, llm)
     weights, level = _resamples(table, bootstrap, uq)
     write_parquet(curve(table["confidence"], table["correct"], llm_correct, valid=table["valid"],
@@ -62,8 +65,6 @@ def routing_curve(*, uq: str, llm: str, step: float, bootstrap: Mapping, output:
 
 
 def routing_metrics(*, curves: Sequence[str], output: str) -> None:
-    from ..analysis.routing import routing_metrics_row
-
     rows = [routing_metrics_row(read_parquet(path, ["ratio", "accuracy", "n"]), **cell_of(path, "routing"))
             for path in curves]
     write_parquet(pd.DataFrame(rows), output)
@@ -72,8 +73,6 @@ def routing_metrics(*, curves: Sequence[str], output: str) -> None:
 def relative_accuracy(*, uq: Sequence[str], llm: Sequence[str], step: int, bootstrap: Mapping, output: str,
                       invalid: str = "drop") -> None:
     """Every (SLM, dataset, method) UQ table against every LLM's answers on the same dataset."""
-    from ..analysis.routing import relative_accuracy as relative
-
     llm_by_dataset: dict[str, list[tuple[str, str]]] = {}
     for path in llm:
         cell = cell_of(path, "gen")
@@ -109,8 +108,6 @@ def _uq_by_dataset(paths: Sequence[str]) -> dict[str, pd.DataFrame]:
 
 def calibration_set(*, uq: Sequence[str], n_bins: int, fraction: float, seeds: Sequence[int], output: str) -> None:
     """Algorithm 1 over the pooled valid confidences of the given datasets' UQ tables."""
-    from ..analysis.calibration import build_calibration_set, pool_confidences
-
     pooled = pool_confidences(_uq_by_dataset(uq))
     table = build_calibration_set(pooled, n_bins=n_bins, fraction=fraction, seeds=tuple(seeds))
     # The seed behind each run, so a reused (released) set says how it was drawn.
@@ -120,9 +117,6 @@ def calibration_set(*, uq: Sequence[str], n_bins: int, fraction: float, seeds: S
 
 def generalization(*, calibration: str, uq: str, llm: str, step: float, bootstrap: Mapping, output: str,
                    invalid: str = "drop") -> None:
-    from ..analysis.calibration import generalization as apply
-    from ..analysis.routing import ratio_grid
-
     table, llm_correct = _uq_and_llm(uq, llm)
     weights, level = _resamples(table, bootstrap, uq)
     write_parquet(apply(read_parquet(calibration), table, llm_correct, target_ratios=ratio_grid(step),
@@ -133,10 +127,6 @@ def findings(*, alignment: str, resamples: str, routing: str, relative: str, gen
              uq: Sequence[str], bootstrap: Mapping, tolerances: Mapping, table: str, html: str) -> None:
     """The findings table: the paper's observations and insights with intervals and verdicts, and the numbers
     behind them."""
-    from ..analysis.bootstrap import BootstrapSettings
-    from ..analysis.findings import distribution_distances, findings_table, scaled_confidences
-    from ..analysis.verdicts import statements
-
     settings = BootstrapSettings.from_config(bootstrap)
     gen = read_tagged(generalization, "generalization")
     pooled = read_tagged(uq, "uq")
@@ -151,10 +141,6 @@ def findings(*, alignment: str, resamples: str, routing: str, relative: str, gen
 
 def findings_doc(*, findings: str, alignment: str, bootstrap: Mapping, power: Mapping, output: str) -> None:
     """The study's findings as a Markdown page (:func:`uqroute.analysis.findings_doc.findings_markdown`)."""
-    from ..analysis.bootstrap import BootstrapSettings
-    from ..analysis.findings_doc import findings_markdown
-    from ..machine import cpu_description
-
     settings = BootstrapSettings.from_config(bootstrap)
     write_text(findings_markdown(read_parquet(findings), read_parquet(alignment), source=str(Path(findings).parent),
                                  machine=cpu_description(), level=settings.level, resamples=settings.resamples,
@@ -163,8 +149,6 @@ def findings_doc(*, findings: str, alignment: str, bootstrap: Mapping, power: Ma
 
 def grading(*, gen: Sequence[str], output: str) -> None:
     """The grading table of every graded pass table in ``gen`` (:func:`uqroute.analysis.grading.count_grading`)."""
-    from ..analysis.grading import count_grading
-
     write_parquet(count_grading(gen), output)
 
 
@@ -174,6 +158,4 @@ def truncation(*, gen: Sequence[str], budgets: Mapping, tokenizers: Mapping[str,
 
     ``models``: the model folders that ``tokenizers`` loads from, an input only so that they exist first.
     """
-    from ..analysis.truncation import count_truncation
-
     write_parquet(count_truncation(gen, budgets, tokenizers, max_share), output)

@@ -5,21 +5,19 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..datasets import ITEM_SCHEMA, load_split
+from ..gguf import materialize
 from ..io import write_parquet
+from ..models import model_spec
 
 log = logging.getLogger(__name__)
 
 
 def prepare_dataset(*, dataset: str, split: str, data_dir: str | None, output: str) -> None:
-    from ..datasets import ITEM_SCHEMA, load_split
-
     table = load_split(dataset, split, Path(data_dir) if data_dir else None)
     log.info("%s/%s: %d rows", dataset, split, len(table))
     write_parquet(table, output, schema=ITEM_SCHEMA)
 
 
 def prepare_model(*, model: str, output: str) -> None:
-    from ..gguf import materialize
-    from ..models import model_spec
-
     materialize(model_spec(model), Path(output))

@@ -8,8 +8,15 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from ..checkpoint import BatchCheckpoint
 from ..datasets import load_questions
+from ..engines import make_engine
+from ..engines.options import engine_kind
+from ..grading import LLMJudge
 from ..io import read_parquet, table_metadata, write_parquet
+from ..models import model_spec
+from ..passes import NEEDS_GREEDY, PASS_NAMES, grade_pass, run_hidden, run_pass
+from ..prompts import PromptSet
 
 log = logging.getLogger(__name__)
 
@@ -17,10 +24,6 @@ log = logging.getLogger(__name__)
 def build_engine(model: str, options: Mapping[str, Any], model_dir: str | None = None, api_cache: str | None = None,
                  threads: int | None = None):
     """The model's engine; ``threads`` (the job's CPU share) applies to engines running weights here."""
-    from ..engines import make_engine
-    from ..engines.options import engine_kind
-    from ..models import model_spec
-
     spec = model_spec(model)
     kind = engine_kind(spec, options)
     options = {key: value for key, value in options.items() if key != "kind"}
@@ -38,8 +41,8 @@ def build_judge(judge: Mapping[str, Any], api_cache: str | None = None):
     """
     if judge.get("engine", "rule") == "rule":
         return None
+    # deferred: the openai client (~0.9 s), only a pass graded by an LLM judge needs it
     from ..engines.openai_engine import OpenAIEngine
-    from ..grading import LLMJudge
 
     if judge.get("base_url"):
         engine = OpenAIEngine(judge["model"], model=judge["model"], base_url=judge["base_url"],
@@ -57,8 +60,6 @@ def made_with(engine) -> dict[str, str]:
 
 def _write_pass_table(table: pd.DataFrame, output: str, checkpoint_dir: str | None, metadata: dict[str, str]) -> None:
     """The table first, then the finished-batch parts it was assembled from."""
-    from ..checkpoint import BatchCheckpoint
-
     write_parquet(table, output, metadata=metadata)
     if checkpoint_dir:
         BatchCheckpoint(Path(checkpoint_dir)).finish()
@@ -69,9 +70,6 @@ def generate(*, model: str, pass_name: str, questions: str, output: str, engine_
              checkpoint_dir: str | None = None, greedy: str | None = None, model_dir: str | None = None,
              api_cache: str | None = None, threads: int | None = None) -> None:
     """One model pass; a graded pass (greedy, verbal1s) writes its replies, :func:`grade` grades them."""
-    from ..passes import run_pass
-    from ..prompts import PromptSet
-
     items = load_questions(questions, max_questions, subset_seed)
     greedy_table = read_parquet(greedy) if greedy else None
     engine = build_engine(model, engine_options, model_dir, api_cache, threads)
@@ -94,10 +92,6 @@ def generate_cell(*, model: str, outputs: Mapping[str, str], questions: str, eng
     from their file, as they do in a job of their own. Finished-batch parts are cleared only once every
     pass is written, so a job that fails in its last pass resumes its earlier ones from their parts.
     """
-    from ..checkpoint import BatchCheckpoint
-    from ..passes import NEEDS_GREEDY, PASS_NAMES, run_pass
-    from ..prompts import PromptSet
-
     unknown = sorted(set(outputs) - set(PASS_NAMES))
     if unknown:
         raise ValueError(f"generate_cell: unknown pass(es) {unknown}; passes: {', '.join(PASS_NAMES)}")
@@ -131,8 +125,6 @@ def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, A
           output: str, api_cache: str | None = None) -> None:
     """Read and grade a pass's replies with the configured judge (``budgets``: the generation settings holding
     token budgets, which tell the replies that were cut off)."""
-    from ..passes import grade_pass
-
     llm_judge = build_judge(judge, api_cache)
     try:
         table = grade_pass(pass_name, read_parquet(replies), read_parquet(questions), llm_judge,
@@ -153,9 +145,6 @@ def hidden_states(*, model: str, questions: str, output: str, engine_options: Ma
                   threads: int | None = None) -> None:
     """Layer ``layer`` at the last token of a hidden-state pass's conversation (by default the answer prompt
     closed by the greedy reply, ``greedy``), for every question of the subset."""
-    from ..passes import run_hidden
-    from ..prompts import PromptSet
-
     items = load_questions(questions, max_questions, subset_seed)
     engine = build_engine(model, engine_options, model_dir, threads=threads)
     try:

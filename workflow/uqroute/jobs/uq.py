@@ -11,6 +11,8 @@ from ..datasets import load_questions
 from ..io import read_parquet, write_parquet
 from ..passes import HIDDEN_COLUMNS, PASS_NAMES
 from ..paths import cell_of
+from ..uq import score_method
+from ..uq.registry import method_spec
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +43,6 @@ def uq_score(*, method: str, dataset: str, questions: str, output: str, probe: M
     this dataset's own for the trained probe (none: cross-fitting over the test split), the other datasets'
     for the OOD probe. Every method, probes included, is scored by :func:`uqroute.uq.score_method`.
     """
-    from ..uq import score_method
-    from ..uq.registry import method_spec
-
     unknown = sorted(set(passes) - set(PASS_NAMES))
     if unknown:
         raise ValueError(f"uq_score {method} on {dataset}: {unknown} named as pass tables; passes: "
@@ -52,6 +51,7 @@ def uq_score(*, method: str, dataset: str, questions: str, output: str, probe: M
     tables = {name: read_parquet(path) for name, path in passes.items()}
     probe_inputs: dict[str, Any] = {}
     if method_spec(method).needs_hidden:
+        # deferred: torch (~3 s), only a probe needs it; each uq job pays only for what it scores
         import torch
 
         torch.set_num_threads(threads)
@@ -72,10 +72,8 @@ def holdout_uq(*, method: str, holdout: str, questions: Sequence[str], greedy: S
     Rows: the uq columns plus ``dataset``, datasets in the order of ``questions`` (each cell matched to its
     tables by the dataset its paths name).
     """
+    # deferred: torch (~3 s), as in uq_score: the uq jobs of other methods start without it
     import torch
-
-    from ..uq import score_method
-    from ..uq.registry import method_spec
 
     spec = method_spec(method)
     if spec.needs_train != "other_datasets":
@@ -116,9 +114,8 @@ def release_probe(*, slm: str, method: str, train_hidden: Sequence[str], train_g
     The same training as the workflow's (pooled in the order of ``train_hidden``), on all datasets: the probe to
     deploy on traffic from none of them.
     """
+    # deferred: torch (~3 s), as in uq_score: the uq jobs of other methods start without it
     import torch
-
-    from ..uq.registry import method_spec
 
     spec = method_spec(method)
     if spec.needs_train != "other_datasets":

@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from uqroute.grading import read_reply
+
 from .tables import method_frame, question_ids, ragged_mean, rows_by_id
 
 CHOICE_TASKS = ("mcq", "tf")
@@ -33,8 +35,6 @@ def answer_token_index(response: str, tokens: Sequence[str], span: tuple[int, in
 
 def _choice_confidence(response: str, tokens, logprobs, task_type: str, choices: list[str] | None,
                        prediction: str) -> float:
-    from uqroute.grading import read_reply
-
     def span_in(text: str):
         # The reader the grading used, with the same options, so the span is that of the graded prediction (the
         # reply's length cannot turn an answer read into none: the prediction says one was read).

@@ -21,7 +21,10 @@ correct, below when all were wrong) and the scores carry almost no ranking infor
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -205,6 +208,7 @@ def crossfit_assignment(correct: np.ndarray, folds: int, seed: int) -> np.ndarra
     members of each class; where the rarer class has fewer (a small slice the SLM almost always
     gets wrong), the folds are plain shuffled ones instead.
     """
+    # deferred: scikit-learn's model selection (~2 s), only cross-fitting needs it, not the router's released probes
     from sklearn.model_selection import KFold, StratifiedKFold
 
     correct = np.asarray(correct, dtype=bool)
@@ -312,11 +316,6 @@ PROBE_FILE_VERSION = 1
 def save_probe(model: nn.Sequential, path, *, slm: str, method: str, layer: int, settings: ProbeSettings,
                datasets: Sequence[str]) -> None:
     """Write ``model`` with what it was trained for (SLM, method, hidden layer, settings, datasets), atomically."""
-    import os
-    import tempfile
-    from dataclasses import asdict
-    from pathlib import Path
-
     first = next(module for module in model if isinstance(module, nn.Linear))
     record = {"version": PROBE_FILE_VERSION, "slm": slm, "method": method, "layer": int(layer),
               "n_features": int(first.in_features), "settings": asdict(settings), "datasets": list(datasets),

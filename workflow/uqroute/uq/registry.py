@@ -14,6 +14,8 @@ from typing import Callable
 
 import pandas as pd
 
+from ..passes import HIDDEN_PASSES, PASS_NAMES
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -120,8 +122,6 @@ def probe_methods() -> frozenset[str]:
 
 def register_method(spec: MethodSpec) -> None:
     """Add a method to the registry (a method of another package; the built-in ones are lines of METHODS)."""
-    from ..passes import HIDDEN_PASSES, PASS_NAMES
-
     if spec.name in METHODS:
         raise ValueError(f"UQ method {spec.name!r} is registered already")
     unknown = [name for name in spec.passes if name not in PASS_NAMES]
