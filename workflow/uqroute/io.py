@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
+from referencing import Registry, Resource
 
 from . import SCHEMAS_DIR
 from .paths import cell_of
@@ -117,8 +118,6 @@ def schema_validator(name: str):
     """A validator of the package's schema ``name`` that resolves its references to the other schemas of
     ``schemas/`` (the config schema takes the task types and engine kinds from the registries' schemas), as
     Snakemake's ``validate`` does for the Snakefile."""
-    import jsonschema
-    from referencing import Registry, Resource
 
     def sibling(uri: str) -> Resource:
         return Resource.from_contents(load_yaml(SCHEMAS_DIR / uri))
