@@ -75,3 +75,15 @@ def test_bench_readme_describes_every_bench_script_and_names_only_files_that_exi
     named |= {f"bench/{name}" for name in re.findall(r"`(\w+\.py)`", BENCH_README)}
     gone = sorted(path for path in named if not (REPO_ROOT / path).exists())
     assert not gone, f"bench/README.md names files that do not exist: {gone}"
+
+
+def test_code_tests_and_configs_carry_no_issue_numbers():
+    """Code says why in its own words: a comment or docstring that points at an issue number means nothing to a
+    reader of the checkout (other projects' issues, written as owner/repo#N, are fine)."""
+    pattern = re.compile(r"\bissues?\s+#?\d", re.IGNORECASE)
+    folders = ("workflow", "tests", "config", "profiles", "bench")
+    found = [f"{path.relative_to(REPO_ROOT)}:{number}: {line.strip()}"
+             for folder in folders for path in sorted((REPO_ROOT / folder).rglob("*"))
+             if path.suffix in (".py", ".smk", ".yaml", ".sh", ".rst") and path.is_file()
+             for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if pattern.search(line)]
+    assert not found, "\n".join(found)

@@ -265,7 +265,7 @@ def test_next_token_probs(smollm2_engine, conversations, batch_size):
     prompt = smollm2_engine.render(conversations[2])
     ids = encode_prompt(smollm2_engine.tokenizer, prompt, smollm2_engine.spec)
     full = _forward_logprobs(smollm2_engine, ids)[-1].exp()
-    # Every token that writes the word counts: "True", " True", "true", " true" (issue 23 item 4).
+    # Every token that writes the word counts: "True", " True", "true", " true".
     true_ids, false_ids = candidate_token_sets(smollm2_engine.tokenizer, ["True", "False"])
     assert np.allclose(probs[2], [full[true_ids].sum(), full[false_ids].sum()], rtol=1e-3, atol=1e-7)
 

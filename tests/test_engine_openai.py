@@ -123,7 +123,7 @@ def test_next_token_probs_reads_top_logprobs(server, make_engine):
 
     probs = make_engine().next_token_probs([conv("yes?"), conv("no?")], ["True", "False", "Maybe"])
 
-    # Whitespace and case variants of a candidate add up (issue 23 item 4: "true" is the word True too);
+    # Whitespace and case variants of a candidate add up ("true" is the word True too);
     # "Fal" is another token.
     np.testing.assert_allclose(probs, [[0.75, 0.23, 0.0], [0.10, 0.80, 0.0]], atol=1e-9)
     assert server.n_requests == 2

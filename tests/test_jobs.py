@@ -266,7 +266,7 @@ def _probe_cells(results: str, rng, datasets, splits=("test", "train"), n=30) ->
 
 
 def test_holdout_pool_scores_each_dataset_with_a_probe_that_saw_neither_it_nor_the_holdout(tmp_path):
-    """Issue 13 item 8: the OOD probe's calibration pool for hold-out T holds nothing learned from T."""
+    """The OOD probe's calibration pool for hold-out T holds nothing learned from T."""
     results, holdout, others = str(tmp_path / "results"), "boolq", ["piqa", "multiarith", "commonsenseqa"]
     _probe_cells(results, np.random.default_rng(5), [holdout, *others])
 

@@ -158,7 +158,7 @@ def test_dry_run_plans_the_whole_grid(paper_dry_run):
 
 @slow
 def test_no_calibration_set_learns_from_its_holdout_dataset(paper_dry_run):
-    """Issue 13 item 8: follow each hold-out calibration set's inputs back to the files they were made from
+    """Follow each hold-out calibration set's inputs back to the files they were made from
     (down to train splits); none belongs to the hold-out dataset."""
     jobs = printed_jobs(paper_dry_run[0].stdout)
     made_by = {output: job for job in jobs for output in job["output"]}

@@ -39,7 +39,7 @@ def test_the_budgets_the_map_states_are_the_ones_the_paper_config_runs():
     generation = yaml.safe_load(PAPER.read_text())["generation"]
     assert yaml.safe_load(stated.group(1)) == generation["max_new_tokens"]
     assert int(stated.group(2)) == generation["verbal_max_new_tokens"]
-    # Issue 13: 24 tokens for a confidence and 256 for a math solution cut off wordy 7-8B instruct models.
+    # 24 tokens for a confidence and 256 for a math solution cut off wordy 7-8B instruct models.
     assert generation["verbal_max_new_tokens"] >= 64 and generation["max_new_tokens"]["ff_num"] >= 512
 
 

@@ -187,7 +187,7 @@ def test_a_model_without_a_tokenizer_leaves_its_text_only_replies_uncounted(tmp_
 
 
 def test_ambiguous_mcq_replies_are_counted_per_pass(tmp_path, caplog):
-    """Issue 23 item 1: the replies the rule could not read are reported beside the truncation counts."""
+    """The replies the rule could not read are reported beside the truncation counts."""
     from uqroute.jobs.analysis import truncation
 
     graded = pd.DataFrame({"id": ["q", "r", "s"], "response": ["B", "A is correct. C is also correct.", "C"],

@@ -1,4 +1,4 @@
-"""uqroute as a wheel (issue 25, "Installable"): built from the checkout, installed into a fresh venv outside it.
+"""uqroute as a wheel: built from the checkout, installed into a fresh venv outside it.
 
 The registries, prompts and JSON schemas are package data, so the installed library must load them,
 and run `uqroute serve --help` and `uqroute threshold`, with no checkout in sight.
