@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--tensor-parallel-size", type=int, default=None)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
+    parser.add_argument("--dtype", default=None, help="the engine's dtype (default: the registry's, auto)")
     args = parser.parse_args()
     from uqroute.machine import cpu_description
 
@@ -65,6 +66,8 @@ def main() -> int:
 
     spec = model_spec(args.model)
     opts = {} if args.tensor_parallel_size is None else {"tensor_parallel_size": args.tensor_parallel_size}
+    if args.dtype is not None:
+        opts["dtype"] = args.dtype
     if args.device == "cpu":
         opts.update(device="cpu", enforce_eager=True, kv_cache_memory_bytes=512 * 2**20, max_model_len=2048)
     start = time.perf_counter()

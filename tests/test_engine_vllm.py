@@ -398,10 +398,12 @@ def test_the_cpu_build_hands_seeded_requests_over_in_whole_prefill_groups():
 
 @slow
 def test_gpu_smoke_bench_runs_on_the_cpu_build(smollm2_dir):
-    """bench/gpu_smoke.py with --device cpu: the GPU node's smoke checks (greedy, samples, p(True)) run in CI."""
+    """bench/gpu_smoke.py with --device cpu: the GPU node's smoke checks (greedy, samples, p(True)) run in CI.
+    In float32: in bfloat16 a near-tie between two tokens can flip when the repeated batch reuses the prefix cache
+    (measured here under load: 5 of 6 greedy replies repeated), which is the numerics, not the code under test."""
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "gpu_smoke.py"), "--device", "cpu", "--model", "smollm2-135m",
-         "--model-dir", str(smollm2_dir), "--n-prompts", "6", "--max-new-tokens", "16"],
+         "--model-dir", str(smollm2_dir), "--n-prompts", "6", "--max-new-tokens", "16", "--dtype", "float32"],
         capture_output=True, text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for line in ("engine ready", "greedy: 6 prompts", "greedy repeat: 6/6 identical", "sample n=5", "p(True):",
