@@ -38,7 +38,7 @@ import torch
 from uqroute import REPO_ROOT
 from uqroute.paths import model_folder
 from uqroute.datasets import load_split, take_subset
-from uqroute.engines import make_engine
+from uqroute.engines import Sampling, make_engine
 from uqroute.gguf import materialize
 from uqroute.models import model_spec
 from uqroute.prompts import PromptSet
@@ -86,10 +86,11 @@ def run(engine, conversations, *, max_new_tokens, temperature=0.0, n=1, in_order
     chunks = [conversations] if in_order_batches is None else [
         conversations[k : k + in_order_batches] for k in range(0, len(conversations), in_order_batches)
     ]
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, n=n, seed=50)
     start = time.perf_counter()
     tokens = 0
     for chunk in chunks:
-        out = engine.generate(chunk, max_new_tokens=max_new_tokens, temperature=temperature, n=n, seed=50)
+        out = engine.generate(chunk, sampling)
         tokens += sum(len(c.token_ids) for completions in out for c in completions)
     return time.perf_counter() - start, tokens
 
@@ -119,8 +120,8 @@ def vllm_overhead(args, spec, convs) -> int:
     requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
     rows = []
     for label, temperature, n in (("greedy", 0.0, 1), (f"sample n={args.n_samples}", 1.0, args.n_samples)):
-        settings = dict(max_new_tokens=args.max_new_tokens, temperature=temperature, top_p=1.0, n=n, seed=50)
-        raw_kwargs = generation_params(prompt_ids, **settings, stop=spec.stop)
+        sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=temperature, n=n, seed=50)
+        raw_kwargs = generation_params(prompt_ids, sampling, stop=spec.stop)
         if n > 1:
             # vLLM 0.32's CPU build kills its engine core when a seeded request's prefill is split across
             # scheduler steps, which 15 prompts x n samples in one call do; the engine sends seeded requests
@@ -128,7 +129,7 @@ def vllm_overhead(args, spec, convs) -> int:
             for kwargs in raw_kwargs:
                 kwargs.pop("seed", None)
         params = [SamplingParams(**p) for p in raw_kwargs]
-        engine.generate(convs[:2], **settings)  # warm-up
+        engine.generate(convs[:2], sampling)  # warm-up
         best = {"raw LLM.generate": 0.0, "VLLMEngine.generate": 0.0}
         for _ in range(args.repeats):
             begin = time.perf_counter()
@@ -137,7 +138,7 @@ def vllm_overhead(args, spec, convs) -> int:
             raw_tokens = sum(len(o.token_ids) for r in outputs for o in r.outputs)
             best["raw LLM.generate"] = max(best["raw LLM.generate"], raw_tokens / raw_s)
             begin = time.perf_counter()
-            replies = engine.generate(convs, **settings)
+            replies = engine.generate(convs, sampling)
             seconds = time.perf_counter() - begin
             # The engine drops the EOS (or stop string) a reply ends with before its budget; count that token
             # as generated, as the raw run does.

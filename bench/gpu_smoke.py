@@ -60,7 +60,7 @@ def main() -> int:
 
     from uqroute.datasets import load_split, take_subset
     from uqroute.grading import read_item_reply
-    from uqroute.engines import make_engine
+    from uqroute.engines import Sampling, make_engine
     from uqroute.models import model_spec
     from uqroute.prompts import PromptSet
 
@@ -89,7 +89,9 @@ def main() -> int:
         result = fn()
         return result, time.perf_counter() - begin
 
-    greedy, seconds = timed(lambda: engine.generate(conversations, max_new_tokens=args.max_new_tokens))
+    greedy_sampling = Sampling(max_new_tokens=args.max_new_tokens)
+    five_samples = Sampling(max_new_tokens=args.max_new_tokens, temperature=1.0, n=5, seed=50)
+    greedy, seconds = timed(lambda: engine.generate(conversations, greedy_sampling))
     tokens = sum(len(c[0].token_ids) for c in greedy)
     print(f"greedy: {len(conversations)} prompts, {tokens} tokens, {tokens / seconds:.0f} tokens/s")
     for c in greedy:
@@ -97,16 +99,15 @@ def main() -> int:
         aligned = len(reply.tokens) == len(reply.token_logprobs) == len(reply.token_ids)
         if not aligned or any(lp > 1e-6 for lp in reply.token_logprobs):
             failures.append(f"greedy completion with inconsistent tokens/logprobs: {c[0].text[:60]!r}")
-    again = engine.generate(conversations, max_new_tokens=args.max_new_tokens)
+    again = engine.generate(conversations, greedy_sampling)
     same = sum(a[0].token_ids == b[0].token_ids for a, b in zip(greedy, again))
     print(f"greedy repeat: {same}/{len(greedy)} identical")
 
-    samples, seconds = timed(lambda: engine.generate(
-        conversations, max_new_tokens=args.max_new_tokens, temperature=1.0, n=5, seed=50))
+    samples, seconds = timed(lambda: engine.generate(conversations, five_samples))
     tokens = sum(len(c.token_ids) for cs in samples for c in cs)
     distinct = np.mean([len({c.text for c in cs}) for cs in samples])
     print(f"sample n=5: {tokens} tokens, {tokens / seconds:.0f} tokens/s, {distinct:.1f} distinct replies per prompt")
-    reseeded = engine.generate(conversations[:4], max_new_tokens=args.max_new_tokens, temperature=1.0, n=5, seed=50)
+    reseeded = engine.generate(conversations[:4], five_samples)
     if [[c.token_ids for c in cs] for cs in reseeded] != [[c.token_ids for c in cs] for cs in samples[:4]]:
         print("note: same seed gave different samples (batch-dependent kernels); acceptable but worth knowing")
 

@@ -34,7 +34,7 @@ from uqroute import REPO_ROOT
 from uqroute.paths import model_cache
 from uqroute.datasets import load_split, take_subset
 from uqroute.io import write_parquet
-from uqroute.engines import make_engine
+from uqroute.engines import Sampling, make_engine
 from uqroute.gguf import materialize
 from uqroute.models import model_spec
 from uqroute.prompts import PromptSet
@@ -72,11 +72,12 @@ def main() -> None:
 
     engine = make_engine(spec, kind="hf", model_dir=model_dir, dtype="float32", batch_size=16, threads=1,
                          progress=False)
-    engine.generate(conversations[:1], max_new_tokens=BUDGET)  # warm-up
+    greedy_decoding = Sampling(max_new_tokens=BUDGET)
+    engine.generate(conversations[:1], greedy_decoding)  # warm-up
     direct, replies = [], []
     for conversation in conversations:
         start = time.perf_counter()
-        (reply,) = engine.generate([conversation], max_new_tokens=BUDGET)[0]
+        (reply,) = engine.generate([conversation], greedy_decoding)[0]
         direct.append(time.perf_counter() - start)
         replies.append(reply)
     engine.close()

@@ -63,7 +63,7 @@ from lmpolygraph_agreement import (
     user_texts,
 )
 from uqroute import REPO_ROOT
-from uqroute.engines import make_engine
+from uqroute.engines import Sampling, make_engine
 from uqroute.models import model_spec
 from uqroute.passes import run_pass
 from uqroute.prompts import PromptSet
@@ -165,7 +165,7 @@ def run_polygraph(model, texts: list[str], task_types: list[str], settings: dict
 def warm_up(engine, polygraph, prompts: PromptSet, questions: pd.DataFrame, texts: list[str]) -> None:
     """One tiny call per side, so first-call allocations are not timed."""
     if engine is not None:
-        engine.generate([prompts.answer(questions.iloc[0].to_dict())], max_new_tokens=2)
+        engine.generate([prompts.answer(questions.iloc[0].to_dict())], Sampling(max_new_tokens=2))
     if polygraph is not None:
         polygraph.generate_texts([texts[0]], max_new_tokens=2)
 

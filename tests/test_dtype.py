@@ -121,11 +121,11 @@ def test_auto_on_this_cpu_follows_its_flags_and_capping_to_avx2_takes_bf16_away(
 LOAD_CODE = """
 import json, sys
 import numpy as np
-from uqroute.engines import make_engine
+from uqroute.engines import Sampling, make_engine
 from uqroute.models import model_spec
 engine = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=sys.argv[1], dtype="auto", threads=1,
                      progress=False)
-((reply,),) = engine.generate([[{"role": "user", "content": "What is 2 + 3?"}]], max_new_tokens=4)
+((reply,),) = engine.generate([[{"role": "user", "content": "What is 2 + 3?"}]], Sampling(max_new_tokens=4))
 print(json.dumps({"engine": engine.dtype, "weights": sorted({str(p.dtype) for p in engine.model.parameters()}),
                   "tokens": len(reply.token_ids), "finite": bool(np.isfinite(reply.token_logprobs).all())}))
 """

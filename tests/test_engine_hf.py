@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from uqroute.engines.base import Completion
+from uqroute.engines.base import Completion, Sampling
 from uqroute.engines.rendering import (
     build_completion,
     candidate_token_sets,
@@ -208,10 +208,10 @@ def test_build_completion_cuts_at_eos_and_stop_strings(smollm2_engine):
 def test_greedy_is_deterministic_and_independent_of_batch_size(smollm2_engine, conversations, batch_size):
     convs = conversations + [[{"role": "user", "content": "What is the capital of France?"}]]
     batch_size(1)
-    alone = smollm2_engine.generate(convs, max_new_tokens=16)
+    alone = smollm2_engine.generate(convs, Sampling(max_new_tokens=16))
     batch_size(4)
-    together = smollm2_engine.generate(convs, max_new_tokens=16)
-    again = smollm2_engine.generate(convs, max_new_tokens=16)
+    together = smollm2_engine.generate(convs, Sampling(max_new_tokens=16))
+    again = smollm2_engine.generate(convs, Sampling(max_new_tokens=16))
     assert [c[0].token_ids for c in alone] == [c[0].token_ids for c in together] == [c[0].token_ids for c in again]
     for (c,) in together:
         assert isinstance(c, Completion) and c.token_ids and "".join(c.tokens) == c.text
@@ -227,7 +227,7 @@ def test_greedy_is_deterministic_and_independent_of_batch_size(smollm2_engine, c
 @pytest.mark.slow
 def test_token_logprobs_match_a_plain_forward_pass(smollm2_engine, conversations, batch_size):
     batch_size(3)
-    outputs = smollm2_engine.generate(conversations, max_new_tokens=12)
+    outputs = smollm2_engine.generate(conversations, Sampling(max_new_tokens=12))
     for conv, (completion,) in zip(conversations, outputs):
         prompt_ids = smollm2_engine.encode([conv])[1][0]
         logprobs = _forward_logprobs(smollm2_engine, prompt_ids + completion.token_ids)
@@ -238,17 +238,17 @@ def test_token_logprobs_match_a_plain_forward_pass(smollm2_engine, conversations
 @pytest.mark.slow
 def test_samples_vary_and_the_seed_reproduces_them(smollm2_engine, conversations, batch_size):
     batch_size(3)
-    first = smollm2_engine.generate(conversations, max_new_tokens=12, temperature=1.0, n=5, seed=50)
+    first = smollm2_engine.generate(conversations, Sampling(max_new_tokens=12, temperature=1.0, n=5, seed=50))
     assert [len(c) for c in first] == [5, 5, 5]
     distinct = [len({c.text for c in completions}) for completions in first]
     assert sum(d >= 3 for d in distinct) >= 2, distinct
-    again = smollm2_engine.generate(conversations, max_new_tokens=12, temperature=1.0, n=5, seed=50)
+    again = smollm2_engine.generate(conversations, Sampling(max_new_tokens=12, temperature=1.0, n=5, seed=50))
     assert [[c.token_ids for c in cs] for cs in first] == [[c.token_ids for c in cs] for cs in again]
     # A sample depends on seed, prompt and sample index only, not on its batch.
     batch_size(1)
-    alone = smollm2_engine.generate(conversations[1:2], max_new_tokens=12, temperature=1.0, n=5, seed=50)
+    alone = smollm2_engine.generate(conversations[1:2], Sampling(max_new_tokens=12, temperature=1.0, n=5, seed=50))
     assert [c.token_ids for c in alone[0]] == [c.token_ids for c in first[1]]
-    other = smollm2_engine.generate(conversations[1:2], max_new_tokens=12, temperature=1.0, n=5, seed=51)
+    other = smollm2_engine.generate(conversations[1:2], Sampling(max_new_tokens=12, temperature=1.0, n=5, seed=51))
     assert [c.token_ids for c in other[0]] != [c.token_ids for c in first[1]]
     for c in first[0]:
         prompt_ids = smollm2_engine.encode(conversations[:1])[1][0]
@@ -336,13 +336,12 @@ def test_vllm_outputs_map_to_completions(smollm2_engine):
 
 
 def test_vllm_requests_and_next_token_probs():
-    params = generation_params([[1, 2, 3], [4, 5]], max_new_tokens=8, temperature=1.0, top_p=0.9, n=5, seed=50,
-                               stop=["\nQuestion:"])
+    sampled = Sampling(max_new_tokens=8, temperature=1.0, top_p=0.9, n=5, seed=50)
+    params = generation_params([[1, 2, 3], [4, 5]], sampled, stop=["\nQuestion:"])
     assert params[0]["n"] == 5 and params[0]["logprobs"] == 1 and params[0]["stop"] == ["\nQuestion:"]
     assert params[0]["seed"] != params[1]["seed"]  # per prompt, as in the HF engine
-    assert params == generation_params([[1, 2, 3], [4, 5]], max_new_tokens=8, temperature=1.0, top_p=0.9, n=5,
-                                       seed=50, stop=["\nQuestion:"])
-    greedy = generation_params([[1]], max_new_tokens=4, temperature=0.0, top_p=0.5, n=1, seed=1, stop=())
+    assert params == generation_params([[1, 2, 3], [4, 5]], sampled, stop=["\nQuestion:"])
+    greedy = generation_params([[1]], Sampling(max_new_tokens=4, top_p=0.5, seed=1), stop=())
     assert greedy[0]["temperature"] == 0.0 and "seed" not in greedy[0] and "stop" not in greedy[0]
 
     cands = [[10, 11], [10, 11]]

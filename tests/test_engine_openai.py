@@ -15,7 +15,7 @@ import pytest
 
 from fake_openai_server import (FakeOpenAIServer, Fault, Reply, echo_reply, last_user_text, position_logprob,
                                 split_tokens)
-from uqroute.engines.base import Completion, Engine, EngineError
+from uqroute.engines.base import Completion, Engine, EngineError, Sampling
 from uqroute.engines.cache import RequestCache
 from uqroute.engines.openai_engine import OpenAIEngine
 from uqroute.grading import LLMJudge, parse_verdict
@@ -73,7 +73,7 @@ def make_engine(server, api_key, cache_dir):
 def test_generate_maps_answers_and_logprobs(server, make_engine):
     engine = make_engine()
     convs = [conv("What is 2+2?"), conv("Name a colour.")]
-    out = engine.generate(convs, max_new_tokens=32)
+    out = engine.generate(convs, Sampling(max_new_tokens=32))
 
     assert [[c.text for c in row] for row in out] == [["Echo: What is 2+2?"], ["Echo: Name a colour."]]
     for row in out:
@@ -93,7 +93,7 @@ def test_generate_maps_answers_and_logprobs(server, make_engine):
 
 
 def test_generate_n_samples_in_one_request_per_conversation(server, make_engine):
-    out = make_engine().generate([conv("a"), conv("b")], max_new_tokens=16, temperature=1.0, n=3, seed=7)
+    out = make_engine().generate([conv("a"), conv("b")], Sampling(max_new_tokens=16, temperature=1.0, n=3, seed=7))
 
     assert [[c.text for c in row] for row in out] == [[f"Sample {i} seed 7: {q}" for i in range(3)] for q in "ab"]
     assert server.n_requests == 2
@@ -101,14 +101,14 @@ def test_generate_n_samples_in_one_request_per_conversation(server, make_engine)
 
 
 def test_max_completion_tokens_param_is_sent_when_configured(server, make_engine):
-    make_engine(token_limit_param="max_completion_tokens").generate([conv("q")], max_new_tokens=5)
+    make_engine(token_limit_param="max_completion_tokens").generate([conv("q")], Sampling(max_new_tokens=5))
     (body,) = server.bodies
     assert body["max_completion_tokens"] == 5 and "max_tokens" not in body
 
 
 def test_endpoint_without_logprobs_gives_empty_token_lists(server, make_engine):
     server.report_logprobs = False
-    ((completion,),) = make_engine().generate([conv("hello")], max_new_tokens=8)
+    ((completion,),) = make_engine().generate([conv("hello")], Sampling(max_new_tokens=8))
     assert completion == Completion(text="Echo: hello", tokens=[], token_logprobs=[])
 
 
@@ -149,7 +149,7 @@ def test_hidden_states_are_not_a_capability_of_an_api(make_engine):
 def test_batches_run_concurrently_up_to_the_limit(server, make_engine):
     server.response_delay = 0.3
     questions = [f"question {i}" for i in range(6)]
-    out = make_engine(max_concurrency=3).generate([conv(q) for q in questions], max_new_tokens=8)
+    out = make_engine(max_concurrency=3).generate([conv(q) for q in questions], Sampling(max_new_tokens=8))
 
     assert [row[0].text for row in out] == [f"Echo: {q}" for q in questions]
     assert 2 <= server.max_in_flight <= 3
@@ -160,20 +160,20 @@ def test_batches_run_concurrently_up_to_the_limit(server, make_engine):
 
 def test_cache_answers_reruns_without_requests(server, make_engine, cache_dir):
     convs = [conv("first"), conv("second")]
-    first = make_engine().generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=3)
+    first = make_engine().generate(convs, Sampling(max_new_tokens=16, temperature=0.7, n=2, seed=3))
     probs = make_engine().next_token_probs(convs, ["Echo:"])
     assert server.n_requests == 4
 
     engine = make_engine()
-    assert engine.generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=3) == first
+    assert engine.generate(convs, Sampling(max_new_tokens=16, temperature=0.7, n=2, seed=3)) == first
     # A fresh engine instance on the same folder (a rerun of the job) asks nothing either.
-    assert make_engine().generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=3) == first
+    assert make_engine().generate(convs, Sampling(max_new_tokens=16, temperature=0.7, n=2, seed=3)) == first
     np.testing.assert_array_equal(make_engine().next_token_probs(convs, ["Echo:"]), probs)
     assert server.n_requests == 4
     assert engine.n_cache_hits == 2 and engine.n_requests == 0
 
     # Any sampling parameter is part of the key.
-    make_engine().generate(convs, max_new_tokens=16, temperature=0.7, n=2, seed=4)
+    make_engine().generate(convs, Sampling(max_new_tokens=16, temperature=0.7, n=2, seed=4))
     assert server.n_requests == 6
 
     files = sorted(p for p in cache_dir.rglob("*") if p.is_file())
@@ -185,15 +185,15 @@ def test_cache_answers_reruns_without_requests(server, make_engine, cache_dir):
 
 
 def test_identical_requests_in_one_batch_are_sent_once(server, make_engine):
-    out = make_engine().generate([conv("same")] * 3 + [conv("other")], max_new_tokens=8)
+    out = make_engine().generate([conv("same")] * 3 + [conv("other")], Sampling(max_new_tokens=8))
     assert [row[0].text for row in out] == ["Echo: same"] * 3 + ["Echo: other"]
     assert server.n_requests == 2
 
 
 def test_no_cache_dir_means_every_call_is_a_request(server, make_engine):
     engine = make_engine(cache_dir=None)
-    engine.generate([conv("q")], max_new_tokens=8)
-    engine.generate([conv("q")], max_new_tokens=8)
+    engine.generate([conv("q")], Sampling(max_new_tokens=8))
+    engine.generate([conv("q")], Sampling(max_new_tokens=8))
     assert server.n_requests == 2
 
 
@@ -225,7 +225,7 @@ def test_429_waits_at_least_retry_after(server, make_engine, caplog):
     server.inject(Fault.http(429, retry_after=1))
     start = time.monotonic()
     with caplog.at_level(logging.INFO, logger="openai"):
-        out = make_engine().generate([conv("rate limited")], max_new_tokens=8)
+        out = make_engine().generate([conv("rate limited")], Sampling(max_new_tokens=8))
     waited = time.monotonic() - start
 
     assert waited >= 1.0
@@ -239,7 +239,7 @@ def test_retry_after_beyond_two_minutes_fails_at_once(server, make_engine):
     """The openai client's rule: a server that asks for a longer wait is not waited for."""
     server.inject(Fault.http(429, retry_after=600))
     with pytest.raises(EngineError, match="HTTP 429") as excinfo:
-        make_engine().generate([conv("come back later")], max_new_tokens=8)
+        make_engine().generate([conv("come back later")], Sampling(max_new_tokens=8))
     assert "attempts" not in str(excinfo.value) and server.n_requests == 1
 
 
@@ -253,7 +253,7 @@ def test_retry_after_beyond_two_minutes_fails_at_once(server, make_engine):
 def test_transient_fault_is_retried_once(server, make_engine, cache_dir, fault):
     server.inject(fault)
     engine = make_engine(timeout=0.5)
-    out = engine.generate([conv("flaky")], max_new_tokens=8)
+    out = engine.generate([conv("flaky")], Sampling(max_new_tokens=8))
 
     assert [[c.text for c in row] for row in out] == [["Echo: flaky"]]
     assert server.n_requests == 2 and server.count(server.bodies[0]) == 2 and server.pending_faults == 0
@@ -262,13 +262,13 @@ def test_transient_fault_is_retried_once(server, make_engine, cache_dir, fault):
     # Only the good answer was cached: a rerun asks nothing and reads it back.
     (entry,) = [p for p in cache_dir.rglob("*") if p.is_file()]
     assert json.loads(entry.read_text())["response"]["choices"][0]["message"]["content"] == "Echo: flaky"
-    assert make_engine().generate([conv("flaky")], max_new_tokens=8) == out and server.n_requests == 2
+    assert make_engine().generate([conv("flaky")], Sampling(max_new_tokens=8)) == out and server.n_requests == 2
 
 
 def test_faults_across_a_concurrent_batch_give_each_answer_once(server, make_engine):
     server.inject(Fault.http(500, retry_after=NO_WAIT), Fault.malformed(), Fault.http(503, retry_after=NO_WAIT))
     questions = [f"q{i}" for i in range(4)]
-    out = make_engine().generate([conv(q) for q in questions], max_new_tokens=8)
+    out = make_engine().generate([conv(q) for q in questions], Sampling(max_new_tokens=8))
 
     assert [[c.text for c in row] for row in out] == [[f"Echo: {q}"] for q in questions]
     # Each fault costs exactly one extra request, whichever conversation it hit.
@@ -280,7 +280,7 @@ def test_faults_across_a_concurrent_batch_give_each_answer_once(server, make_eng
 def test_client_errors_fail_at_once_naming_model_and_endpoint(server, make_engine, status, cache_dir):
     server.inject(Fault.http(status))
     with pytest.raises(EngineError) as excinfo:
-        make_engine().generate([conv("q")], max_new_tokens=8)
+        make_engine().generate([conv("q")], Sampling(max_new_tokens=8))
 
     message = str(excinfo.value)
     assert MODEL_NAME in message and server.base_url in message and f"HTTP {status}" in message
@@ -301,7 +301,7 @@ def test_client_and_engine_retries_share_one_budget(server, make_engine, cache_d
     server.inject(*faults)
     engine = make_engine(max_retries=2)
     with pytest.raises(EngineError) as excinfo:
-        engine.generate([conv("unlucky")], max_new_tokens=8)
+        engine.generate([conv("unlucky")], Sampling(max_new_tokens=8))
     message = str(excinfo.value)
     assert MODEL_NAME in message and server.base_url in message
     assert "gave up after 3 attempts" in message and last_error in message
@@ -316,7 +316,7 @@ def test_client_and_engine_retries_share_one_budget(server, make_engine, cache_d
 def test_unanswered_attempt_is_named_in_the_error(server, make_engine, fault, reason):
     server.inject(fault)
     with pytest.raises(EngineError) as excinfo:
-        make_engine(max_retries=0, timeout=0.5).generate([conv("hello?")], max_new_tokens=8)
+        make_engine(max_retries=0, timeout=0.5).generate([conv("hello?")], Sampling(max_new_tokens=8))
     message = str(excinfo.value)
     assert MODEL_NAME in message and server.base_url in message and reason in message
     assert "attempts" not in message and server.n_requests == 1
@@ -326,14 +326,14 @@ def test_exhausted_retries_raise_and_cache_nothing(server, make_engine, cache_di
     server.inject(*[Fault.http(500, retry_after=NO_WAIT)] * 3)
     engine = make_engine(max_retries=2)
     with pytest.raises(EngineError) as excinfo:
-        engine.generate([conv("doomed")], max_new_tokens=8)
+        engine.generate([conv("doomed")], Sampling(max_new_tokens=8))
 
     message = str(excinfo.value)
     assert MODEL_NAME in message and server.base_url in message and "HTTP 500" in message and "3 attempts" in message
     assert server.n_requests == 3
     assert not cache_dir.exists() or not any(p.is_file() for p in cache_dir.rglob("*"))
     # Nothing bad was remembered: the next call goes out and succeeds.
-    assert engine.generate([conv("doomed")], max_new_tokens=8)[0][0].text == "Echo: doomed"
+    assert engine.generate([conv("doomed")], Sampling(max_new_tokens=8))[0][0].text == "Echo: doomed"
     assert server.n_requests == 4
 
 
@@ -343,7 +343,7 @@ def test_exhausted_retries_raise_and_cache_nothing(server, make_engine, cache_di
 def test_keyless_local_server(server, cache_dir):
     with OpenAIEngine(MODEL_NAME, model="fake-chat", base_url=server.base_url, api_key_env=None,
                       cache_dir=cache_dir) as engine:
-        assert engine.generate([conv("q")], max_new_tokens=8)[0][0].text == "Echo: q"
+        assert engine.generate([conv("q")], Sampling(max_new_tokens=8))[0][0].text == "Echo: q"
     assert server.auth_headers == ["Bearer no-key"]
 
 
@@ -361,13 +361,13 @@ def test_missing_key_names_the_variable(monkeypatch, server, cache_dir, value):
 def test_key_never_reaches_cache_errors_or_logs(server, make_engine, cache_dir, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     engine = make_engine(max_retries=1)
-    engine.generate([conv("ok")], max_new_tokens=8)
+    engine.generate([conv("ok")], Sampling(max_new_tokens=8))
     engine.next_token_probs([conv("ok")], ["Echo:"])
     server.inject(Fault.http(429, retry_after=NO_WAIT), *[Fault.http(500, retry_after=NO_WAIT)] * 2, Fault.http(401))
     errors = []
     for question in ("retried", "401"):
         try:
-            engine.generate([conv(question)], max_new_tokens=8)
+            engine.generate([conv(question)], Sampling(max_new_tokens=8))
         except EngineError as err:
             errors.append("".join(traceback.format_exception(err)))
     captured = capsys.readouterr()

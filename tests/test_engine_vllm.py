@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch
 
 from uqroute import REPO_ROOT
 from uqroute.engines.vllm_engine import generation_params
-from uqroute.engines import make_engine
+from uqroute.engines import Sampling, make_engine
 from uqroute.engines.options import resolve_dtype
 from uqroute.models import model_spec
 
@@ -89,8 +89,8 @@ def engines(request, smollm2_dir, gemma3_dir):
 @pytest.fixture(scope="module")
 def greedy(engines, conversations):
     """Greedy replies of both engines to the same prompts (one completion each)."""
-    hf = [c for (c,) in engines.hf.generate(conversations, max_new_tokens=BUDGET)]
-    vllm = [c for (c,) in engines.vllm.generate(conversations, max_new_tokens=BUDGET)]
+    hf = [c for (c,) in engines.hf.generate(conversations, Sampling(max_new_tokens=BUDGET))]
+    vllm = [c for (c,) in engines.vllm.generate(conversations, Sampling(max_new_tokens=BUDGET))]
     return hf, vllm
 
 
@@ -141,7 +141,8 @@ def test_greedy_replies_match_the_hf_engine(engines, conversations, greedy):
 def test_token_logprobs_match_a_forward_pass(engines, conversations, greedy):
     """Greedy and sampled (T=0.7, top-p 0.9) replies carry the temperature-1, full-vocabulary logprob."""
     _, vllm_replies = greedy
-    sampled = engines.vllm.generate(conversations[::3], max_new_tokens=16, temperature=0.7, top_p=0.9, n=2, seed=3)
+    sampling = Sampling(max_new_tokens=16, temperature=0.7, top_p=0.9, n=2, seed=3)
+    sampled = engines.vllm.generate(conversations[::3], sampling)
     _, prompt_ids = engines.hf.encode(conversations)
     checked = list(zip(prompt_ids, vllm_replies)) + [
         (prompt, c) for prompt, completions in zip(prompt_ids[::3], sampled) for c in completions
@@ -182,22 +183,22 @@ def _samples(replies: list[list]) -> list[list[tuple[str, list[int]]]]:
 def test_seeded_samples_repeat_and_do_not_depend_on_the_batch(engines, conversations):
     """The same seed draws the same tokens for a prompt whatever else is in the batch; only the logprobs move,
     by rounding (SmolLM2's differ in the last digits even between two runs of the same batch)."""
-    settings = dict(max_new_tokens=16, temperature=1.0, top_p=1.0, n=3, seed=50)
+    sampling = Sampling(max_new_tokens=16, temperature=1.0, n=3, seed=50)
     batch = conversations[:6]
-    first = engines.vllm.generate(batch, **settings)
+    first = engines.vllm.generate(batch, sampling)
     assert [len(s) for s in first] == [3] * len(batch)
     assert len({c.text for s in first for c in s}) > len(batch), "samples vary"
-    again = engines.vllm.generate(batch, **settings)
+    again = engines.vllm.generate(batch, sampling)
     # Other companions in the batch, and none at all.
-    shuffled = engines.vllm.generate(conversations[8:] + batch[::-1], **settings)[-len(batch):][::-1]
-    alone = engines.vllm.generate(batch[2:3], **settings)
+    shuffled = engines.vllm.generate(conversations[8:] + batch[::-1], sampling)[-len(batch):][::-1]
+    alone = engines.vllm.generate(batch[2:3], sampling)
     for label, replies, expected in (("the same batch again", again, first), ("a shuffled batch", shuffled, first),
                                      ("alone", alone, first[2:3])):
         assert _samples(replies) == _samples(expected), f"{engines.name}: other samples in {label}"
         np.testing.assert_allclose([lp for s in replies for c in s for lp in c.token_logprobs],
                                    [lp for s in expected for c in s for lp in c.token_logprobs], atol=LOGPROB_ATOL,
                                    err_msg=f"{engines.name}: logprobs in {label}")
-    other_seed = engines.vllm.generate(batch, **{**settings, "seed": 51})
+    other_seed = engines.vllm.generate(batch, replace(sampling, seed=51))
     assert [c.token_ids for s in other_seed for c in s] != [c.token_ids for s in first for c in s]
 
 
@@ -220,11 +221,10 @@ SHORT_ANSWERS = [
 def test_replies_end_at_eos_and_stop_strings_as_in_the_hf_engine(engines):
     """vLLM stops at EOS (Gemma: at the completion format's stop string); the reply is cut as HF cuts it."""
     vllm = engines.vllm
-    mine = [c for (c,) in vllm.generate(SHORT_ANSWERS, max_new_tokens=BUDGET)]
-    hf_replies = [c for (c,) in engines.hf.generate(SHORT_ANSWERS, max_new_tokens=BUDGET)]
+    mine = [c for (c,) in vllm.generate(SHORT_ANSWERS, Sampling(max_new_tokens=BUDGET))]
+    hf_replies = [c for (c,) in engines.hf.generate(SHORT_ANSWERS, Sampling(max_new_tokens=BUDGET))]
     _, prompt_ids = vllm._encode(SHORT_ANSWERS)
-    params = generation_params(prompt_ids, max_new_tokens=BUDGET, temperature=0.0, top_p=1.0, n=1, seed=0,
-                               stop=vllm.spec.stop)
+    params = generation_params(prompt_ids, Sampling(max_new_tokens=BUDGET), stop=vllm.spec.stop)
     raw = [request.outputs[0] for request in vllm._run(prompt_ids, params)]
     stopped = [(out, hf, reply) for out, hf, reply in zip(raw, hf_replies, mine) if out.finish_reason == "stop"]
     print(f"{engines.name}: {len(stopped)} of {len(raw)} replies stopped before {BUDGET} tokens, reasons "
@@ -268,11 +268,10 @@ def test_a_stop_string_met_in_a_reply_cuts_it_where_the_hf_engine_does(engines, 
     saved = engines.vllm.spec, engines.hf.spec
     engines.vllm.spec = engines.hf.spec = _SpecWithStop(saved[0], stop)
     try:
-        ((mine,),) = engines.vllm.generate(conversations[index:index + 1], max_new_tokens=BUDGET)
-        ((hf,),) = engines.hf.generate(conversations[index:index + 1], max_new_tokens=BUDGET)
+        ((mine,),) = engines.vllm.generate(conversations[index:index + 1], Sampling(max_new_tokens=BUDGET))
+        ((hf,),) = engines.hf.generate(conversations[index:index + 1], Sampling(max_new_tokens=BUDGET))
         _, prompt_ids = engines.vllm._encode(conversations[index:index + 1])
-        params = generation_params(prompt_ids, max_new_tokens=BUDGET, temperature=0.0, top_p=1.0, n=1, seed=0,
-                                   stop=[stop])
+        params = generation_params(prompt_ids, Sampling(max_new_tokens=BUDGET), stop=[stop])
         (raw,) = [request.outputs[0] for request in engines.vllm._run(prompt_ids, params)]
     finally:
         engines.vllm.spec, engines.hf.spec = saved
@@ -302,7 +301,7 @@ def test_close_frees_the_engine_so_a_second_one_starts(engines, conversations, g
     assert not alive, f"close() ends the engine's processes; still running: {alive}"
     engines.vllm = make_engine(model_spec(engines.name), kind="vllm", model_dir=engines.model_dir,
                                **VLLM_CPU_OPTIONS)
-    (again,) = engines.vllm.generate(conversations[:1], max_new_tokens=BUDGET)[0]
+    (again,) = engines.vllm.generate(conversations[:1], Sampling(max_new_tokens=BUDGET))[0]
     # Alone in its batch rather than beside the other prompts: same tokens, logprobs equal up to rounding.
     assert (again.text, again.token_ids) == (vllm_replies[0].text, vllm_replies[0].token_ids)
     np.testing.assert_allclose(again.token_logprobs, vllm_replies[0].token_logprobs, atol=LOGPROB_ATOL)

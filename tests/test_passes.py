@@ -33,9 +33,9 @@ class CountingEngine:
     def render(self, conversation):
         return self.engine.render(conversation)
 
-    def generate(self, conversations, **kwargs):
+    def generate(self, conversations, sampling):
         self.calls += 1
-        return self.engine.generate(conversations, **kwargs)
+        return self.engine.generate(conversations, sampling)
 
     def next_token_probs(self, conversations, candidates):
         self.calls += 1

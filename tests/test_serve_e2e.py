@@ -36,6 +36,7 @@ from uqroute.jobs import uq as uq_jobs
 from uqroute.datasets import load_questions
 from uqroute.paths import results_path
 from uqroute.analysis.calibration import generalization, thresholds_for_ratios
+from uqroute.engines import Sampling
 from uqroute.engines.options import resolve_dtype
 from uqroute.io import read_parquet, write_parquet
 from uqroute.passes import BUDGET_SETTINGS
@@ -486,7 +487,7 @@ def test_a_local_vllm_server_answers_and_judges(workdir, data_dir, llm_server, m
         judge_model = LLMJudge(engine)
         conversations = [judge_model.conversation(row, response) for row, response in
                          zip(questions.to_dict("records"), graded["response"])]
-        texts = [c[0].text for c in engine.generate(conversations, max_new_tokens=4, temperature=0.0)]
+        texts = [c[0].text for c in engine.generate(conversations, Sampling(max_new_tokens=4))]
         assert engine.n_requests == 0 and engine.n_cache_hits == len(questions)
     finally:
         engine.close()

@@ -26,7 +26,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .checkpoint import open_checkpoint
-from .engines.base import Conversation, Engine, hidden_state_reader
+from .engines.base import Conversation, Engine, Sampling, hidden_state_reader
 from .grading import WEAK, RuleJudge, parse_verbal_confidence, read_item_reply
 from .grading.judges import FREE_FORM_TASKS
 from .io import load_schema
@@ -414,7 +414,7 @@ def run_pass(
         convs = [conversations[i] for i in positions]
         params = params_for(task_type)
         if spec.generates:
-            outputs = engine.generate(convs, **{"top_p": 1.0, "seed": int(settings.get("seed", 0)), **params})
+            outputs = engine.generate(convs, Sampling(**{"seed": int(settings.get("seed", 0)), **params}))
         else:
             outputs = np.asarray(engine.next_token_probs(convs, params["candidates"]), dtype=np.float64)
         rows = []

@@ -8,7 +8,8 @@ format where it has none, or the API's native message list.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -33,6 +34,45 @@ class Completion:
     token_ids: list[int] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How an engine decodes: the one argument of :meth:`Engine.generate`, as vLLM's ``SamplingParams``.
+
+    ``max_new_tokens``: the most tokens one completion may have. ``temperature`` 0 means greedy decoding;
+    above 0, tokens are sampled from the distribution at that temperature, restricted to the smallest set of
+    tokens whose probability reaches ``top_p``. ``n``: completions per conversation. ``seed``: with
+    temperature > 0, the same seed gives the same samples. Values are checked and cast to their types here,
+    so equal settings compare (and hash) equal, as the router's batcher groups requests by them.
+    """
+
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value = getattr(self, spec.name)
+            try:
+                # operator.index refuses a float, where int() would silently drop its fraction.
+                cast = float(value) if spec.type == "float" else operator.index(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"Sampling: {spec.name} must be a number"
+                                 f"{'' if spec.type == 'float' else ' (an integer)'}, got {value!r}") from None
+            object.__setattr__(self, spec.name, cast)
+        if self.max_new_tokens < 1:
+            raise ValueError(f"Sampling: max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.temperature >= 0:
+            raise ValueError(f"Sampling: temperature must be >= 0 (0: greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"Sampling: top_p must be in (0, 1], got {self.top_p}")
+        if self.n < 1:
+            raise ValueError(f"Sampling: n must be >= 1, got {self.n}")
+        if self.seed < 0:
+            raise ValueError(f"Sampling: seed must be >= 0, got {self.seed}")
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What a pass needs from a model, whoever serves it."""
@@ -41,21 +81,9 @@ class Engine(Protocol):
     # The weights' dtype after ``auto`` is resolved on this machine; None behind an API.
     dtype: str | None
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        n: int = 1,
-        seed: int = 0,
-    ) -> list[list[Completion]]:
-        """``n`` completions per conversation (outer list aligned with the input).
-
-        Temperature 0 means greedy decoding; with temperature > 0 the same
-        ``seed`` gives the same samples.
-        """
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Completion]]:
+        """``sampling.n`` completions per conversation (outer list aligned with the input), decoded as
+        ``sampling`` says."""
         ...
 
     def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:

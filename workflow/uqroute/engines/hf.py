@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..models import ModelSpec
-from .base import Completion, Conversation
+from .base import Completion, Conversation, Sampling
 from .options import engine_dtype
 from .rendering import (
     build_completion,
@@ -132,40 +132,25 @@ class HFEngine:
     # ------------------------------------------------------------------ Engine
 
     @torch.inference_mode()
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        n: int = 1,
-        seed: int = 0,
-    ) -> list[list[Completion]]:
-        """``n`` completions per conversation (see :meth:`uqroute.engines.base.Engine.generate`).
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Completion]]:
+        """``sampling.n`` completions per conversation (see :meth:`uqroute.engines.base.Engine.generate`).
 
         ``token_logprobs`` come from ``log_softmax`` of the raw logits (the
         temperature-1 distribution, before top-p) at each chosen token.
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"model {self.model_name}: max_new_tokens must be >= 1")
-        if n < 1:
-            raise ValueError(f"model {self.model_name}: n must be >= 1")
-        if temperature <= 0 and n > 1:
-            raise ValueError(
-                f"model {self.model_name}: n={n} greedy completions would all be identical; use temperature > 0"
-            )
+        if sampling.temperature <= 0 and sampling.n > 1:
+            raise ValueError(f"model {self.model_name}: n={sampling.n} greedy completions would all be identical; "
+                             "use temperature > 0")
         _, prompt_ids = self.encode(conversations)
         results: list[list[Completion]] = [[] for _ in conversations]
         for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "generate"):
             batch = [prompt_ids[i] for i in chunk]
-            for i, completions in zip(chunk, self._generate_batch(batch, max_new_tokens, temperature, top_p, n, seed)):
+            for i, completions in zip(chunk, self._generate_batch(batch, sampling)):
                 results[i] = completions
         return results
 
-    def _generate_batch(
-        self, batch: list[list[int]], max_new_tokens: int, temperature: float, top_p: float, n: int, seed: int
-    ) -> list[list[Completion]]:
+    def _generate_batch(self, batch: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
+        n, temperature = sampling.n, sampling.temperature
         input_ids, mask, positions = self._left_pad(batch)
         cache = DynamicCache(config=self.model.config)
         logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1).logits[:, -1, :].float()
@@ -178,7 +163,7 @@ class HFEngine:
         generators = None
         if temperature > 0:
             generators = [
-                torch.Generator().manual_seed(sample_seed(seed, batch[r // n], r % n)) for r in range(rows)
+                torch.Generator().manual_seed(sample_seed(sampling.seed, batch[r // n], r % n)) for r in range(rows)
             ]
         active = torch.arange(rows)
         next_pos = mask.sum(-1)
@@ -187,12 +172,12 @@ class HFEngine:
         stop = self.spec.stop
         stop_window = max((len(s) for s in stop), default=0) + 2
         eos = torch.tensor(sorted(self.eos_ids), device=logits.device)
-        for step in range(max_new_tokens):
+        for step in range(sampling.max_new_tokens):
             logprobs = torch.log_softmax(logits, dim=-1)
             if generators is None:
                 chosen = logits.argmax(dim=-1)
             else:
-                chosen = self._sample(logits, temperature, top_p, [generators[int(r)] for r in active])
+                chosen = self._sample(logits, temperature, sampling.top_p, [generators[int(r)] for r in active])
             chosen_lp = logprobs.gather(1, chosen[:, None])[:, 0]
             finished = torch.isin(chosen, eos)
             for a, (r, tok, lp) in enumerate(zip(active.tolist(), chosen.tolist(), chosen_lp.tolist())):
@@ -200,7 +185,7 @@ class HFEngine:
                 out_lps[r].append(lp)
                 if stop and not finished[a] and has_stop(self.tokenizer, out_ids[r], stop, stop_window):
                     finished[a] = True
-            if step == max_new_tokens - 1:
+            if step == sampling.max_new_tokens - 1:
                 break
             keep = (~finished).nonzero()[:, 0]
             if len(keep) == 0:

@@ -26,13 +26,15 @@ import numpy as np
 import openai
 from tqdm.auto import tqdm
 
-from .base import Completion, Conversation, EngineError
+from .base import Completion, Conversation, EngineError, Sampling
 from .cache import RequestCache
 
 log = logging.getLogger(__name__)
 
 # The most alternatives OpenAI returns per position; p(True) needs them all.
 MAX_TOP_LOGPROBS = 20
+# next_token_probs asks for one greedy token and reads the alternatives reported at it.
+FIRST_TOKEN = Sampling(max_new_tokens=1)
 _ROLES = frozenset({"system", "user", "assistant"})
 # The openai client numbers each attempt of a request in this header (0 for the first).
 _RETRY_COUNT_HEADER = "x-stainless-retry-count"
@@ -144,28 +146,16 @@ class OpenAIEngine:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        n: int = 1,
-        seed: int = 0,
-    ) -> list[list[Completion]]:
-        """``n`` completions per conversation, one request each (``n`` is sent as the API's ``n``).
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Completion]]:
+        """``sampling.n`` completions per conversation, one request each (``n`` is sent as the API's ``n``).
 
         ``tokens``/``token_logprobs`` come from ``choices[i].logprobs.content``
         and are empty when the endpoint reports no logprobs; ``token_ids`` are
         always empty (the API does not expose them).
         """
-        requests = [
-            self._request(conv, max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed)
-            for conv in conversations
-        ]
+        requests = [self._request(conv, sampling) for conv in conversations]
         responses = self._post_all(requests)
-        return [self._completions(response, n) for response in responses]
+        return [self._completions(response, sampling.n) for response in responses]
 
     def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:
         """Shape ``(len(conversations), len(candidates))``: p(next token = candidate) from the top-20 logprobs.
@@ -177,10 +167,7 @@ class OpenAIEngine:
         are the same answer. A candidate outside the top 20 gets 0 (its true probability
         is below the 20th alternative's).
         """
-        requests = [
-            self._request(conv, max_tokens=1, temperature=0.0, top_p=1.0, n=1, seed=0, top_logprobs=MAX_TOP_LOGPROBS)
-            for conv in conversations
-        ]
+        requests = [self._request(conv, FIRST_TOKEN, top_logprobs=MAX_TOP_LOGPROBS) for conv in conversations]
         responses = self._post_all(requests)
         wanted = [c.strip().casefold() for c in candidates]
         probs = np.zeros((len(requests), len(wanted)), dtype=np.float64)
@@ -196,8 +183,8 @@ class OpenAIEngine:
         self._client.close()
         log.info("%s: %d requests sent, %d answered from cache", self.model_name, self.n_requests, self.n_cache_hits)
 
-    def _request(self, conversation: Conversation, *, max_tokens: int, temperature: float, top_p: float, n: int,
-                 seed: int, top_logprobs: int | None = None) -> dict[str, Any]:
+    def _request(self, conversation: Conversation, sampling: Sampling, *,
+                 top_logprobs: int | None = None) -> dict[str, Any]:
         messages = []
         for i, message in enumerate(conversation):
             role, content = message.get("role"), message.get("content")
@@ -205,15 +192,15 @@ class OpenAIEngine:
                 raise ValueError(f"model {self.model_name}: message {i} must have a role in {sorted(_ROLES)} "
                                  f"and string content, got role={role!r}")
             messages.append({"role": role, "content": content})
-        # Numbers are cast so 0 and 0.0 spell the same cache key.
+        # Sampling has cast its numbers, so 0 and 0.0 spell the same cache key.
         request: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
-            self.token_limit_param: int(max_tokens),
-            "temperature": float(temperature),
-            "top_p": float(top_p),
-            "n": int(n),
-            "seed": int(seed),
+            self.token_limit_param: sampling.max_new_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "n": sampling.n,
+            "seed": sampling.seed,
             "logprobs": True,
         }
         if top_logprobs is not None:

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 
 from ..models import ModelSpec
-from .base import Completion, Conversation, EngineError
+from .base import Completion, Conversation, EngineError, Sampling
 from .options import engine_dtype
 from .rendering import (
     build_completion,
@@ -75,28 +75,22 @@ STARTUP_MESSAGE = "model %s: vLLM engine started in %.1f s"
 
 
 def generation_params(
-    prompt_ids: Sequence[Sequence[int]],
-    *,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    n: int,
-    seed: int,
-    stop: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]], sampling: Sampling, *, stop: Sequence[str]
 ) -> list[dict[str, Any]]:
     """Keyword arguments of one ``vllm.SamplingParams`` per prompt."""
+    sampled = sampling.temperature > 0
     params = []
     for ids in prompt_ids:
         kwargs: dict[str, Any] = {
-            "temperature": float(temperature) if temperature > 0 else 0.0,
-            "top_p": float(top_p) if temperature > 0 else 1.0,
-            "max_tokens": int(max_new_tokens),
-            "n": int(n),
+            "temperature": sampling.temperature if sampled else 0.0,
+            "top_p": sampling.top_p if sampled else 1.0,
+            "max_tokens": sampling.max_new_tokens,
+            "n": sampling.n,
             "logprobs": 1,
             "skip_special_tokens": True,
         }
-        if temperature > 0:
-            kwargs["seed"] = sample_seed(seed, ids, 0)
+        if sampled:
+            kwargs["seed"] = sample_seed(sampling.seed, ids, 0)
         if stop:
             kwargs["stop"] = list(stop)
         params.append(kwargs)
@@ -313,21 +307,9 @@ class VLLMEngine:
                                          use_tqdm=use_tqdm)
         return outputs
 
-    def generate(
-        self,
-        conversations: Sequence[Conversation],
-        *,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        n: int = 1,
-        seed: int = 0,
-    ) -> list[list[Completion]]:
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[list[Completion]]:
         _, prompt_ids = self._encode(conversations)
-        params = generation_params(
-            prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, n=n, seed=seed,
-            stop=self.spec.stop,
-        )
+        params = generation_params(prompt_ids, sampling, stop=self.spec.stop)
         outputs = self._run(prompt_ids, params)
         return completions_from_outputs(
             self.tokenizer, outputs, eos_ids=self.eos_ids, stop=self.spec.stop, model_name=self.model_name

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .. import RESOURCES_DIR
-from ..engines.base import Conversation, Engine
+from ..engines.base import Conversation, Engine, Sampling
 from ..io import load_yaml
 from .reading import check_task_type, list_cell, parse_number
 
@@ -186,8 +186,7 @@ class LLMJudge:
             return []
         rows = items.reset_index(drop=True)
         conversations = [self.conversation(rows.iloc[i], str(response)) for i, response in enumerate(responses)]
-        replies = self.engine.generate(conversations, max_new_tokens=int(self.prompts["max_new_tokens"]),
-                                       temperature=0.0)
+        replies = self.engine.generate(conversations, Sampling(max_new_tokens=int(self.prompts["max_new_tokens"])))
         verdicts = [parse_verdict(completions[0].text) for completions in replies]
         unparsed = [i for i, verdict in enumerate(verdicts) if verdict is None]
         if unparsed:

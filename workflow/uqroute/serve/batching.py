@@ -1,11 +1,11 @@
 """Concurrent requests into one engine call: a single worker thread owns the engine.
 
 Requests wait in a queue; the worker takes the first one, then whatever arrives within
-``max_wait`` seconds (up to ``max_batch_size``), groups them by call (``generate`` with the
-same decoding parameters, or ``next_token_probs`` with the same candidates) and makes one
-engine call per group. The HF and vLLM engines batch inside that call, so throughput grows
-with concurrency; an API engine sends the group's requests in parallel. One thread also keeps
-the in-process engines, which are not thread-safe, to one call at a time.
+``max_wait`` seconds (up to ``max_batch_size``), groups them by call (``generate`` with an equal
+:class:`~uqroute.engines.base.Sampling`, ``next_token_probs`` with the same candidates) and
+makes one engine call per group. The HF and vLLM engines batch inside that call, so throughput
+grows with concurrency; an API engine sends the group's requests in parallel. One thread also
+keeps the in-process engines, which are not thread-safe, to one call at a time.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
-from uqroute.engines.base import Completion, Conversation, Engine
+from uqroute.engines.base import Completion, Conversation, Engine, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class _Job:
     call: str  # "generate", "next_token_probs" or "hidden_states"
-    params: tuple  # hashable decoding parameters; jobs with equal (call, params) share an engine call
+    # The call's argument besides the conversations (a Sampling, the candidates, the layer); jobs with equal
+    # (call, params) share an engine call.
+    params: Hashable
     conversation: Conversation
     future: Future = field(default_factory=Future)
 
@@ -47,22 +49,19 @@ class EngineBatcher:
         self._thread = threading.Thread(target=self._work, name=f"batcher-{engine.model_name}", daemon=True)
         self._thread.start()
 
-    async def generate(self, conversation: Conversation, *, max_new_tokens: int, temperature: float = 0.0,
-                       top_p: float = 1.0, n: int = 1, seed: int = 0) -> list[Completion]:
-        """The ``n`` completions of one conversation (see :meth:`uqroute.engines.base.Engine.generate`)."""
-        params = (("max_new_tokens", int(max_new_tokens)), ("temperature", float(temperature)),
-                  ("top_p", float(top_p)), ("n", int(n)), ("seed", int(seed)))
-        return await self._submit("generate", params, conversation)
+    async def generate(self, conversation: Conversation, sampling: Sampling) -> list[Completion]:
+        """The ``sampling.n`` completions of one conversation (see :meth:`uqroute.engines.base.Engine.generate`)."""
+        return await self._submit("generate", sampling, conversation)
 
     async def next_token_probs(self, conversation: Conversation, candidates: tuple[str, ...]) -> np.ndarray:
         """Probabilities ``(len(candidates),)`` of the candidates as the assistant's next token."""
-        return await self._submit("next_token_probs", (("candidates", tuple(candidates)),), conversation)
+        return await self._submit("next_token_probs", tuple(candidates), conversation)
 
     async def hidden_states(self, conversation: Conversation, layer: int) -> np.ndarray:
         """The hidden state ``(hidden_size,)`` of layer ``layer`` at the conversation's last token."""
-        return await self._submit("hidden_states", (("layer", int(layer)),), conversation)
+        return await self._submit("hidden_states", int(layer), conversation)
 
-    async def _submit(self, call: str, params: tuple, conversation: Conversation) -> Any:
+    async def _submit(self, call: str, params: Hashable, conversation: Conversation) -> Any:
         job = _Job(call, params, conversation)
         self._queue.put(job)
         return await asyncio.wrap_future(job.future)
@@ -91,9 +90,9 @@ class EngineBatcher:
             for job in self._collect(first):
                 groups.setdefault((job.call, job.params), []).append(job)
             for (call, params), jobs in groups.items():
-                self._run(call, dict(params), jobs)
+                self._run(call, params, jobs)
 
-    def _run(self, call: str, params: dict, jobs: list[_Job]) -> None:
+    def _run(self, call: str, params: Hashable, jobs: list[_Job]) -> None:
         live = [job for job in jobs if job.future.set_running_or_notify_cancel()]
         if not live:
             return
@@ -102,11 +101,11 @@ class EngineBatcher:
             self.on_batch(call, len(live))
         try:
             if call == "generate":
-                results = self.engine.generate(conversations, **params)
+                results = self.engine.generate(conversations, params)
             elif call == "hidden_states":
-                results = list(self.engine.hidden_states(conversations, params["layer"]))
+                results = list(self.engine.hidden_states(conversations, params))
             else:
-                results = list(self.engine.next_token_probs(conversations, list(params["candidates"])))
+                results = list(self.engine.next_token_probs(conversations, list(params)))
         except Exception as err:  # every waiting request gets the failure, the worker lives on
             log.warning("%s %s failed for a batch of %d: %s", self.engine.model_name, call, len(live), err)
             for job in live:

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from uqroute.engines.base import Completion, Conversation, Engine, EngineError
+from uqroute.engines.base import Completion, Conversation, Engine, EngineError, Sampling
 from uqroute.engines import make_engine
 from uqroute.engines.openai_engine import OpenAIEngine
 from uqroute.gguf import materialize
@@ -164,8 +164,9 @@ class Router:
         decoding = PASSES["greedy"].decoding(self.settings, item["task_type"], self.prompts)
         if max_tokens:
             decoding["max_new_tokens"] = int(max_tokens)
-        (completion,) = await self.batcher.generate(messages, **decoding)
-        return completion, decoding["max_new_tokens"]
+        sampling = Sampling(**decoding)
+        (completion,) = await self.batcher.generate(messages, sampling)
+        return completion, sampling.max_new_tokens
 
     async def confidence(self, messages: Conversation, item: Mapping[str, Any], answer: Completion) -> float:
         """The method's confidence in ``answer``, by the workflow's function; NaN when it gives none."""
@@ -201,7 +202,7 @@ class Router:
         conversation = spec.conversation(self.prompts, item, answer.text, self.settings, opening=messages)
         decoding = spec.decoding(self.settings, item["task_type"], self.prompts)
         if spec.generates:
-            output = await self.batcher.generate(conversation, **decoding)
+            output = await self.batcher.generate(conversation, Sampling(**decoding))
         else:
             output = await self.batcher.next_token_probs(conversation, tuple(decoding["candidates"]))
         return pd.DataFrame(spec.rows(_REQUEST_ID, item, output))
@@ -230,10 +231,10 @@ class Router:
             return RoutedAnswer(slm_reply.text, self.slm_name, _finish_reason(slm_reply, budget),
                                 len(slm_reply.tokens), fallback=False, **common)
         llm_budget = int(max_tokens or self.config.llm.max_tokens)
+        llm_sampling = Sampling(max_new_tokens=llm_budget, temperature=temperature or 0.0)
         try:
             (llm_reply,), = await asyncio.get_running_loop().run_in_executor(
-                self._llm_pool, lambda: self.llm.generate([messages], max_new_tokens=llm_budget,
-                                                          temperature=float(temperature or 0.0)))
+                self._llm_pool, lambda: self.llm.generate([messages], llm_sampling))
         except EngineError as err:
             if self.config.llm.on_failure == "error":
                 raise UpstreamError(f"LLM {self.llm_name} failed: {err}") from err
