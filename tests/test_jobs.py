@@ -346,6 +346,8 @@ def test_every_figure_family_has_a_drawing_a_report_caption_and_a_path():
         fields = {field: f"<{field}>" for field in family.scope}
         stem = "/".join(["figures", family.name, *fields.values()])
         assert family.path("results", "pdf", **fields) == f"results/{stem}.pdf"
+        # and a drawing finds its cell back from its own output path, in any results folder
+        assert family.cell_of(family.path("some/where", "png", **fields)) == fields
     assert FIGURE_FAMILIES["routing_curves"].report_options() == {
         "labels": {"LLM": "{llm}", "dataset": "{dataset}", "figure": "accuracy vs routing ratio"},
         "subcategory": "{llm}"}
@@ -411,5 +413,11 @@ def test_paper_figure_draws_its_family_on_the_cells_it_names(grid, tmp_path, mon
                         lambda table, stem, no_confidence: drawn.update(relative=table))
     figures.paper_figure(number="3", inputs={"relative": [relative], "alignment": [alignment]}, png=png)
     assert set(map(tuple, drawn["relative"][["llm", "dataset"]].drop_duplicates().to_numpy())) == {(LLM, "piqa")}
+    # The family's own figure of one cell finds its cell from its output path.
+    from uqroute.figure_families import figure_family
+
+    own = figure_family("relative_accuracy").path(results, "png", llm=LLM, dataset=DATASETS[0])
+    figures.figure(family="relative_accuracy", inputs={"relative": [relative], "alignment": [alignment]}, png=own)
+    assert set(map(tuple, drawn["relative"][["llm", "dataset"]].drop_duplicates().to_numpy())) == {(LLM, DATASETS[0])}
     with pytest.raises(KeyError, match="paper figure '18': the paper has Figures 1-17"):
         paper_figure("18")

@@ -3,8 +3,8 @@
 # asks. What the config plans (the grid, the passes of a cell, the train splits of a probe, each job's
 # settings and resources) is uqroute.plan.Grid, library code with its own tests: the input functions here
 # only turn its plans into paths. Each path is spelled once, in uqroute.paths (a job's log and benchmark
-# follow from the name and output of its rule, by job_log and job_benchmark); each setting reaches only the jobs whose output
-# depends on it.
+# follow from the name and output of its rule, by job_log and job_benchmark); each setting reaches only
+# the jobs whose output depends on it.
 
 from pathlib import Path
 

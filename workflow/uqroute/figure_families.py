@@ -22,7 +22,7 @@ import pandas as pd
 
 from .io import read_parquet, read_tagged
 from .paper_figures import PaperFigure
-from .paths import cell_of, cells_of, results_path
+from .paths import cell_of, cells_of, fields_of, results_path
 
 if TYPE_CHECKING:
     from .plan import Grid
@@ -70,6 +70,10 @@ class FigureFamily:
     def path(self, results: str, ext: str, **cell: str) -> str:
         """The path of its figure of one cell (its scope's wildcards) in one format."""
         return self.output(results, ext).format(**cell)
+
+    def cell_of(self, path: str) -> dict[str, str]:
+        """The scope's fields of one of its figures' paths (any results folder, either format)."""
+        return fields_of(str(Path(path).with_suffix("")), self.stem, self.kind)
 
     def report_options(self) -> dict:
         """``report()``'s subcategory and labels for one of its figures (none for a grid-wide figure)."""
@@ -182,7 +186,7 @@ def draw_relative_accuracy(inputs: Inputs, output_png: str, selection: Selection
     from .analysis.alignment import cells_without_confidence
 
     if selection is None:
-        cell = cell_of(output_png, "figure_relative_accuracy")
+        cell = FIGURE_FAMILIES["relative_accuracy"].cell_of(output_png)
         pairs = [(cell["llm"], cell["dataset"])]
     else:
         pairs = list(selection.pairs)

@@ -100,9 +100,12 @@ def job_record_path(root: str, rule: str, output: str, suffix: str) -> str:
     return "/".join([root, rule, *(f"{{{name}}}" for name in names)]) + f".{suffix}"
 
 
-@lru_cache(maxsize=None)
 def _pattern(kind: str) -> tuple[re.Pattern, tuple[str, ...]]:
-    text = template(kind)
+    return _compiled(template(kind))
+
+
+@lru_cache(maxsize=None)
+def _compiled(text: str) -> tuple[re.Pattern, tuple[str, ...]]:
     names = tuple(re.findall(r"\{(\w+)\}", text))
     regex = "".join(
         f"(?P<{part[1:-1]}>[^/]+?)" if part.startswith("{") else re.escape(part)
@@ -122,10 +125,16 @@ def cell_of(path: str, kind: str) -> dict[str, str]:
     The path may carry any prefix (the results folder). Raises ValueError naming the path and the
     template when it does not match.
     """
-    pattern, _ = _pattern(kind)
-    match = pattern.search(PurePosixPath(path).as_posix())
+    return fields_of(path, template(kind), kind)
+
+
+def fields_of(path: str, pattern: str, name: str = "matching") -> dict[str, str]:
+    """The fields of ``path`` under the path ``pattern`` (``{field}`` placeholders; any prefix before it);
+    ValueError naming the path, ``name`` and the pattern when it does not match."""
+    regex, _ = _compiled(pattern)
+    match = regex.search(PurePosixPath(path).as_posix())
     if match is None:
-        raise ValueError(f"{path}: not a {kind} path ({template(kind)})")
+        raise ValueError(f"{path}: not a {name} path ({pattern})")
     return match.groupdict()
 
 
