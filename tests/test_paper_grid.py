@@ -95,6 +95,7 @@ def expected_counts(config: dict) -> dict[str, int]:
         "holdout_uq": n_slm * n_data * ("ood_probe" in calibration),
         "generalization": n_slm * n_llm * n_calib * n_data,
         "release_calibration": n_slm * n_calib,
+        "release_card": n_slm * n_calib,  # beside each release file, what its thresholds did on held-out data
         "release_probe": n_slm * ("ood_probe" in calibration),  # the OOD probe on every dataset, for the router
         "figure_auroc_heatmaps": 1,
         "figure_ratio_fidelity": 1,

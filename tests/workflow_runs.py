@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from uqroute import REPO_ROOT
+from uqroute.analysis.card import card_path_for, load_card
 from uqroute.paths import model_folder
 from uqroute.engines.options import resolve_dtype
 from uqroute.io import table_metadata
@@ -276,9 +277,16 @@ def check_contracts(workdir: Path) -> None:
         _, probe = load_probe(results / "release" / SLM / "ood_probe.probe.pt")
         assert (probe["slm"], probe["method"], probe["layer"], probe["datasets"]) == (SLM, "ood_probe", -8, datasets)
     for method in calibrated:
-        release = pd.read_parquet(results / "release" / SLM / f"{method}.parquet")
+        release_file = results / "release" / SLM / f"{method}.parquet"
+        release = pd.read_parquet(release_file)
         assert set(release["source_dataset"]) <= set(datasets)
         assert set(zip(release["run"], release["seed"])) <= {(0, 50), (1, 51), (2, 52)}
+        # Its router card describes this very file (load_card checks its bytes) and every held-out dataset.
+        card = load_card(card_path_for(release_file), release_file, SLM, method)
+        assert (card["datasets"], card["llms"], card["dtype"]) == (datasets, [LLM], resolve_dtype("auto", "cpu"))
+        assert card["ratios"][0]["target_ratio"] == 0 and card["ratios"][-1]["target_ratio"] == 1
+        assert all(block["n_datasets"] <= len(datasets) for entry in card["ratios"]
+                   for block in entry["expected_on_unseen"])
 
 
 def check_dtypes(workdir: Path) -> None:

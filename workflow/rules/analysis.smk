@@ -163,6 +163,28 @@ rule release_calibration:
         warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
+rule release_card:
+    """Beside each release file, its router card: the thresholds it gives, and the routed share and accuracy
+    such thresholds reached on held-out datasets, with their interval and spread."""
+    input:
+        unpack(release_card_inputs),
+    output:
+        pattern("release_card"),
+    params:
+        job="analysis.release_card",
+        step=config["calibration"]["target_ratio_step"],
+        level=config["analysis"]["bootstrap"]["level"],
+    log:
+        job_log("release_card", pattern("release_card")),
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    run:
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
+
+
 rule findings:
     """The paper's observations and insights as statements with intervals and verdicts, and the numbers behind
     them."""

@@ -235,6 +235,27 @@ def all_release():
     return [path("release", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
 
 
+def all_release_cards():
+    return [path("release_card", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
+
+
+def release_card_inputs(wildcards):
+    """A release file, the (SLM, method)'s generalization tables, and the SLM's pass tables the method reads
+    (their dtype goes on the card; the UQ tables were made from them)."""
+    slm, method = wildcards.slm, wildcards.method
+    spec = method_spec(method)
+    passes = [pass_output(slm, dataset, "test", name) for dataset in DATASETS for name in spec.passes]
+    if spec.needs_hidden:
+        passes += [path(spec.hidden, model=slm, dataset=dataset, split="test") for dataset in DATASETS]
+    return {
+        "calibration": path("release", slm=slm, method=method),
+        "generalization": [path("generalization", slm=slm, llm=llm, method=method, dataset=dataset)
+                           for cell_slm, llm, dataset, cell_method in GRID.generalization_cells
+                           if (cell_slm, cell_method) == (slm, method)],
+        "passes": passes,
+    }
+
+
 def calibration_uq(wildcards):
     """What the calibration set for a hold-out dataset pools: the other datasets' UQ tables, or for a method
     that learns from other datasets (the OOD probe) its scores from probes that never saw the hold-out."""
@@ -273,6 +294,7 @@ def all_tables():
         path("findings"),
         *all_generalization(),
         *all_release(),
+        *all_release_cards(),
         *all_release_probes(),
         *([config["findings_doc"]] if config.get("findings_doc") else []),
     ]

@@ -32,6 +32,8 @@ TEMPLATES: dict[str, str] = {
     "release": "release/{slm}/{method}.parquet",
     # The OOD probe learned on every dataset, for the router (uqroute serve).
     "release_probe": "release/{slm}/{method}.probe.pt",
+    # What a release file routes, and what its thresholds did on datasets held out (uqroute.analysis.card).
+    "release_card": "release/{slm}/{method}.card.json",
     "alignment": "metrics/alignment.parquet",
     # Every pair of methods of an (SLM, dataset) compared on the same questions (paired bootstrap of AUROC).
     "comparisons": "metrics/comparisons.parquet",

@@ -14,6 +14,7 @@ import pandas as pd
 from ..analysis.alignment import PowerSettings, alignment_tables
 from ..analysis.bootstrap import BootstrapSettings, question_weights
 from ..analysis.calibration import build_calibration_set, pool_confidences
+from ..analysis.card import card_json, check_target_ratios, file_sha256, recorded_dtype, router_card
 from ..analysis.calibration import generalization as apply
 from ..analysis.findings import distribution_distances, findings_table, scaled_confidences
 from ..analysis.findings_doc import findings_markdown
@@ -23,9 +24,9 @@ from ..analysis.routing import relative_accuracy as relative
 from ..analysis.routing import routing_curve as curve
 from ..analysis.truncation import count_truncation
 from ..analysis.verdicts import statements
-from ..io import read_parquet, read_tagged, write_parquet, write_text
+from ..io import read_parquet, read_tagged, table_metadata, write_parquet, write_text
 from ..machine import cpu_description
-from ..paths import cell_of, kind_of
+from ..paths import cell_of, kind_of, template
 from ..uq.tables import ROUTING_COLUMNS
 
 
@@ -121,6 +122,27 @@ def generalization(*, calibration: str, uq: str, llm: str, step: float, bootstra
     weights, level = _resamples(table, bootstrap, uq)
     write_parquet(apply(read_parquet(calibration), table, llm_correct, target_ratios=ratio_grid(step),
                         invalid=invalid, weights=weights, level=level), output)
+
+
+def release_card(*, calibration: str, generalization: Sequence[str], passes: Sequence[str], step: float,
+                 level: float, output: str) -> None:
+    """The router card of a release file (:func:`uqroute.analysis.card.router_card`): its thresholds, and what
+    the (SLM, method)'s generalization tables say they route and score on unseen datasets. ``passes``: the SLM's
+    pass tables the method reads, whose ``uqroute.dtype`` the card repeats."""
+    release = cell_of(calibration, "release")
+    ratios = ratio_grid(step)
+    tables, cells = [], [cell_of(path, "generalization") for path in generalization]
+    for path, cell in zip(generalization, cells):
+        table = read_parquet(path, ["run", "target_ratio", "achieved_ratio", "accuracy"])
+        check_target_ratios(table, ratios, path)
+        tables.append(table.assign(llm=cell["llm"], dataset=cell["dataset"]))
+    card = router_card(read_parquet(calibration), pd.concat(tables, ignore_index=True), **release,
+                       calibration_file=template("release").format(**release), sha256=file_sha256(calibration),
+                       dtype=recorded_dtype([table_metadata(path).get("uqroute.dtype") for path in passes]),
+                       llms=list(dict.fromkeys(cell["llm"] for cell in cells)),
+                       datasets=list(dict.fromkeys(cell["dataset"] for cell in cells)), target_ratios=ratios,
+                       level=level)
+    write_text(card_json(card), output)
 
 
 def findings(*, alignment: str, resamples: str, routing: str, relative: str, generalization: Sequence[str],
