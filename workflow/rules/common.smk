@@ -231,6 +231,11 @@ def all_generalization():
             for slm, llm, dataset, method in GRID.generalization_cells]
 
 
+def all_share_control():
+    return [path("share_control", slm=slm, llm=llm, method=method, dataset=dataset)
+            for slm, llm, dataset, method in GRID.generalization_cells]
+
+
 def all_release():
     return [path("release", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
 
@@ -272,6 +277,7 @@ def all_tables():
         path("relative_accuracy"),
         path("findings"),
         *all_generalization(),
+        *all_share_control(),
         *all_release(),
         *all_release_probes(),
         *([config["findings_doc"]] if config.get("findings_doc") else []),

@@ -1,4 +1,5 @@
-"""Jobs of the analysis stage: alignment, routing, relative accuracy, calibration data, findings.
+"""Jobs of the analysis stage: alignment, routing, relative accuracy, calibration data, the share controller's
+replay, findings.
 
 Every job that reads many cells takes their paths only; each cell's coordinates come from its path.
 """
@@ -15,6 +16,7 @@ from ..analysis.alignment import PowerSettings, alignment_tables
 from ..analysis.bootstrap import BootstrapSettings, question_weights
 from ..analysis.calibration import build_calibration_set, pool_confidences
 from ..analysis.calibration import generalization as apply
+from ..analysis.controller import ControllerSettings, ReplaySettings, replay_table
 from ..analysis.findings import distribution_distances, findings_table, scaled_confidences
 from ..analysis.findings_doc import findings_markdown
 from ..analysis.grading import count_grading
@@ -121,6 +123,18 @@ def generalization(*, calibration: str, uq: str, llm: str, step: float, bootstra
     weights, level = _resamples(table, bootstrap, uq)
     write_parquet(apply(read_parquet(calibration), table, llm_correct, target_ratios=ratio_grid(step),
                         invalid=invalid, weights=weights, level=level), output)
+
+
+def share_control(*, calibration: str, uq: str, llm: str, step: float, controller: Mapping, level: float,
+                  output: str, invalid: str = "drop") -> None:
+    """The held-out dataset replayed through the static calibration threshold and the share controller
+    (:func:`uqroute.analysis.controller.replay_table`); its streams are seeded by the cell (SLM, dataset)."""
+    table, llm_correct = _uq_and_llm(uq, llm)
+    cell = cell_of(uq, "uq")
+    write_parquet(replay_table(read_parquet(calibration), table, llm_correct, ratio_grid(step),
+                               cell=(cell["slm"], cell["dataset"]), invalid=invalid,
+                               controller=ControllerSettings.from_config(controller),
+                               replay_settings=ReplaySettings.from_config(controller), level=level), output)
 
 
 def findings(*, alignment: str, resamples: str, routing: str, relative: str, generalization: Sequence[str],
