@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from uqroute import paths
 from uqroute.analysis.alignment import ALIGNMENT_COLUMNS, COMPARISON_COLUMNS, RESAMPLE_COLUMNS
 from uqroute.analysis.calibration import CALIBRATION_COLUMNS, GENERALIZATION_COLUMNS
+from uqroute.analysis.controller import SHARE_CONTROL_COLUMNS
 from uqroute.analysis.findings import FINDING_COLUMNS
 from uqroute.analysis.grading import GRADING_COLUMNS
 from uqroute.analysis.routing import relative_accuracy, routing_curve, routing_metrics_row
@@ -54,7 +55,8 @@ def test_documented_columns_are_the_ones_the_code_writes_in_its_order():
         "uq": OUTPUT_COLUMNS,
         "holdout_uq": [*OUTPUT_COLUMNS, "dataset"], "routing": list(curve.columns),
         "calibration": [*CALIBRATION_COLUMNS, "seed"], "release": [*CALIBRATION_COLUMNS, "seed"],
-        "generalization": GENERALIZATION_COLUMNS, "alignment": ALIGNMENT_COLUMNS, "routing_metrics": routing_metrics,
+        "generalization": GENERALIZATION_COLUMNS, "share_control": SHARE_CONTROL_COLUMNS,
+        "alignment": ALIGNMENT_COLUMNS, "routing_metrics": routing_metrics,
         "relative_accuracy": [*cell, *relative], "findings": FINDING_COLUMNS, "truncation": TRUNCATION_COLUMNS,
         "grading": GRADING_COLUMNS, "comparisons": COMPARISON_COLUMNS, "auroc_resamples": RESAMPLE_COLUMNS,
     }

@@ -165,6 +165,32 @@ def test_ratio_fidelity(tables, tmp_path):
     assert_written(figures.plot_ratio_fidelity(tables["generalization"], tmp_path / "fidelity"), tmp_path)
 
 
+def share_control_tables(tables) -> pd.DataFrame:
+    """Share-control tables of the synthetic cells of the first SLM (few streams: a drawing test)."""
+    from uqroute.analysis.controller import ReplaySettings, replay_table
+
+    pooled = tables["pooled"]
+    rows = []
+    for (slm, dataset, method), cell in pooled[pooled["slm"] == SLMS[0]].groupby(["slm", "dataset", "method"]):
+        others = {d: rows_ for d, rows_ in pooled[(pooled["slm"] == slm) & (pooled["method"] == method)]
+                  .groupby("dataset")}
+        calibration = build_calibration_set(pool_confidences(others, exclude=[dataset]), n_bins=10, fraction=0.3)
+        llm_ok = np.random.default_rng(len(rows)).random(len(cell)) < 0.8
+        table = replay_table(calibration, cell.reset_index(drop=True), llm_ok, np.linspace(0, 1, 6),
+                             cell=(slm, dataset), replay_settings=ReplaySettings(orders=4, checkpoints=(50, 100)))
+        rows.append(table.assign(slm=slm, llm=LLMS[0], dataset=dataset, method=method))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_share_control(tables, tmp_path, drawn):
+    table = share_control_tables(tables)
+    assert_written(figures.plot_share_control(table, tmp_path / "share", methods=[*METHODS, "verbal_1s"]), tmp_path)
+    texts = panel_texts(drawn[-1])
+    assert "No calibration thresholds" in texts["Verbalization-1s: routed share off target"]
+    error = next(ax for ax in drawn[-1].axes if ax.get_title() == "Perplexity: routed share off target")
+    assert [t.get_text() for t in error.get_xticklabels()] == ["50", "100", "end"]
+
+
 def test_empty_table_is_an_error_naming_the_figure(tmp_path):
     with pytest.raises(ValueError, match="AUROC heatmaps"):
         figures.plot_auroc_heatmaps(pd.DataFrame(columns=["slm", "dataset", "method", "auroc"]), tmp_path / "x")

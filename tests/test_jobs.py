@@ -145,7 +145,7 @@ def test_calibration_job_pools_the_datasets_its_paths_name(grid, tmp_path):
     assert set(zip(table["run"], table["seed"])) == {(0, 50), (1, 51)}
 
 
-def test_calibration_and_generalization_keep_their_column_types_without_valid_scores(grid, tmp_path):
+def test_calibration_generalization_and_share_control_keep_their_column_types_without_valid_scores(grid, tmp_path):
     """A method that scored nothing in one dataset, or anywhere, still writes the column types of one that scored
     everything (docs/contracts.md), so the tables of all methods stack into one schema."""
     results, _ = grid
@@ -164,8 +164,15 @@ def test_calibration_and_generalization_keep_their_column_types_without_valid_sc
         analysis.generalization(calibration=calibration, uq=uq_paths(results, [("slm-a", "boolq", "p_true")])[0],
                                 llm=llm_path(results, "boolq"), step=0.1, bootstrap={"resamples": 50},
                                 output=generalization)
-        schemas[name] = [pq.read_schema(path).remove_metadata() for path in (calibration, generalization)]
+        share_control = str(tmp_path / f"{name}-share-control.parquet")
+        analysis.share_control(calibration=calibration, uq=uq_paths(results, [("slm-a", "boolq", "p_true")])[0],
+                               llm=llm_path(results, "boolq"), step=0.5, controller={"orders": 3}, level=0.95,
+                               output=share_control)
+        schemas[name] = [pq.read_schema(path).remove_metadata()
+                         for path in (calibration, generalization, share_control)]
     assert len(read_parquet(str(tmp_path / "never-boolq.parquet"))) == 0
+    assert len(read_parquet(str(tmp_path / "never-share-control.parquet"))) == 0
+    assert len(read_parquet(str(tmp_path / "scored-share-control.parquet"))) == 2 * 3 * 2 * 3
     assert schemas["partly"] == schemas["scored"] and schemas["never"] == schemas["scored"]
 
 
@@ -378,6 +385,9 @@ def test_a_figure_reads_the_tables_of_the_cells_it_shows():
     assert FIGURE_FAMILIES["ratio_fidelity"].inputs(grid, [], "r")["generalization"] == [
         paths.results_path("r", "generalization", slm=slm, llm=LLM, method="perplexity", dataset=d)
         for slm in SLMS for d in DATASETS]
+    assert FIGURE_FAMILIES["share_control"].inputs(grid, [("slm-b", m) for m in METHODS], "r")["share_control"] == [
+        paths.results_path("r", "share_control", slm="slm-b", llm=LLM, method="perplexity", dataset=d)
+        for d in DATASETS]  # calibrated methods only
     assert FIGURE_FAMILIES["auroc_heatmaps"].inputs(grid, [], "r") == {
         "alignment": [paths.results_path("r", "alignment")]}
 

@@ -94,11 +94,13 @@ def expected_counts(config: dict) -> dict[str, int]:
         # the OOD probe's pool for each hold-out, from probes that never saw it
         "holdout_uq": n_slm * n_data * ("ood_probe" in calibration),
         "generalization": n_slm * n_llm * n_calib * n_data,
+        "share_control": n_slm * n_llm * n_calib * n_data,  # the static threshold against the share controller
         "release_calibration": n_slm * n_calib,
         "release_card": n_slm * n_calib,  # beside each release file, what its thresholds did on held-out data
         "release_probe": n_slm * ("ood_probe" in calibration),  # the OOD probe on every dataset, for the router
         "figure_auroc_heatmaps": 1,
         "figure_ratio_fidelity": 1,
+        "figure_share_control": n_slm,
         "figure_routing_curves": n_llm * n_data,
         "figure_relative_accuracy": n_llm * n_data,
         "figure_generalization": n_llm * n_data,

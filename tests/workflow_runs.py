@@ -258,6 +258,12 @@ def check_contracts(workdir: Path) -> None:
             generalization = pd.read_parquet(results / "generalization" / SLM / LLM / method / f"{dataset}.parquet")
             assert {"run", "target_ratio", "threshold", "achieved_ratio", "accuracy",
                     "oracle_threshold_accuracy"} <= set(generalization.columns)
+            share = pd.read_parquet(results / "share-control" / SLM / LLM / method / f"{dataset}.parquet")
+            assert {"run", "target_ratio", "router", "checkpoint", "requests", "abs_error",
+                    "accuracy"} <= set(share.columns)
+            if len(generalization):  # the same thresholds, held fixed and controlled
+                assert set(share["router"]) == {"static", "controller"}
+                assert set(share["threshold"]) == set(generalization["threshold"])
     for dataset in datasets if "ood_probe" in calibrated else []:
         # The OOD probe's calibration pool for each hold-out, scored by probes that never saw it.
         pool = pd.read_parquet(results / "holdout-uq" / SLM / "ood_probe" / f"without-{dataset}.parquet")
@@ -329,7 +335,8 @@ def check_truncation(workdir: Path) -> None:
 def check_figures(workdir: Path) -> None:
     figures = workdir / "results" / "figures"
     datasets, *_ = run_grid(workdir)
-    stems = [figures / "auroc_heatmaps", figures / "ratio_fidelity", figures / "confidence_distributions" / SLM]
+    stems = [figures / "auroc_heatmaps", figures / "ratio_fidelity", figures / "confidence_distributions" / SLM,
+             figures / "share_control" / SLM]
     for family in ("routing_curves", "relative_accuracy", "generalization"):
         stems += [figures / family / LLM / dataset for dataset in datasets]
     for stem in stems:

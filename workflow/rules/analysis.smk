@@ -142,6 +142,32 @@ rule generalization:
         warm_job(input, output, params, wildcards, threads, resources, log, rule)
 
 
+rule share_control:
+    """The held-out dataset replayed in random orders through the static calibration threshold and through the
+    label-free share controller: routed share against the target, and accuracy."""
+    input:
+        calibration=lambda wc: path("calibration", slm=wc.slm, method=wc.method, dataset=wc.dataset),
+        uq=lambda wc: uq_file(wc.slm, wc.dataset, wc.method),
+        llm=lambda wc: llm_greedy(wc.llm, wc.dataset),
+    output:
+        pattern("share_control"),
+    params:
+        job="analysis.share_control",
+        step=config["calibration"]["target_ratio_step"],
+        invalid=config["analysis"]["invalid"],
+        controller=config["analysis"]["controller"],
+        level=config["analysis"]["bootstrap"]["level"],
+    log:
+        job_log("share_control", pattern("share_control")),
+    localrule: True
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    run:
+        warm_job(input, output, params, wildcards, threads, resources, log, rule)
+
+
 rule release_calibration:
     """The calibration set built from every configured dataset, as a tidy table others can reuse."""
     input:

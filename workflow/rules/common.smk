@@ -231,6 +231,11 @@ def all_generalization():
             for slm, llm, dataset, method in GRID.generalization_cells]
 
 
+def all_share_control():
+    return [path("share_control", slm=slm, llm=llm, method=method, dataset=dataset)
+            for slm, llm, dataset, method in GRID.generalization_cells]
+
+
 def all_release():
     return [path("release", slm=slm, method=method) for slm in SLMS for method in CALIBRATION_METHODS]
 
@@ -292,6 +297,7 @@ def all_tables():
         path("routing_metrics"),
         path("relative_accuracy"),
         path("findings"),
+        *all_share_control(),
         *all_generalization(),
         *all_release(),
         *all_release_cards(),

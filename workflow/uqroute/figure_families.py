@@ -116,6 +116,10 @@ def _generalization(slm: str, llm: str, dataset: str, method: str) -> TableRef:
     return "generalization", dict(slm=slm, llm=llm, method=method, dataset=dataset)
 
 
+def _share_control(slm: str, llm: str, dataset: str, method: str) -> TableRef:
+    return "share_control", dict(slm=slm, llm=llm, method=method, dataset=dataset)
+
+
 def _alignment_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     return {"alignment": [("alignment", {})]}
 
@@ -145,6 +149,12 @@ def _generalization_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]
 
 def _fidelity_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
     return {"generalization": [_generalization(*cell) for cell in grid.generalization_cells]}
+
+
+def _share_control_tables(grid: Grid, pairs: Pairs) -> dict[str, list[TableRef]]:
+    """The replays of an SLM's calibrated methods (its (SLM, method) pairs) on every held-out dataset."""
+    return {"share_control": [_share_control(slm, llm, dataset, method) for slm, method in pairs
+                              if method in grid.calibration_methods for llm in grid.llms for dataset in grid.datasets]}
 
 
 # ---- drawing: read the tables, call uqroute.figures ---------------------------------------------------------
@@ -222,6 +232,14 @@ def draw_ratio_fidelity(inputs: Inputs, output_png: str, selection: Selection = 
                                 methods=_methods(inputs["generalization"], "generalization"))
 
 
+def draw_share_control(inputs: Inputs, output_png: str, selection: Selection = None) -> None:
+    # deferred: the plotting libraries, as in draw_auroc_heatmaps
+    from . import figures
+
+    figures.plot_share_control(read_tagged(inputs["share_control"], "share_control"), figure_stem(output_png),
+                               methods=_methods(inputs["share_control"], "share_control"))
+
+
 FIGURE_FAMILIES: dict[str, FigureFamily] = {family.name: family for family in (
     FigureFamily("auroc_heatmaps", (), "2. Alignment", None, _alignment_tables, draw_auroc_heatmaps),
     FigureFamily("routing_curves", ("llm", "dataset"), "3. Routing", "accuracy vs routing ratio",
@@ -233,6 +251,8 @@ FIGURE_FAMILIES: dict[str, FigureFamily] = {family.name: family for family in (
     FigureFamily("generalization", ("llm", "dataset"), "6. Generalization", "calibration data vs ground truth",
                  _generalization_tables, draw_generalization),
     FigureFamily("ratio_fidelity", (), "6. Generalization", None, _fidelity_tables, draw_ratio_fidelity),
+    FigureFamily("share_control", ("slm",), "6. Generalization", "routed share: static vs controller",
+                 _share_control_tables, draw_share_control),
 )}
 
 

@@ -29,6 +29,8 @@ TEMPLATES: dict[str, str] = {
     # what the hold-out calibration set pools for that method.
     "holdout_uq": "holdout-uq/{slm}/{method}/without-{dataset}.parquet",
     "generalization": "generalization/{slm}/{llm}/{method}/{dataset}.parquet",
+    # The static calibration threshold against the label-free share controller, replayed on the held-out dataset.
+    "share_control": "share-control/{slm}/{llm}/{method}/{dataset}.parquet",
     "release": "release/{slm}/{method}.parquet",
     # The OOD probe learned on every dataset, for the router (uqroute serve).
     "release_probe": "release/{slm}/{method}.probe.pt",

@@ -213,6 +213,29 @@ def _no_generalization_rows() -> pd.DataFrame:
                          for column in GENERALIZATION_COLUMNS})
 
 
+def routing_target(target_uq: pd.DataFrame, llm_correct, invalid: str = "drop"
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of a target dataset that routing on it goes over: ``confidence``, whether the SLM and the LLM
+    answer right and ``valid`` (each (n,)), and which rows of ``target_uq`` they are (a mask). ``invalid``:
+    the rows without a confidence are left out (``"drop"``) or kept, to be routed (``"route_first"``).
+    ``target_uq``: a ``uq`` table (``id, confidence, correct, valid``); ``llm_correct``: aligned by position."""
+    missing = [c for c in ROUTING_COLUMNS if c not in target_uq.columns]
+    if missing:
+        raise ValueError(f"target uq table: missing column(s) {missing}; has {list(target_uq.columns)}")
+    conf = as_float_array(target_uq["confidence"])
+    slm = as_bool_array(target_uq["correct"], what="target correct")
+    llm = as_bool_array(llm_correct, what="llm_correct")
+    if len(llm) != len(conf):
+        raise ValueError(f"llm_correct has {len(llm)} rows, the target uq table {len(conf)}")
+    if len(conf) == 0:
+        raise ValueError("target uq table is empty")
+    if invalid not in INVALID_RULES:
+        raise ValueError(f"invalid rows: rule {invalid!r} is not one of {INVALID_RULES} (config key analysis.invalid)")
+    valid = valid_mask(conf, target_uq["valid"], what="target uq table", ids=target_uq["id"])
+    kept = valid if invalid == "drop" else np.ones(len(conf), dtype=bool)
+    return conf[kept], slm[kept], llm[kept], valid[kept], kept
+
+
 def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_correct,
                    target_ratios=TARGET_RATIOS, *, invalid: str = "drop", weights: np.ndarray | None = None,
                    level: float = 0.95) -> pd.DataFrame:
@@ -233,23 +256,10 @@ def generalization(calibration: pd.DataFrame, target_uq: pd.DataFrame, llm_corre
     under the resamples (rows) of ``weights`` (``(resamples, len(target_uq))``,
     :mod:`uqroute.analysis.bootstrap`; NaN without them): the thresholds stay, the questions they meet vary.
     """
-    missing = [c for c in ROUTING_COLUMNS if c not in target_uq.columns]
-    if missing:
-        raise ValueError(f"target uq table: missing column(s) {missing}; has {list(target_uq.columns)}")
-    conf = as_float_array(target_uq["confidence"])
-    slm = as_bool_array(target_uq["correct"], what="target correct")
-    llm = as_bool_array(llm_correct, what="llm_correct")
-    if len(llm) != len(conf):
-        raise ValueError(f"llm_correct has {len(llm)} rows, the target uq table {len(conf)}")
-    if len(conf) == 0:
-        raise ValueError("target uq table is empty")
-    if invalid not in INVALID_RULES:
-        raise ValueError(f"invalid rows: rule {invalid!r} is not one of {INVALID_RULES} (config key analysis.invalid)")
-    valid = valid_mask(conf, target_uq["valid"], what="target uq table", ids=target_uq["id"])
+    conf, slm, llm, valid, kept = routing_target(target_uq, llm_correct, invalid)
     ratios = check_ratios(target_ratios, what="target ratios")
-    if invalid == "drop":
-        weights = None if weights is None else weights[:, valid]
-        conf, slm, llm, valid = conf[valid], slm[valid], llm[valid], valid[valid]
+    if weights is not None and not kept.all():
+        weights = weights[:, kept]
     n, n_invalid = len(conf), int((~valid).sum())
     if n == 0:
         log.warning("target has no valid confidence: no generalization rows")

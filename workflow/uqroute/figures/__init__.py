@@ -9,9 +9,10 @@ changes no global matplotlib state and leaks no open figures in long runs.
 
 from .alignment import plot_auroc_heatmaps
 from .distributions import plot_confidence_distributions
-from .generalization import plot_generalization, plot_ratio_fidelity
+from .generalization import plot_generalization, plot_ratio_fidelity, plot_share_control
 from .layout import save_figure
 from .routing import plot_relative_accuracy, plot_routing_curves
 
 __all__ = ["plot_auroc_heatmaps", "plot_confidence_distributions", "plot_generalization",
-           "plot_ratio_fidelity", "plot_relative_accuracy", "plot_routing_curves", "save_figure"]
+           "plot_ratio_fidelity", "plot_relative_accuracy", "plot_routing_curves", "plot_share_control",
+           "save_figure"]

@@ -1,4 +1,5 @@
-"""Routing with calibration-data thresholds on an unseen dataset against the ground truth (paper Figures 5, 14-17), and how close the achieved ratio comes to the target."""
+"""Routing with calibration-data thresholds on an unseen dataset against the ground truth (paper Figures 5, 14-17),
+how close the achieved ratio comes to the target, and how close the share controller keeps it."""
 
 from __future__ import annotations
 
@@ -151,4 +152,84 @@ def plot_ratio_fidelity(gen: pd.DataFrame, out_stem, *, methods: Sequence[str] |
                     band = rows.groupby("target_ratio")[["achieved_ratio_low", "achieved_ratio_high"]].mean()
                     ax.fill_between(band.index * 100, band["achieved_ratio_low"] * 100,
                                     band["achieved_ratio_high"] * 100, color=color, alpha=0.12, lw=0)
+    return save_figure(facets.fig, out_stem)
+
+
+# How the share-control figure draws each router: the static threshold in grey, the controller in the method's
+# colour.
+STATIC_COLOR = "0.45"
+
+
+def _checkpoint_order(checkpoints) -> list[str]:
+    """Request counts in ascending order, then ``end``."""
+    present = set(checkpoints)
+    counts = sorted((c for c in present if c != "end"), key=int)
+    return counts + (["end"] if "end" in present else [])
+
+
+def plot_share_control(table: pd.DataFrame, out_stem, *, methods: Sequence[str] | None = None) -> list[Path]:
+    """Routed share held by the static calibration threshold vs the label-free share controller, and accuracy.
+
+    ``table``: share-control tables of one SLM stacked with ``slm, llm, dataset, method`` columns. A column of
+    panels per method. Top row: |achieved - target| after each checkpoint's requests (x) for both routers, mean
+    over the held-out datasets, calibration runs and target ratios strictly between 0 and 1 (at 0 and 1 both
+    routers are exact), with the mean of the 95 % intervals over the replayed streams as bars. A row per LLM
+    below: accuracy at the end of the stream against the target ratio, mean over datasets and runs, with the
+    mean interval as a band. ``methods`` adds columns (with a note) for methods without rows.
+    """
+    table = require_columns(table, ("slm", "llm", "dataset", "method", "run", "target_ratio", "router",
+                                    "checkpoint", "abs_error", "accuracy"), "share control")
+    slms = ordered(table["slm"])
+    all_methods = method_order(list(table["method"]) + list(methods or []))
+    llms = ordered(table["llm"])
+    checkpoints = _checkpoint_order(table["checkpoint"])
+    datasets = ordered(table["dataset"], list(DATASET_NAMES))
+    handles = [Line2D([], [], color=STATIC_COLOR, lw=1.6, ls="--", marker="s", ms=4,
+                      label="Static calibration threshold"),
+               Line2D([], [], color="0.1", lw=1.6, marker="o", ms=4,
+                      label="Share controller (method colour)\nbars, bands: 95 % over replayed streams")]
+    rows = ["error", *llms]
+    facets = Facets(rows, all_methods, handles=handles,
+                     title=f"Keeping the routed share on target without labels, on {len(datasets)} held-out "
+                           f"dataset{'s' if len(datasets) != 1 else ''} — SLM: {', '.join(slms)}")
+    for (row, method), ax in facets:
+        cell = table[table["method"] == method]
+        color = method_color(method, all_methods.index(method))
+        if row == "error":
+            facets.title(ax, f"{method_label(method)}: routed share off target")
+            ax.set_xlabel("Requests replayed")
+            if facets.first_in_row(ax):
+                ax.set_ylabel("|achieved − target| (% points)")
+            ax.grid(True, alpha=0.3, linewidth=0.6)
+            inner = cell[(cell["target_ratio"] > 0) & (cell["target_ratio"] < 1)]
+            if inner.empty:
+                note(ax, "No calibration thresholds\n(empty calibration set)")
+                continue
+            x = range(len(checkpoints))
+            for offset, router, style in ((-0.08, "static", dict(color=STATIC_COLOR, ls="--", marker="s")),
+                                          (0.08, "controller", dict(color=color, ls="-", marker="o"))):
+                stats = (inner[inner["router"] == router].groupby("checkpoint")[["abs_error", "abs_error_low",
+                                                                                 "abs_error_high"]].mean()
+                         .reindex(checkpoints) * 100)
+                positions = [i + offset for i in x]
+                ax.errorbar(positions, stats["abs_error"], yerr=[stats["abs_error"] - stats["abs_error_low"],
+                                                                 stats["abs_error_high"] - stats["abs_error"]],
+                            lw=1.6, ms=4, capsize=3, **style)
+            ax.set_xticks(list(x), checkpoints)
+            ax.set_ylim(bottom=0)
+            continue
+        rows_of = cell[(cell["llm"] == row) & (cell["checkpoint"] == "end")]
+        facets.title(ax, f"{method_label(method)}: accuracy, LLM {row}")
+        percent_axes(ax, xlabel="Target routing ratio (%)",
+                     ylabel="Accuracy at the stream's end (%)" if facets.first_in_row(ax) else None)
+        if rows_of.empty:
+            note(ax, "No calibration thresholds\n(empty calibration set)")
+            continue
+        for router, style in (("static", dict(color=STATIC_COLOR, ls="--")), ("controller", dict(color=color))):
+            stats = rows_of[rows_of["router"] == router].groupby("target_ratio")[
+                ["accuracy", "accuracy_low", "accuracy_high"]].mean() * 100
+            ratios = stats.index.to_numpy(dtype=float) * 100
+            ax.fill_between(ratios, stats["accuracy_low"], stats["accuracy_high"], color=style["color"], alpha=0.12,
+                            lw=0)
+            ax.plot(ratios, stats["accuracy"], lw=1.6, **style)
     return save_figure(facets.fig, out_stem)

@@ -1,4 +1,5 @@
-"""Jobs of the analysis stage: alignment, routing, relative accuracy, calibration data, findings.
+"""Jobs of the analysis stage: alignment, routing, relative accuracy, calibration data, the share controller's
+replay, findings.
 
 Every job that reads many cells takes their paths only; each cell's coordinates come from its path.
 """
@@ -16,6 +17,7 @@ from ..analysis.bootstrap import BootstrapSettings, question_weights
 from ..analysis.calibration import build_calibration_set, pool_confidences
 from ..analysis.card import card_json, check_target_ratios, file_sha256, recorded_dtype, router_card
 from ..analysis.calibration import generalization as apply
+from ..analysis.controller import ControllerSettings, ReplaySettings, replay_table
 from ..analysis.findings import distribution_distances, findings_table, scaled_confidences
 from ..analysis.findings_doc import findings_markdown
 from ..analysis.grading import count_grading
@@ -143,6 +145,18 @@ def release_card(*, calibration: str, generalization: Sequence[str], passes: Seq
                        datasets=list(dict.fromkeys(cell["dataset"] for cell in cells)), target_ratios=ratios,
                        level=level)
     write_text(card_json(card), output)
+
+
+def share_control(*, calibration: str, uq: str, llm: str, step: float, controller: Mapping, level: float,
+                  output: str, invalid: str = "drop") -> None:
+    """The held-out dataset replayed through the static calibration threshold and the share controller
+    (:func:`uqroute.analysis.controller.replay_table`); its streams are seeded by the cell (SLM, dataset)."""
+    table, llm_correct = _uq_and_llm(uq, llm)
+    cell = cell_of(uq, "uq")
+    write_parquet(replay_table(read_parquet(calibration), table, llm_correct, ratio_grid(step),
+                               cell=(cell["slm"], cell["dataset"]), invalid=invalid,
+                               controller=ControllerSettings.from_config(controller),
+                               replay_settings=ReplaySettings.from_config(controller), level=level), output)
 
 
 def findings(*, alignment: str, resamples: str, routing: str, relative: str, generalization: Sequence[str],
