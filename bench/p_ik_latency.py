@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from uqroute import REPO_ROOT
@@ -81,28 +82,30 @@ def decision_times(model_dir, prompts, test, method: str, probe_file: Path) -> l
     router's own SLM engine, as ``uqroute serve`` builds it; no LLM is called)."""
     from uqroute.serve.config import RouterConfig
     from uqroute.serve.metrics import RouterMetrics
-    from uqroute.serve.router import Router, load_served_probe
+    from uqroute.serve.router import Router, ServedMethod, load_served_probe
+    from uqroute.serve.usage import RequestUsage
 
     # Only what the decision reads: the method, its probe file and the SLM (no calibration file, no LLM call).
     config = RouterConfig.model_construct(method=method, probe=str(probe_file), slm=_slm(), llm=_llm(),
                                           generation=RouterConfig.model_fields["generation"].default,
                                           batching=RouterConfig.model_fields["batching"].default)
-    score, layer = load_served_probe(config)
+    score, layer = load_served_probe(SLM, method, str(probe_file))
+    served = ServedMethod(method, str(probe_file), np.array([0.5]), 0.5, score, layer)
     engine = make_engine(model_spec(SLM), kind="hf", model_dir=model_dir, dtype="float32", threads=1, batch_size=16)
-    router = Router(config, engine, llm=_NoLLM(), threshold=0.5, metrics=RouterMetrics(0.5, window=8, band=1.0,
-                                                                                  min_requests=8),
-                    prompts=prompts, probe=score, probe_layer=layer)
+    router = Router(config, engine, llm=_NoLLM(), methods=[served],
+                    metrics=RouterMetrics(0.5, window=8, band=1.0, min_requests=8), prompts=prompts)
     times = []
     try:
         for item in test.to_dict("records"):
             messages = prompts.answer(item)
             request = router.item(messages, item["task_type"], item["choices"])
+            usage = RequestUsage()
             start = time.perf_counter()
-            if router.decides_first:
-                asyncio.run(router.probe_confidence(messages, request, None))
+            if served.decides_first:
+                asyncio.run(router.probe_confidence(served, messages, request, None, usage))
             else:
-                reply, _ = asyncio.run(router.slm_answer(messages, request, None))
-                asyncio.run(router.confidence(messages, request, reply))
+                reply, _ = asyncio.run(router.slm_answer(messages, request, None, usage))
+                asyncio.run(router.confidence(served, messages, request, reply, usage))
             times.append(time.perf_counter() - start)
     finally:
         router.close()  # and its engine

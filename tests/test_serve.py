@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -184,14 +185,22 @@ def test_example_config_documents_every_key():
             out |= keys(value, f"{prefix}{key}.") if nested else {f"{prefix}{key}"}
         return out
 
-    def settings_keys(model, prefix=""):
+    def settings_keys(model, stated, prefix=""):
         out = set()
         for key, field in model.model_fields.items():
-            nested = isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-            out |= settings_keys(field.annotation, f"{prefix}{key}.") if nested else {f"{prefix}{key}"}
+            # A section that may be null (X | None) is documented with its keys, unless the example leaves it off
+            # (null), when its comment shows them.
+            args = typing.get_args(field.annotation)
+            optional = args if type(None) in args and stated.get(key) is not None else ()
+            section = next((t for t in (field.annotation, *optional)
+                            if isinstance(t, type) and issubclass(t, BaseModel)), None)
+            out |= (settings_keys(section, stated.get(key) or {}, f"{prefix}{key}.") if section
+                    else {f"{prefix}{key}"})
         return out
 
-    assert keys(example) == settings_keys(RouterConfig)
+    assert keys(example) == settings_keys(RouterConfig, example)
+    text = (REPO_ROOT / "config" / "router.yaml").read_text()
+    assert "controller: {window: 200, step: 0.05, reach: 1.0}" in text  # the null section's keys, in its comment
     assert load_config(REPO_ROOT / "config" / "router.yaml").method == "perplexity"
 
 
@@ -270,7 +279,7 @@ def test_probe_file_for_another_slm_or_method_refuses_to_start_naming_both(tmp_p
     config = load_config(None, {**REQUIRED, "method": "ood_probe", "probe": str(path)})
     with pytest.raises(ValueError, match="trained for SLM gemma3-270m with method ood_probe, but the router serves "
                                          "SLM smollm2-135m with method ood_probe"):
-        load_served_probe(config)
+        load_served_probe(config.slm.model, config.method, config.probe)
     path.write_bytes(b"not a probe")
     with pytest.raises(ValueError, match="not a probe file the workflow wrote"):
         load_probe(path)

@@ -57,6 +57,14 @@ RATIO = 0.5
 ROUTER_KEY = "uqroute-test-bearer-4f1c9e"  # made up for the test; must never show up in a log or reply
 # fp32 both sides; measured differences are ~1e-7 (batch composition), greedy tokens identical.
 CONFIDENCE_TOLERANCE = 1e-4
+# USD per million tokens (made up: only the arithmetic is checked).
+SLM_PRICE = {"input": 0.02, "output": 0.04}
+LLM_PRICE = {"input": 0.15, "output": 0.6}
+
+
+def _hf_slm(smollm2_dir) -> dict:
+    return {"model": "smollm2-135m", "model_dir": str(smollm2_dir),
+            "engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 16, "threads": 1}}
 
 
 def _subset(data_dir: Path, root: Path, dataset: str, n: int | None = None) -> pd.DataFrame:
@@ -207,10 +215,11 @@ def hf_router(workdir, study, llm_server, smollm2_dir):
     """SmolLM2 in process (fp32), p(True), LLM failures answered by the SLM (fallback); bearer token on."""
     server = _router(workdir, "router-hf", {
         "calibration": str(study["release"]["p_true"]), "method": "p_true", "ratio": RATIO,
-        "slm": {"model": "smollm2-135m", "model_dir": str(smollm2_dir),
-                "engine_options": {"device": "cpu", "dtype": "float32", "batch_size": 16, "threads": 1}},
-        "llm": {**_llm_settings(llm_server), "on_failure": "fallback"},
+        "slm": {**_hf_slm(smollm2_dir), "price": SLM_PRICE},
+        "also_serve": [{"method": "perplexity", "calibration": str(study["release"]["perplexity"])}],
+        "llm": {**_llm_settings(llm_server), "on_failure": "fallback", "price": LLM_PRICE},
         "drift": {"window": 64, "band": 0.2, "min_requests": 16},
+        "limits": {"max_body_bytes": 200_000},
         "server": {"api_key_env": "UQROUTE_TEST_ROUTER_KEY"},
     }, env={"UQROUTE_TEST_ROUTER_KEY": ROUTER_KEY})
     yield server

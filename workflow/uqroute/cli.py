@@ -121,11 +121,15 @@ def _serve(args: argparse.Namespace) -> int:
     app = create_app(router, served_model_name=server.served_model_name, api_key=api_key)
     logging.getLogger("uqroute").info("serving %s on http://%s:%d/v1 (SLM %s, LLM %s, %s, ratio %g)",
                                       server.served_model_name, server.host, server.port,
-                                      router.slm_name, router.llm_name, router.method, config.ratio)
+                                      router.slm_name, router.llm_name, ", ".join(router.methods), config.ratio)
+    grace = config.limits.shutdown_grace
     try:
-        uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level)
+        # SIGTERM: no new connections, in-flight requests get `grace` seconds, then are cancelled.
+        uvicorn.run(app, host=server.host, port=server.port, log_level=server.log_level,
+                    timeout_graceful_shutdown=grace)
     finally:
-        router.close()
+        # An engine call cannot be interrupted; its thread ends with the process.
+        router.close(timeout=2.0)
     return 0
 
 

@@ -7,13 +7,13 @@ import os
 from typing import Any
 
 from ..models import ENGINE_KINDS, ModelSpec
-from .base import (Completion, Conversation, Engine, EngineError, Message, ReadsHiddenStates, Sampling,
-                   hidden_state_reader)
+from .base import (Completion, Conversation, CountsTokens, Engine, EngineError, Message, ReadsHiddenStates,
+                   Sampling, hidden_state_reader)
 from .options import KIND_ONLY, engine_kind
 from .vllm_engine import VLLMEngine
 
-__all__ = ["Completion", "Conversation", "Engine", "EngineError", "Message", "ReadsHiddenStates", "Sampling",
-           "hidden_state_reader", "make_engine"]
+__all__ = ["Completion", "Conversation", "CountsTokens", "Engine", "EngineError", "Message", "ReadsHiddenStates",
+           "Sampling", "hidden_state_reader", "make_engine"]
 
 
 def make_engine(

@@ -115,8 +115,25 @@ class ReadsHiddenStates(Protocol):
         ...
 
 
+@runtime_checkable
+class CountsTokens(Protocol):
+    """An optional capability: an engine that tokenizes in process (hf, vllm) can say how long a conversation's
+    prompt is and how long a context its model reads. The router checks a request against it before any work,
+    and counts the tokens each of its passes read."""
+
+    context_window: int
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        """Tokens of each conversation's rendered prompt, as the engine would feed it to the model."""
+        ...
+
+
 class EngineError(RuntimeError):
     """A model could not answer; the message names the model and, for APIs, the endpoint."""
+
+
+class Interrupted(EngineError):
+    """An engine call stopped early because its ``interrupt`` check said nobody waits for it any more."""
 
 
 def hidden_state_reader(engine) -> ReadsHiddenStates:

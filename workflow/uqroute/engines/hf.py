@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from ..models import ModelSpec
-from .base import Completion, Conversation, Sampling
+from .base import Completion, Conversation, Interrupted, Sampling
 from .options import engine_dtype
 from .rendering import (
     build_completion,
@@ -80,6 +80,9 @@ class HFEngine:
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.progress = progress
+        # Asked between decoding steps and batches: True stops the call (Interrupted). A server sets it while
+        # the call's requests may still be cancelled; the workflow leaves it unset.
+        self.interrupt: Callable[[], bool] | None = None
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_path))
         self.model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=getattr(torch, self.dtype)).to(self.device)
         self.model.eval()
@@ -93,6 +96,8 @@ class HFEngine:
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.num_layers = int(self.model.config.get_text_config().num_hidden_layers)
         self.hidden_size = int(self.model.config.get_text_config().hidden_size)
+        # Positions the model was trained on: a longer prompt still runs, slowly and to no use.
+        self.context_window = int(self.model.config.get_text_config().max_position_embeddings)
 
     # ------------------------------------------------------------------ helpers
 
@@ -102,6 +107,9 @@ class HFEngine:
     def encode(self, conversations: Sequence[Conversation]) -> tuple[list[str], list[list[int]]]:
         prompts = [self.render(c) for c in conversations]
         return prompts, [encode_prompt(self.tokenizer, p, self.spec) for p in prompts]
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        return [len(ids) for ids in self.encode(conversations)[1]]
 
     def _left_pad(self, batch: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(input_ids, attention_mask, position_ids)``, each ``(B, L)``, padded on the left.
@@ -144,6 +152,7 @@ class HFEngine:
         _, prompt_ids = self.encode(conversations)
         results: list[list[Completion]] = [[] for _ in conversations]
         for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "generate"):
+            self._check_interrupt()
             batch = [prompt_ids[i] for i in chunk]
             for i, completions in zip(chunk, self._generate_batch(batch, sampling)):
                 results[i] = completions
@@ -173,6 +182,7 @@ class HFEngine:
         stop_window = max((len(s) for s in stop), default=0) + 2
         eos = torch.tensor(sorted(self.eos_ids), device=logits.device)
         for step in range(sampling.max_new_tokens):
+            self._check_interrupt()
             logprobs = torch.log_softmax(logits, dim=-1)
             if generators is None:
                 chosen = logits.argmax(dim=-1)
@@ -202,6 +212,10 @@ class HFEngine:
         ]
         return [completions[b * n : (b + 1) * n] for b in range(len(batch))]
 
+    def _check_interrupt(self) -> None:
+        if self.interrupt is not None and self.interrupt():
+            raise Interrupted(f"model {self.model_name}: call interrupted, no request waits for it")
+
     @staticmethod
     def _sample(
         logits: torch.Tensor, temperature: float, top_p: float, generators: list[torch.Generator]
@@ -228,6 +242,7 @@ class HFEngine:
         token_sets = candidate_token_sets(self.tokenizer, candidates, self.model_name)
         out = np.zeros((len(conversations), len(candidates)), dtype=np.float64)
         for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "next-token"):
+            self._check_interrupt()
             input_ids, mask, positions = self._left_pad([prompt_ids[i] for i in chunk])
             logits = self._forward(input_ids, mask, positions, logits_to_keep=1).logits[:, -1, :].float()
             probs = torch.softmax(logits, dim=-1).double()
@@ -254,6 +269,7 @@ class HFEngine:
         _, prompt_ids = self.encode(conversations)
         out = np.zeros((len(conversations), self.hidden_size), dtype=np.float32)
         for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "hidden"):
+            self._check_interrupt()
             input_ids, mask, positions = self._left_pad([prompt_ids[i] for i in chunk])
             result = self._forward(input_ids, mask, positions, output_hidden_states=True, logits_to_keep=1)
             out[chunk] = result.hidden_states[layer][:, -1, :].float().cpu().numpy()

@@ -287,6 +287,13 @@ class VLLMEngine:
         except AttributeError:
             pass
 
+    @property
+    def context_window(self) -> int:
+        return int(self.llm.llm_engine.model_config.max_model_len)
+
+    def prompt_lengths(self, conversations: Sequence[Conversation]) -> list[int]:
+        return [len(ids) for ids in self._encode(conversations)[1]]
+
     def render(self, conversation: Conversation) -> str:
         return render_prompt(self.tokenizer, conversation, self.spec)
 

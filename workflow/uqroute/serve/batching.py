@@ -21,7 +21,7 @@ from typing import Any, Callable, Hashable
 
 import numpy as np
 
-from uqroute.engines.base import Completion, Conversation, Engine, Sampling
+from uqroute.engines.base import Completion, Conversation, Engine, Interrupted, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ class _Job:
     params: Hashable
     conversation: Conversation
     future: Future = field(default_factory=Future)
+    # Set when the request waiting for this job is gone (client disconnected, deadline passed).
+    abandoned: bool = False
 
 
 class EngineBatcher:
@@ -64,7 +66,13 @@ class EngineBatcher:
     async def _submit(self, call: str, params: Hashable, conversation: Conversation) -> Any:
         job = _Job(call, params, conversation)
         self._queue.put(job)
-        return await asyncio.wrap_future(job.future)
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            # A queued job is skipped (its future is cancelled too); a running one stops at the engine's next
+            # interrupt check once every job of its call is abandoned.
+            job.abandoned = True
+            raise
 
     def _collect(self, first: _Job) -> list[_Job]:
         jobs = [first]
@@ -99,6 +107,9 @@ class EngineBatcher:
         conversations = [job.conversation for job in live]
         if self.on_batch is not None:
             self.on_batch(call, len(live))
+        interruptible = hasattr(self.engine, "interrupt")
+        if interruptible:
+            self.engine.interrupt = lambda: all(job.abandoned for job in live)
         try:
             if call == "generate":
                 results = self.engine.generate(conversations, params)
@@ -107,15 +118,27 @@ class EngineBatcher:
             else:
                 results = list(self.engine.next_token_probs(conversations, list(params)))
         except Exception as err:  # every waiting request gets the failure, the worker lives on
-            log.warning("%s %s failed for a batch of %d: %s", self.engine.model_name, call, len(live), err)
+            if isinstance(err, Interrupted):
+                log.info("%s %s for %d abandoned request(s) stopped early", self.engine.model_name, call, len(live))
+            else:
+                log.warning("%s %s failed for a batch of %d: %s", self.engine.model_name, call, len(live), err)
             for job in live:
                 job.future.set_exception(err)
             return
+        finally:
+            if interruptible:
+                self.engine.interrupt = None
         for job, result in zip(live, results):
             job.future.set_result(result)
 
-    def close(self) -> None:
-        """Finish the queued work, stop the worker, then close the engine."""
+    def close(self, timeout: float | None = None) -> None:
+        """Finish the queued work, stop the worker, then close the engine. With ``timeout``, wait at most that
+        long: a worker still inside an engine call is left to die with the process (a daemon thread), since an
+        engine call cannot be interrupted."""
         self._queue.put(None)
-        self._thread.join()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("%s: an engine call still running after %.0f s; not waiting for it",
+                        self.engine.model_name, timeout)
+            return
         self.engine.close()

@@ -22,12 +22,8 @@ class CalibrationError(ValueError):
     """The calibration file is missing, unreadable or made for another SLM or method."""
 
 
-def calibration_threshold(path: str | os.PathLike, ratio: float, run: int = 0) -> float:
-    """Confidence threshold that routes ``ratio`` of run ``run`` of the calibration set at ``path``.
-
-    Routing sends ``confidence < threshold`` (and answers without a confidence) to the LLM:
-    :func:`uqroute.analysis.calibration.thresholds_for_ratios`, exactly as the generalization rule.
-    """
+def calibration_confidences(path: str | os.PathLike, run: int = 0) -> np.ndarray:
+    """Run ``run``'s confidences of the calibration set at ``path`` (what every threshold of it is set on)."""
     path = Path(path)
     if not path.is_file():
         raise CalibrationError(f"{path}: calibration file not found (the workflow writes it as "
@@ -36,11 +32,24 @@ def calibration_threshold(path: str | os.PathLike, ratio: float, run: int = 0) -
     runs = sorted(int(r) for r in table["run"].unique())
     if run not in runs:
         raise CalibrationError(f"{path}: no calibration run {run}; runs in the file: {runs}")
-    confidences = table.loc[table["run"] == run, "confidence"].to_numpy(dtype=float)
+    return table.loc[table["run"] == run, "confidence"].to_numpy(dtype=float)
+
+
+def threshold_for_ratio(confidences: np.ndarray, ratio: float, where: str = "calibration set") -> float:
+    """Confidence threshold that routes ``ratio`` of ``confidences``.
+
+    Routing sends ``confidence < threshold`` (and answers without a confidence) to the LLM:
+    :func:`uqroute.analysis.calibration.thresholds_for_ratios`, exactly as the generalization rule.
+    """
     try:
         return float(thresholds_for_ratios(confidences, np.array([ratio]))[0])
     except ValueError as err:
-        raise CalibrationError(f"{path}: run {run}: {err}") from err
+        raise CalibrationError(f"{where}: {err}") from err
+
+
+def calibration_threshold(path: str | os.PathLike, ratio: float, run: int = 0) -> float:
+    """Confidence threshold that routes ``ratio`` of run ``run`` of the calibration set at ``path``."""
+    return threshold_for_ratio(calibration_confidences(path, run), ratio, f"{path}: run {run}")
 
 
 def check_calibration_file(path: str | os.PathLike, slm: str, method: str) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from uqroute.analysis.controller import ControllerSettings
 from uqroute.datasets import TASK_TYPES
 from uqroute.io import load_schema, load_yaml
 from uqroute.models import ENGINE_KINDS
@@ -56,6 +57,13 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Price(_Section):
+    """USD per million tokens, read (input) and written (output)."""
+
+    input: Annotated[float, Field(strict=False, ge=0)] = 0.0
+    output: Annotated[float, Field(strict=False, ge=0)] = 0.0
+
+
 class SLMSettings(_Section):
     model: RequiredText
     kind: Literal[ENGINE_KINDS] = "hf"  # type: ignore[valid-type]
@@ -67,6 +75,7 @@ class SLMSettings(_Section):
     api_key_env: KeyVariable = None
     max_concurrency: PositiveInt = 16
     timeout: PositiveFloat = 120.0
+    price: Price = Price()
 
     @model_validator(mode="after")
     def _endpoint_given(self) -> SLMSettings:
@@ -86,6 +95,7 @@ class LLMSettings(_Section):
     max_concurrency: PositiveInt = 16
     cache_dir: str | None = None
     on_failure: Literal[ON_FAILURE] = "fallback"  # type: ignore[valid-type]
+    price: Price = Price()
 
 
 # The study's generation settings, their bounds and their defaults: one home, the config schema.
@@ -119,15 +129,62 @@ class GenerationSettings(_Section):
         return budgets
 
 
+class LongLaneSettings(_Section):
+    # A request whose prompt or token budget exceeds either goes to the long lane (a second copy of an
+    # in-process hf SLM, on its own thread), so it never holds up the short requests' batches.
+    prompt_tokens: PositiveInt = 1024
+    max_new_tokens: PositiveInt = 128
+
+
 class BatchingSettings(_Section):
     max_batch_size: PositiveInt = 32
     max_wait_ms: Annotated[float, Field(strict=True, ge=0)] = 10.0
+    long_lane: LongLaneSettings | None = LongLaneSettings()
 
 
 class DriftSettings(_Section):
     window: PositiveInt = 200
     band: Share = 0.1
     min_requests: PositiveInt = 50
+
+
+class LimitSettings(_Section):
+    # A request body over this many bytes gets HTTP 413 before it is parsed.
+    max_body_bytes: PositiveInt = 1_000_000
+    # Seconds a request may take in all (SLM, scoring, LLM, retries); then HTTP 504 and its work is cancelled.
+    request_timeout: PositiveFloat = 300.0
+    # A prompt that with its token budget exceeds the SLM's context window: reject (HTTP 400) or llm (routed
+    # straight to the LLM, the SLM never reads it).
+    over_context: Literal["reject", "llm"] = "reject"
+    # SIGTERM: seconds in-flight requests get to finish before the server stops anyway.
+    shutdown_grace: Annotated[float, Field(strict=False, ge=0)] = 10.0
+
+
+_CONTROL = ControllerSettings()
+
+
+class ControllerConfig(_Section):
+    """The share controller's settings (the workflow's ``analysis.controller`` keys, and their defaults)."""
+
+    window: PositiveInt = _CONTROL.window
+    step: Annotated[float, Field(strict=False, gt=0, le=1)] = _CONTROL.step
+    reach: Annotated[float, Field(strict=False, ge=0)] = _CONTROL.reach
+
+    def settings(self) -> ControllerSettings:
+        return ControllerSettings(window=self.window, step=self.step, reach=self.reach)
+
+
+class AlsoServed(_Section):
+    """One more method a client may ask for, with its own calibration file (and probe file)."""
+
+    method: str
+    calibration: RequiredText
+    probe: str | None = None
+
+    @field_validator("method")
+    @classmethod
+    def _served(cls, method: str) -> str:
+        return _servable(method)
 
 
 class ServerSettings(_Section):
@@ -145,6 +202,11 @@ class RouterConfig(_Section):
     plugins: list[str] = []
     method: str
     probe: str | None = None
+    # More methods served beside `method`, each with its own calibration file; a request picks one by name.
+    also_serve: list[AlsoServed] = []
+    # The router card the workflow wrote beside the calibration file: auto = <calibration stem>.card.json if it
+    # exists; a path = that file, which must exist; null = none.
+    card: str | None = "auto"
     ratio: Share
     calibration_run: NonNegativeInt = 0
     # The two models have required keys: an absent section is an empty one, so the error names those keys.
@@ -154,32 +216,54 @@ class RouterConfig(_Section):
     default_task_type: Literal[TASK_TYPES] = "ff_text"  # type: ignore[valid-type]
     batching: BatchingSettings = BatchingSettings()
     drift: DriftSettings = DriftSettings()
+    # Opt-in: hold the routed share on `ratio` on live traffic, without labels (null: the calibration threshold).
+    controller: ControllerConfig | None = None
+    limits: LimitSettings = LimitSettings()
     server: ServerSettings = ServerSettings()
 
     @field_validator("method")
     @classmethod
     def _served(cls, method: str) -> str:
-        served = ", ".join(served_methods())
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; served: {served}")
-        if method_spec(method).not_served:
-            raise ValueError(f"{method} is not served: {method_spec(method).not_served}; served: {served}")
-        return method
+        return _servable(method)
 
     @model_validator(mode="after")
     def _method_fits(self) -> RouterConfig:
-        if method_spec(self.method).needs_hidden:
-            if self.probe is None:
-                raise ValueError(f"probe is required for method {self.method} (key 'probe' or --probe)")
-            if self.slm.kind != "hf":
-                raise ValueError(f"method {self.method} reads the SLM's hidden states: slm.kind must be hf "
-                                 f"(in process), got {self.slm.kind!r}")
-            if not Path(self.probe).is_file():
-                raise ValueError(f"probe file {self.probe} not found (the workflow writes "
-                                 f"results/release/<slm>/{self.method}.probe.pt)")
-        elif self.probe is not None:
-            raise ValueError(f"probe is set but method {self.method} reads no probe")
+        names = [self.method] + [extra.method for extra in self.also_serve]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"also_serve: method {repeated[0]} is served twice; one calibration file a method")
+        for key, method, probe in [("", self.method, self.probe)] + [
+                (f"also_serve.{i}.", extra.method, extra.probe) for i, extra in enumerate(self.also_serve)]:
+            _check_probe(key, method, probe, self.slm.kind)
         return self
+
+    def served(self) -> list[AlsoServed]:
+        """Every served method with its files, the default (``method``) first."""
+        return [AlsoServed(method=self.method, calibration=self.calibration, probe=self.probe), *self.also_serve]
+
+
+def _servable(method: str) -> str:
+    served = ", ".join(served_methods())
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; served: {served}")
+    if method_spec(method).not_served:
+        raise ValueError(f"{method} is not served: {method_spec(method).not_served}; served: {served}")
+    return method
+
+
+def _check_probe(key: str, method: str, probe: str | None, slm_kind: str) -> None:
+    """A probe method needs its probe file and the in-process hf SLM; any other method takes no probe file."""
+    if method_spec(method).needs_hidden:
+        if probe is None:
+            raise ValueError(f"{key}probe is required for method {method} (key '{key}probe' or --probe)")
+        if slm_kind != "hf":
+            raise ValueError(f"method {method} reads the SLM's hidden states: slm.kind must be hf "
+                             f"(in process), got {slm_kind!r}")
+        if not Path(probe).is_file():
+            raise ValueError(f"{key}probe: probe file {probe} not found (the workflow writes "
+                             f"results/release/<slm>/{method}.probe.pt)")
+    elif probe is not None:
+        raise ValueError(f"{key}probe is set but method {method} reads no probe")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> RouterConfig:

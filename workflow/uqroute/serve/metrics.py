@@ -16,8 +16,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 log = logging.getLogger("uqroute.serve")
 
-# Paths a request can take: answered by the SLM, by the LLM, by the SLM after the LLM failed, or not at all.
-PATHS = ("slm", "llm", "fallback", "error")
+# Paths a request can take: answered by the SLM, by the LLM, by the SLM after the LLM failed, or not at all
+# (a failure, its client gone before the answer, its deadline passed).
+PATHS = ("slm", "llm", "fallback", "error", "cancelled", "timeout")
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
 
@@ -32,6 +33,7 @@ class RouterMetrics:
         self._window: deque[bool] = deque(maxlen=int(window))
         self._lock = threading.Lock()
         self._alerting = False
+        self._savings = 0.0
         self.requests = Counter("uqroute_requests", "Chat requests answered, by path", ["path"],
                                 registry=self.registry)
         self.latency = Histogram("uqroute_request_seconds", "Time to answer a chat request, by path", ["path"],
@@ -55,6 +57,16 @@ class RouterMetrics:
               registry=self.registry).set(self.band)
         self.drift_alert = Gauge("uqroute_drift_alert", "1 while the routed share is outside target ± band",
                                  registry=self.registry)
+        # Tokens and costs: what each model read and wrote (the routing's own SLM passes included), what that
+        # cost by the configured prices, and what sending everything to the LLM would have cost.
+        self.tokens = Counter("uqroute_tokens", "Tokens read (prompt) and written (completion), by model",
+                              ["model", "kind"], registry=self.registry)
+        self.cost = Counter("uqroute_cost_usd", "Cost of the answers, by model (configured prices)", ["model"],
+                            registry=self.registry)
+        self.llm_only_cost = Counter("uqroute_llm_only_cost_usd", "Cost had every request gone to the LLM "
+                                     "(an estimate for answers the SLM kept)", registry=self.registry)
+        self.savings = Gauge("uqroute_savings_usd", "LLM-only cost minus the cost paid, since start",
+                             registry=self.registry)
         for path in PATHS:  # every series exists from the start, so dashboards see zeros, not gaps
             self.requests.labels(path)
             self.latency.labels(path)
@@ -87,6 +99,17 @@ class RouterMetrics:
                             "%.3f ± %.3f", share, count, self.target_ratio, self.band)
             self._alerting = outside
             self.drift_alert.set(1 if outside else 0)
+
+    def account(self, usage, costs: dict, slm: str, llm: str, slm_price, llm_price) -> None:
+        """One answered request's tokens and costs."""
+        for model, count, price in ((slm, usage.slm, slm_price), (llm, usage.llm, llm_price)):
+            self.tokens.labels(model, "prompt").inc(count.prompt_tokens)
+            self.tokens.labels(model, "completion").inc(count.completion_tokens)
+            self.cost.labels(model).inc(count.cost(price))
+        self.llm_only_cost.inc(costs["llm_only_cost_usd"])
+        with self._lock:
+            self._savings += costs["savings_usd"]
+            self.savings.set(self._savings)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
