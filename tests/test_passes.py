@@ -137,7 +137,9 @@ def test_router_builds_each_follow_up_pass_as_the_workflow_does(smollm2_dir, smo
     from uqroute.models import model_spec
     from uqroute.serve.config import RouterConfig
     from uqroute.serve.metrics import RouterMetrics
-    from uqroute.serve.router import Router, build_llm_engine
+    from uqroute.serve.router import Router, ServedMethod
+    from uqroute.serve.upstream import LLMClient
+    from uqroute.serve.usage import RequestUsage
 
     generation = {key: value for key, value in SETTINGS.items() if key != "part_size"}
     config = RouterConfig(calibration="not-read.parquet", method="p_true", ratio=0.5, generation=generation,
@@ -145,14 +147,17 @@ def test_router_builds_each_follow_up_pass_as_the_workflow_does(smollm2_dir, smo
                           llm={"model": "gemma3-270m", "base_url": "http://127.0.0.1:9/v1"})
     slm = make_engine(model_spec("smollm2-135m"), kind="hf", model_dir=smollm2_dir, dtype="float32", threads=1,
                       progress=False)
-    router = Router(config, slm, build_llm_engine(config), 0.5,
+    # No calibration file and no LLM call: the passes are all the test reads.
+    served = ServedMethod("p_true", "not-read.parquet", np.array([0.5]), 0.5)
+    router = Router(config, slm, LLMClient(config.llm), [served],
                     RouterMetrics(0.5, window=10, band=0.1, min_requests=5), prompts=prompts)
     try:
         for pass_name in ("ptrue", "verbal2s", "sample"):
             workflow = run_pass(pass_name, smollm2_engine, questions, prompts, SETTINGS,
                                 greedy=None if pass_name == "sample" else greedy)
             for item, reply in zip(questions.to_dict("records"), greedy["response"]):
-                served = asyncio.run(router._pass(pass_name, prompts.answer(item), item, Completion(text=reply)))
+                served = asyncio.run(router._pass(pass_name, prompts.answer(item), item, Completion(text=reply),
+                                                  RequestUsage()))
                 expected = workflow[workflow["id"] == item["id"]].drop(columns="id").reset_index(drop=True)
                 pd.testing.assert_frame_equal(served[list(expected.columns)], expected, check_exact=False,
                                               rtol=1e-5, obj=f"{pass_name} of {item['id']}")
