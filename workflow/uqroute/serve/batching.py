@@ -1,29 +1,36 @@
 """Concurrent requests into one engine call: a single worker thread owns the engine.
 
-Requests wait in a queue; the worker takes the first one, then whatever arrives within
-``max_wait`` seconds (up to ``max_batch_size``), groups them by call (``generate`` with an equal
-:class:`~uqroute.engines.base.Sampling`, ``next_token_probs`` with the same candidates) and
-makes one engine call per group. The HF and vLLM engines batch inside that call, so throughput
-grows with concurrency; an API engine sends the group's requests in parallel. One thread also
-keeps the in-process engines, which are not thread-safe, to one call at a time.
+Requests wait in a queue, grouped by call (``generate`` with an equal
+:class:`~uqroute.engines.base.Sampling`, ``next_token_probs`` with the same candidates); the worker
+makes one engine call per group, oldest group first, at most ``max_batch_size`` conversations each.
+The HF and vLLM engines batch inside that call, so throughput grows with concurrency; an API engine
+sends the group's requests in parallel. One thread also keeps the in-process engines, which are not
+thread-safe, to one call at a time.
+
+An idle worker that gets a job waits up to ``max_wait`` seconds for more, but only while a request
+it was told about (:meth:`EngineBatcher.expecting`) has not sent its job yet: a lone request starts
+at once, and a burst stops waiting once all of it is in. Jobs that queue while a call runs join
+their group before the next call (a follow-up pass merges with those of other requests).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any, Callable, Hashable, Iterator
 
 import numpy as np
 
 from uqroute.engines.base import Completion, Conversation, Engine, Interrupted, Sampling
 
 log = logging.getLogger(__name__)
+_POLL = 0.002  # seconds between looks at the in-flight count while waiting for jobs
 
 
 @dataclass
@@ -48,8 +55,20 @@ class EngineBatcher:
         self.max_wait = float(max_wait)
         self.on_batch = on_batch  # told the kind and size of every engine call (the engine metrics)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
+        # Requests between their first and last SLM call (changed on the event loop's thread only).
+        self._in_flight = 0
         self._thread = threading.Thread(target=self._work, name=f"batcher-{engine.model_name}", daemon=True)
         self._thread.start()
+
+    @contextlib.contextmanager
+    def expecting(self) -> Iterator[None]:
+        """Marks a request that will send jobs while the block runs: an idle worker waits for its job (up to
+        ``max_wait``) rather than starting a batch without it."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
 
     async def generate(self, conversation: Conversation, sampling: Sampling) -> list[Completion]:
         """The ``sampling.n`` completions of one conversation (see :meth:`uqroute.engines.base.Engine.generate`)."""
@@ -74,31 +93,64 @@ class EngineBatcher:
             job.abandoned = True
             raise
 
-    def _collect(self, first: _Job) -> list[_Job]:
-        jobs = [first]
+    def _more_expected(self, collected: int) -> bool:
+        # With no request announced (a caller that does not use `expecting`), any of them may send more: wait.
+        in_flight = self._in_flight
+        return in_flight == 0 or collected < in_flight
+
+    def _collect(self, first: _Job) -> list[_Job | None]:
+        """``first`` and what arrives while an announced request's job is still missing (``max_wait`` at most)."""
+        jobs: list[_Job | None] = [first]
         deadline = time.monotonic() + self.max_wait
         while len(jobs) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
             try:
-                job = self._queue.get(timeout=max(remaining, 0)) if remaining > 0 else self._queue.get_nowait()
+                job = self._queue.get_nowait()
             except queue.Empty:
-                break
-            if job is None:  # closing: serve what was collected, then stop
-                self._queue.put(None)
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._more_expected(len(jobs)):
+                    break
+                try:
+                    # Short steps: a request may leave (and stop being waited for) without sending a job.
+                    job = self._queue.get(timeout=min(remaining, _POLL))
+                except queue.Empty:
+                    continue
             jobs.append(job)
+            if job is None:  # closing: serve what was collected, then stop
+                break
         return jobs
 
-    def _work(self) -> None:
+    def _drain(self) -> list[_Job | None]:
+        jobs: list[_Job | None] = []
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            groups: dict[tuple, list[_Job]] = {}
-            for job in self._collect(first):
-                groups.setdefault((job.call, job.params), []).append(job)
-            for (call, params), jobs in groups.items():
-                self._run(call, params, jobs)
+            try:
+                jobs.append(self._queue.get_nowait())
+            except queue.Empty:
+                return jobs
+
+    def _work(self) -> None:
+        pending: dict[tuple, list[_Job]] = {}  # by (call, params), oldest group first
+        closing = False
+        while True:
+            if not pending:
+                if closing:
+                    return
+                first = self._queue.get()
+                if first is None:
+                    return
+                arrived = self._collect(first)
+            else:
+                arrived = self._drain()  # what queued during the last call joins its group
+            for job in arrived:
+                if job is None:
+                    closing = True
+                else:
+                    pending.setdefault((job.call, job.params), []).append(job)
+            key = next(iter(pending))
+            jobs = pending.pop(key)
+            if len(jobs) > self.max_batch_size:  # the rest waits behind the other groups
+                pending[key] = jobs[self.max_batch_size:]
+                jobs = jobs[: self.max_batch_size]
+            self._run(*key, jobs)
 
     def _run(self, call: str, params: Hashable, jobs: list[_Job]) -> None:
         live = [job for job in jobs if job.future.set_running_or_notify_cancel()]

@@ -10,6 +10,7 @@ so it is the number the study would have computed for the same conversation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +113,8 @@ class ServedMethod:
         # The hidden-state pass a probe reads; one that reads the question alone decides before the SLM answers.
         self.hidden = hidden_spec(spec.hidden) if spec.needs_hidden else None
         self.decides_first = self.hidden is not None and not self.hidden.follows_greedy
+        # Whether scoring an answer calls the SLM again (a follow-up pass, or the probe's hidden states).
+        self.follow_up = self.probe is not None or any(name != "greedy" for name in spec.passes)
 
     def threshold_for(self, policy: Policy) -> float:
         """The threshold a request's policy asks for: its own, its ratio's, or the server's (the controller's when
@@ -219,17 +222,28 @@ class Router:
         lane = self.long_lane
         return lane is not None and (prompt_tokens > lane.prompt_tokens or budget > lane.max_new_tokens)
 
-    async def _slm_call(self, call: str, conversation: Conversation, params: Any, usage: RequestUsage):
+    async def _slm_call(self, call: str, conversation: Conversation, params: Any, usage: RequestUsage,
+                        prompt_tokens: int | None = None):
+        """One SLM call, its tokens added to ``usage`` (``prompt_tokens`` when the caller counted them already)."""
         batcher = self.long_batcher if usage.long else self.batcher
-        if call == "generate":
-            result = await batcher.generate(conversation, params)
-            written = sum(len(c.tokens) for c in result)
-        elif call == "next_token_probs":
-            result, written = await batcher.next_token_probs(conversation, params), 0
-        else:
-            result, written = await batcher.hidden_states(conversation, params), 0
-        lengths = await self.prompt_lengths([conversation])
-        usage.slm.add(lengths[0] if lengths else 0, written)
+        # Counted while the engine works, not after it.
+        counting = asyncio.ensure_future(self.prompt_lengths([conversation])) if prompt_tokens is None else None
+        try:
+            if call == "generate":
+                result = await batcher.generate(conversation, params)
+                written = sum(len(c.tokens) for c in result)
+            elif call == "next_token_probs":
+                result, written = await batcher.next_token_probs(conversation, params), 0
+            else:
+                result, written = await batcher.hidden_states(conversation, params), 0
+        except BaseException:
+            if counting is not None:
+                counting.cancel()
+            raise
+        if counting is not None:
+            lengths = await counting
+            prompt_tokens = lengths[0] if lengths else 0
+        usage.slm.add(prompt_tokens, written)
         return result
 
     # ------------------------------------------------------------------ confidence
@@ -245,12 +259,13 @@ class Router:
         return int(max_tokens) if max_tokens else int(self.settings["max_new_tokens"][task_type])
 
     async def slm_answer(self, messages: Conversation, item: Mapping[str, Any], max_tokens: int | None,
-                         usage: RequestUsage) -> tuple[Completion, int]:
-        """The greedy pass's decoding on the user's messages (the request's ``max_tokens`` replaces the budget)."""
+                         usage: RequestUsage, prompt_tokens: int | None = None) -> tuple[Completion, int]:
+        """The greedy pass's decoding on the user's messages (the request's ``max_tokens`` replaces the budget;
+        ``prompt_tokens``: the messages' tokens, when already counted)."""
         decoding = PASSES["greedy"].decoding(self.settings, item["task_type"], self.prompts)
         decoding["max_new_tokens"] = self.budget(item["task_type"], max_tokens)
         sampling = Sampling(**decoding)
-        (completion,) = await self._slm_call("generate", messages, sampling, usage)
+        (completion,) = await self._slm_call("generate", messages, sampling, usage, prompt_tokens)
         return completion, sampling.max_new_tokens
 
     async def confidence(self, served: ServedMethod, messages: Conversation, item: Mapping[str, Any],
@@ -304,33 +319,43 @@ class Router:
         item = self.item(messages, task_type, choices)
         usage = RequestUsage()
         budget = self.budget(task_type, max_tokens)
-        try:
-            lengths = await self.prompt_lengths([messages])
-            if lengths is not None:
-                usage.request_prompt_tokens = lengths[0]
-                usage.long = self.is_long(lengths[0], budget)
-                window = self.counter.context_window
-                if lengths[0] + budget > window:
-                    if self.config.limits.over_context == "reject":
-                        raise ContextTooLong(self.slm_name, lengths[0], budget, window)
-                    return Decision(served.name, math.nan, served.threshold_for(policy), True, "over_context",
-                                    None, budget, usage, policy.is_default)
-            slm_reply = None
-            if served.decides_first:  # a probe of the question alone: a routed request never reaches the decoder
-                confidence = await self.probe_confidence(served, messages, item, None, usage)
-            else:
-                slm_reply, budget = await self.slm_answer(messages, item, max_tokens, usage)
-                confidence = await self.confidence(served, messages, item, slm_reply, usage)
-            threshold = served.threshold_for(policy)
-            if policy.is_default and served.controller is not None:
-                routed = served.controller.route(confidence)  # decides at its threshold, then moves it
-            else:
-                # The study's rule: keep the answer when confidence >= threshold; no confidence: route.
-                routed = not confidence >= threshold
-            if slm_reply is None and not routed:
-                slm_reply, budget = await self.slm_answer(messages, item, max_tokens, usage)
-        except (EngineError, OSError) as err:
-            raise UpstreamError(f"SLM {self.slm_name} failed: {err}") from err
+        with contextlib.ExitStack() as lane:
+            # Announced before the count, so a burst's first engine call waits for this request's job.
+            lane.enter_context(self.batcher.expecting())
+            try:
+                lengths = await self.prompt_lengths([messages])
+                counted = lengths[0] if lengths is not None else None
+                if counted is not None:
+                    usage.request_prompt_tokens = counted
+                    usage.long = self.is_long(counted, budget)
+                    window = self.counter.context_window
+                    if counted + budget > window:
+                        if self.config.limits.over_context == "reject":
+                            raise ContextTooLong(self.slm_name, counted, budget, window)
+                        return Decision(served.name, math.nan, served.threshold_for(policy), True, "over_context",
+                                        None, budget, usage, policy.is_default)
+                    if usage.long:
+                        lane.close()
+                        lane.enter_context(self.long_batcher.expecting())
+                slm_reply = None
+                # A probe of the question alone: a routed request never reaches the decoder.
+                if served.decides_first:
+                    confidence = await self.probe_confidence(served, messages, item, None, usage)
+                else:
+                    slm_reply, budget = await self.slm_answer(messages, item, max_tokens, usage, counted)
+                    if not served.follow_up:  # no more SLM calls: the batcher need not wait for this request
+                        lane.close()
+                    confidence = await self.confidence(served, messages, item, slm_reply, usage)
+                threshold = served.threshold_for(policy)
+                if policy.is_default and served.controller is not None:
+                    routed = served.controller.route(confidence)  # decides at its threshold, then moves it
+                else:
+                    # The study's rule: keep the answer when confidence >= threshold; no confidence: route.
+                    routed = not confidence >= threshold
+                if slm_reply is None and not routed:
+                    slm_reply, budget = await self.slm_answer(messages, item, max_tokens, usage, counted)
+            except (EngineError, OSError) as err:
+                raise UpstreamError(f"SLM {self.slm_name} failed: {err}") from err
         return Decision(served.name, confidence, threshold, routed, "confidence", slm_reply, budget, usage,
                         policy.is_default)
 
@@ -351,8 +376,9 @@ class Router:
             if decision.reason == "over_context":
                 raise UpstreamError(f"LLM {self.llm_name} failed, and the prompt is too long for the SLM")
             try:
+                counted = decision.usage.request_prompt_tokens if self.counter is not None else None
                 decision.slm_reply, decision.budget = await self.slm_answer(
-                    messages, self.item(messages, task_type, choices), max_tokens, decision.usage)
+                    messages, self.item(messages, task_type, choices), max_tokens, decision.usage, counted)
             except (EngineError, OSError) as err:
                 raise UpstreamError(f"SLM {self.slm_name} failed: {err}") from err
         return decision.slm_reply
