@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -371,8 +372,7 @@ async def _stream(router: Router, messages, ask: dict, temperature, policy: Poli
         try:
             llm_deltas = await router.llm.open_stream(messages, max_tokens=router.llm_budget(ask["max_tokens"]),
                                                       temperature=temperature or 0.0)
-            answer = RoutedAnswer("", router.llm_name, "", 0, True, False, decision.confidence, decision.threshold,
-                                  decision.method, decision.reason, decision.usage, decision.default_policy)
+            answer = router.llm_routed_answer(decision)
         except UpstreamError as err:
             answer = await router.after_llm_failure(err, decision, messages, **ask)
     events = _events(router, answer, decision, llm_deltas, started, include_usage, deadline)
@@ -420,9 +420,7 @@ async def _events(router: Router, answer: RoutedAnswer, decision: Decision, llm_
                 finished = True
                 yield _sse({"error": {"message": message, "type": "upstream_error", "param": None, "code": None}})
                 return
-            answer = RoutedAnswer("", router.llm_name, finish_reason, written, True, False, answer.confidence,
-                                  answer.threshold, answer.method, answer.reason, decision.usage,
-                                  answer.default_policy)
+            answer = dataclasses.replace(answer, finish_reason=finish_reason, completion_tokens=written)
         yield chunk({}, finish_reason)
         costs = router.costs(answer)
         _account(router, answer, costs, time.monotonic() - started)

@@ -403,9 +403,14 @@ class Router:
             return await self.after_llm_failure(err, decision, messages, task_type=task_type, choices=choices,
                                                 max_tokens=max_tokens)
         decision.usage.llm.add(reply.prompt_tokens, reply.completion_tokens)
-        return RoutedAnswer(reply.text, self.llm_name, reply.finish_reason, reply.completion_tokens, True, False,
-                            decision.confidence, decision.threshold, decision.method, decision.reason,
-                            decision.usage, decision.default_policy)
+        return self.llm_routed_answer(decision, reply.text, reply.finish_reason, reply.completion_tokens)
+
+    def llm_routed_answer(self, decision: Decision, text: str = "", finish_reason: str = "",
+                          completion_tokens: int = 0) -> RoutedAnswer:
+        """The LLM's answer to a routed request (a stream's text, finish reason and length are known at its end)."""
+        return RoutedAnswer(text, self.llm_name, finish_reason, completion_tokens, True, False, decision.confidence,
+                            decision.threshold, decision.method, decision.reason, decision.usage,
+                            decision.default_policy)
 
     def slm_routed_answer(self, decision: Decision, *, fallback: bool) -> RoutedAnswer:
         reply = decision.slm_reply
