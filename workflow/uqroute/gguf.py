@@ -89,11 +89,11 @@ def _gguf_parsed_once() -> Iterator[None]:
 
     Loading a tokenizer and a model from a GGUF, transformers opens the file three times (tokenizer, config,
     weights), each time parsing every metadata field (the vocabulary: one memmap slice per string), and builds
-    the tensor-name table once per module of the model; measured on SmolLM2-135M, these are 33 of the 50 s of
-    a conversion, the dequantization 4 s. Both are pure functions of their arguments and the reader only reads
-    (its memmap is read-only), so the same objects are handed back: the weights and tokenizer come out byte for
-    byte the same (tests/test_engine_hf.py). transformers looks both names up in the ``gguf`` module at each
-    call, which is where they are swapped.
+    the tensor-name table once per module of the model; on SmolLM2-135M (under cProfile) these were 33 of the
+    50 s of a conversion, the dequantization 4 s (bench/README.md). Both are pure functions of their arguments
+    and the reader only reads (its memmap is read-only), so the same objects are handed back: the weights and
+    tokenizer come out byte for byte the same (tests/test_engine_hf.py). transformers looks both names up in
+    the ``gguf`` module at each call, which is where they are swapped.
     """
     # deferred: gguf (~2 s with its vocabulary module), only a conversion reads a GGUF file
     import gguf
