@@ -5,7 +5,9 @@
 
 Moves an existing `results/` aside (restored afterwards unless the run succeeds), runs the whole
 DAG, then prints the wall time and the per-rule breakdown of the benchmark files. `--keep-models`
-keeps the converted fp32 model folders (measures the steady state a user sees after the first run).
+keeps the converted fp32 model folders (measures the steady state a user sees after the first run);
+without it the run also gets an empty model store (`$UQROUTE_MODEL_STORE`, a temp folder), so that it
+converts the models as on a new machine instead of linking the store's copies.
 `--overlay` adds config files over config/config.yaml (config/vllm-cpu.yaml: generation on vLLM);
 the time vLLM engines took to start is summed from the generate job logs. Prints the CPU (model,
 PyTorch's capability, native bf16 or not, cores) and the dtype ``auto`` chose beside the figures.
@@ -19,6 +21,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from summary import rule_breakdown  # noqa: E402
 
 from uqroute.engines.options import resolve_dtype  # noqa: E402
+from uqroute.gguf import MODEL_STORE_ENV  # noqa: E402
 from uqroute.machine import cpu_description  # noqa: E402
 from uqroute.paths import model_folder  # noqa: E402
 
@@ -68,9 +72,11 @@ def main() -> None:
     configs = ["--configfile", "config/config.yaml", *args.overlay] if args.overlay else []
 
     snakemake = Path(sys.executable).with_name("snakemake")
-    start = time.perf_counter()
-    run = subprocess.run([str(snakemake), "--cores", args.cores, "--quiet", *configs], cwd=ROOT)
-    wall = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="uqroute-model-store-") as empty_store:
+        env = dict(os.environ) if args.keep_models else {**os.environ, MODEL_STORE_ENV: empty_store}
+        start = time.perf_counter()
+        run = subprocess.run([str(snakemake), "--cores", args.cores, "--quiet", *configs], cwd=ROOT, env=env)
+        wall = time.perf_counter() - start
     if run.returncode != 0:
         shutil.rmtree(results, ignore_errors=True)
         if stash.exists():

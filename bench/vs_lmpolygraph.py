@@ -29,7 +29,9 @@ Both tools run the weights in ``--dtype`` (``--polygraph-dtype`` sets lm-polygra
 unequal comparisons of earlier runs). ``--engine vllm`` runs uqroute's side on its vLLM engine: vLLM
 lives in the project venv and lm-polygraph in its own, so that side runs first, in a child process
 of ``--uqroute-python`` (default ``.venv/bin/python``) that times the same steps after its own
-start-up and warm-up and hands back its timings and confidences as JSON.
+start-up and warm-up and hands back its timings and confidences as JSON. ``--baseline CHECKOUT`` runs
+such a child on another checkout's uqroute first (the code before a change), so that both are timed
+against the same lm-polygraph run, under the same machine load.
 """
 
 from __future__ import annotations
@@ -199,16 +201,33 @@ def uqroute_child(args, settings: dict, questions: pd.DataFrame, prompts: Prompt
     }))
 
 
-def uqroute_in_child(args, argv: list[str]) -> tuple[dict, dict, float, float]:
-    """(steps, confidences, total seconds, start-up seconds) of the uqroute side run by ``--uqroute-python``."""
+def uqroute_in_child(args, argv: list[str], checkout: Path | None = None) -> tuple[dict, dict, float, float]:
+    """(steps, confidences, total seconds, start-up seconds) of the uqroute side run by ``--uqroute-python``,
+    on the uqroute package of ``checkout`` (a folder holding ``workflow/uqroute``) when one is given."""
+    env = dict(os.environ)
+    if checkout is not None:
+        env["PYTHONPATH"] = os.pathsep.join([str(Path(checkout).resolve() / "workflow"), env.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "uqroute.json"
         command = [str(args.uqroute_python), str(Path(__file__).resolve()), *argv, "--uqroute-only", str(out)]
-        subprocess.run(command, check=True, cwd=REPO_ROOT)
+        subprocess.run(command, check=True, cwd=REPO_ROOT, env=env)
         report = json.loads(out.read_text())
     scores = {method: np.array([np.nan if v is None else v for v in values], dtype=float)
               for method, values in report["scores"].items()}
     return report["steps"], scores, report["total"], report["startup"]
+
+
+def without_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without the option ``name`` and its value (``name VALUE`` or ``name=VALUE``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(f"{name}="):
+            kept.append(arg)
+    return kept
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -226,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="uqroute's engine")
     parser.add_argument("--uqroute-python", type=Path, default=REPO_ROOT / ".venv" / "bin" / "python",
                         help="--engine vllm: the interpreter of the venv that has vLLM")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="--engine vllm: also time the uqroute of this checkout (e.g. a worktree of the main "
+                             "branch) before this one's, both against the same lm-polygraph run")
     parser.add_argument("--uqroute-only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--polygraph-batch-size", type=int, default=None,
                         help="questions per UEManager batch (default: the config's generation.part_size)")
@@ -252,9 +274,18 @@ def main(argv: list[str] | None = None) -> None:
         uqroute_child(args, settings, questions, prompts)
         return
 
+    if args.baseline is not None and args.engine != "vllm":
+        parser.error("--baseline needs --engine vllm (the uqroute side then runs in child processes)")
+    baseline = None
     if args.engine == "vllm":
+        child_argv = without_option(argv, "--baseline")
+        if args.baseline is not None:
+            baseline_load = os.getloadavg()[0]
+            baseline = uqroute_in_child(args, child_argv, args.baseline)
+            print(f"baseline uqroute ({args.baseline}): engine started and warmed up in {baseline[3]:.1f} s "
+                  "(not timed below)")
         load_before = os.getloadavg()[0]
-        ours_steps, ours, ours_total, startup = uqroute_in_child(args, argv)
+        ours_steps, ours, ours_total, startup = uqroute_in_child(args, child_argv)
         print(f"uqroute (vLLM, child process): engine started and warmed up in {startup:.1f} s (not timed below)")
         start = time.perf_counter()
         polygraph = polygraph_model(slm_dir(), "eager" if args.polygraph_defaults else "sdpa", polygraph_dtype)
@@ -286,6 +317,11 @@ def main(argv: list[str] | None = None) -> None:
     print("uqroute      " + ", ".join(f"{k} {v:.1f} s" for k, v in ours_steps.items()) + f"  -> total {ours_total:.1f} s")
     print("lm-polygraph " + ", ".join(f"{k} {v:.1f} s" for k, v in theirs_steps.items()) + f"  -> total {theirs_total:.1f} s")
     print(f"speed-up: lm-polygraph / uqroute = {theirs_total / ours_total:.2f}x (target >= 10x at equal dtype)")
+    if baseline is not None:
+        steps, _, total, _ = baseline
+        print("baseline     " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()) + f"  -> total {total:.1f} s")
+        print(f"speed-up of the baseline: lm-polygraph / baseline = {theirs_total / total:.2f}x; "
+              f"baseline / uqroute = {total / ours_total:.2f}x (1-min load {baseline_load:.2f} before it)")
     print(f"1-min load average: {load_before:.2f} before, {load_between:.2f} between, {load_after:.2f} after")
 
     rows = []

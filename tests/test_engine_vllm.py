@@ -14,6 +14,7 @@ the message when vLLM is not installed.
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -158,20 +159,51 @@ def test_token_logprobs_match_a_forward_pass(engines, conversations, greedy):
     assert worst < LOGPROB_ATOL
 
 
+# p(True) read from one decoding step (logprob_token_ids) against the prompt_logprobs path it replaced (one prefill
+# per candidate token). Measured 2026-12-07, float32, 12 questions: identical to the last bit on both models.
+P_TRUE_PATH_ATOL = 1e-6
+
+
+def prompt_logprob_probs(engine, conversations, candidates) -> np.ndarray:
+    """p(candidate) the earlier way: each prompt plus one candidate token, that token's prompt logprob."""
+    from uqroute.engines.rendering import candidate_token_sets
+
+    _, prompt_ids = engine._encode(conversations)
+    token_sets = candidate_token_sets(engine.tokenizer, candidates, engine.model_name)
+    extended = [(ids + [token], i, c) for i, ids in enumerate(prompt_ids)
+                for c, tokens in enumerate(token_sets) for token in tokens]
+    outputs = engine._run([e for e, _, _ in extended],
+                          [{"temperature": 0.0, "max_tokens": 1, "prompt_logprobs": 1}] * len(extended))
+    probs = np.zeros((len(conversations), len(candidates)))
+    for (ids, i, c), request in zip(extended, outputs):
+        probs[i, c] += math.exp(request.prompt_logprobs[-1][ids[-1]].logprob)
+    return probs
+
+
 @slow
-def test_p_true_matches_the_hf_engine(engines, items, greedy):
+def test_p_true_takes_one_request_per_question_and_matches_prompt_logprobs_and_the_hf_engine(
+        engines, items, greedy, monkeypatch):
     from uqroute.prompts import PromptSet
 
     prompts = PromptSet.load()
     hf_replies, _ = greedy
-    # One item of each dataset: vLLM prefills each (question, candidate token) pair on its own (12 pairs a
-    # question for Gemma's candidates), and more items of a dataset would only repeat the same path.
-    records, first = items.to_dict("records"), items.groupby("dataset", sort=False).head(1).index
-    asked = [prompts.ptrue(records[i], hf_replies[i].text) for i in first]
+    asked = [prompts.ptrue(record, reply.text) for record, reply in zip(items.to_dict("records"), hf_replies)]
     candidates = list(prompts.ptrue_candidates)
-    expected = engines.hf.next_token_probs(asked, candidates)
+    sent = []
+    run = engines.vllm._run
+    monkeypatch.setattr(engines.vllm, "_run", lambda ids, params: sent.append(params) or run(ids, params))
     got = engines.vllm.next_token_probs(asked, candidates)
-    assert got.shape == expected.shape == (len(asked), 2)
+    monkeypatch.undo()
+    # One call, one decoding step per question (12 candidate tokens for Gemma, 8 for SmolLM2), on the prefix cache.
+    assert [len(params) for params in sent] == [len(asked)]
+    assert all(p["max_tokens"] == 1 and "prompt_logprobs" not in p for p in sent[0])
+    assert engines.vllm.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
+    before = prompt_logprob_probs(engines.vllm, asked, candidates)
+    expected = engines.hf.next_token_probs(asked, candidates)
+    assert got.shape == before.shape == expected.shape == (len(asked), 2)
+    print(f"{engines.name}: p(True) of {len(asked)} questions, |logprob_token_ids - prompt_logprobs| max "
+          f"{np.abs(got - before).max():.2e}, |vLLM - HF| max {np.abs(got - expected).max():.2e}")
+    np.testing.assert_allclose(got, before, rtol=0, atol=P_TRUE_PATH_ATOL)
     assert np.allclose(got, expected, rtol=PROB_RTOL, atol=1e-7), np.abs(got - expected).max()
 
 
@@ -347,7 +379,7 @@ def test_tensor_parallel_cuda_settings_reach_the_llm(fake_cuda_vllm, smollm2_dir
     # batch_size/threads are the HF engine's; vLLM schedules its own batches.
     assert fake_cuda_vllm == [{"model": str(smollm2_dir), "dtype": "bfloat16", "tensor_parallel_size": 2,
                                "gpu_memory_utilization": 0.8, "max_model_len": 2048, "seed": 7,
-                               "enforce_eager": False}]
+                               "enforce_eager": False, "enable_prefix_caching": True}]
     assert engine.model_name == "smollm2-135m"
     # Hidden states are not among a vLLM engine's capabilities: a hidden-state pass is refused by name.
     from uqroute.engines import EngineError, hidden_state_reader
@@ -357,7 +389,8 @@ def test_tensor_parallel_cuda_settings_reach_the_llm(fake_cuda_vllm, smollm2_dir
     make_engine(model_spec("llama-3.1-70b"), model_dir=smollm2_dir)
     # dtype auto is resolved before vLLM sees it: bfloat16 on a GPU that computes it.
     assert fake_cuda_vllm[1] == {"model": str(smollm2_dir), "dtype": "bfloat16", "tensor_parallel_size": 4,
-                                 "gpu_memory_utilization": 0.9, "seed": 0, "enforce_eager": False}
+                                 "gpu_memory_utilization": 0.9, "seed": 0, "enforce_eager": False,
+                                 "enable_prefix_caching": True}
 
 
 def test_a_device_the_vllm_build_does_not_drive_is_refused(fake_cuda_vllm, smollm2_dir):

@@ -14,10 +14,17 @@ Mapping to vLLM:
   generated token, which always holds the chosen token; vLLM's default
   ``raw_logprobs`` mode computes it before temperature and top-p, i.e. the
   temperature-1 logprob the :class:`~uqroute.engines.base.Completion` contract asks for.
-- next-token probabilities: the prompt followed by the candidate's first token,
-  ``max_tokens=1, prompt_logprobs=1``; the last entry of
-  ``RequestOutput.prompt_logprobs`` holds the exact full-vocabulary logprob of
-  that token (top-k ``logprobs`` could miss a candidate).
+- next-token probabilities: one decoding step of the prompt (``max_tokens=1``,
+  greedy) with ``logprob_token_ids`` set to every candidate token, so one
+  prefill per conversation, whatever the number of candidate tokens. vLLM
+  gathers those ids from the raw logprobs (log-softmax over the full
+  vocabulary before any logits processor), so each is exact where top-k
+  ``logprobs`` could miss a candidate. ``prompt_logprobs`` (the prompt plus
+  each candidate token, one request per token) gives the same numbers but
+  skips the prefix cache, so it paid one prefill per (conversation, token).
+  More candidate tokens than vLLM returns per request (``MAX_LOGPROB_TOKEN_IDS``,
+  128) go in several requests of the same prompt, which read its prefix from
+  the cache.
 - hidden states: not exposed by vLLM; the hidden pass always runs on :class:`~uqroute.engines.hf.HFEngine`.
 - end of reply: vLLM stops at the tokenizer's EOS and at every EOS id of the
   model's ``generation_config.json`` and keeps that token in ``token_ids``; the
@@ -31,7 +38,8 @@ installed by ``setup.sh``) with the real SmolLM2-135M (chat template) and Gemma 
 270M (plain completion format, stop string), float32, next to the HF engine and
 a transformers forward pass: greedy replies token for token (near-ties at the
 first divergence of the others), token logprobs of greedy and top-p samples,
-p(True) from ``prompt_logprobs``, seeded samples across runs and batch
+p(True) from ``logprob_token_ids`` against ``prompt_logprobs`` and the HF
+engine, seeded samples across runs and batch
 companions, EOS and stop strings, and ``close()`` ending the engine's processes
 so that another engine starts in the same process. On CPU the engine runs with
 ``device="cpu"``, ``gpu_memory_utilization`` as the KV cache's share of host
@@ -130,25 +138,52 @@ def completions_from_outputs(
     return result
 
 
-def next_token_prompts(prompt_ids: Sequence[Sequence[int]], candidate_ids: Sequence[Sequence[int]]) -> list[list[int]]:
-    """One prompt per (conversation, candidate), conversation-major: the prompt plus the candidate's token."""
-    return [list(ids) + [int(c)] for ids, cands in zip(prompt_ids, candidate_ids) for c in cands]
+# Token ids one request may ask logprobs of (vllm.sampling_params.MAX_LOGPROB_TOKEN_IDS in vLLM 0.32).
+MAX_LOGPROB_TOKEN_IDS = 128
 
 
-def probs_from_prompt_logprobs(
-    outputs: Sequence[Any], candidate_ids: Sequence[Sequence[int]], model_name: str = ""
+def logprob_token_chunks(tokens: Sequence[int], limit: int = MAX_LOGPROB_TOKEN_IDS) -> list[list[int]]:
+    """``tokens`` split into the fewest requests of at most ``limit`` ids, all of the same length.
+
+    vLLM pads a batch's shorter lists with token 0 at -inf, and that entry reaches the request's output: a
+    short last chunk is filled up with its own first token instead (a repeated id returns the same value).
+    """
+    tokens = [int(t) for t in tokens]
+    if not tokens:
+        return []
+    count = -(-len(tokens) // limit)
+    size = -(-len(tokens) // count)
+    chunks = [tokens[i:i + size] for i in range(0, len(tokens), size)]
+    return [chunk + [chunk[0]] * (size - len(chunk)) for chunk in chunks]
+
+
+def next_token_params(chunks: Sequence[Sequence[int]]) -> list[dict[str, Any]]:
+    """``SamplingParams`` keyword arguments of one decoding step per chunk of candidate token ids."""
+    return [{"temperature": 0.0, "max_tokens": 1, "logprob_token_ids": list(chunk), "detokenize": False}
+            for chunk in chunks]
+
+
+def probs_from_token_logprobs(
+    outputs: Sequence[Any], chunks: Sequence[Sequence[int]], tokens: Sequence[int], model_name: str = ""
 ) -> np.ndarray:
-    """``(n_conversations, n_candidates)`` probabilities from the last prompt position of each request."""
-    k = len(candidate_ids[0]) if candidate_ids else 0
-    flat = []
-    for r, (request, token) in enumerate(zip(outputs, (c for cands in candidate_ids for c in cands))):
-        entries = request.prompt_logprobs
-        if not entries or entries[-1] is None or token not in entries[-1]:
-            raise EngineError(f"model {model_name}: request {r}: no prompt logprob for candidate token {token}")
-        flat.append(math.exp(_logprob_value(entries[-1][token])))
-    if len(flat) != len(candidate_ids) * k:
-        raise EngineError(f"model {model_name}: expected {len(candidate_ids) * k} outputs, got {len(flat)}")
-    return np.asarray(flat, dtype=np.float64).reshape(len(candidate_ids), k)
+    """``(n_conversations, len(tokens))`` probabilities from the first generated position of each request.
+
+    ``outputs`` hold ``len(chunks)`` requests per conversation, conversation-major; each request's first
+    ``logprobs`` entry maps every id of its chunk (and the greedy token) to its full-vocabulary logprob.
+    """
+    if len(outputs) % max(len(chunks), 1):
+        raise EngineError(f"model {model_name}: {len(outputs)} outputs for {len(chunks)} requests per conversation")
+    rows = []
+    for start in range(0, len(outputs), len(chunks)):
+        found: dict[int, float] = {}
+        for r, (request, chunk) in enumerate(zip(outputs[start:start + len(chunks)], chunks), start):
+            entries = request.outputs[0].logprobs if request.outputs else None
+            missing = [t for t in chunk if not entries or not isinstance(entries[0], Mapping) or t not in entries[0]]
+            if missing:
+                raise EngineError(f"model {model_name}: request {r}: no logprob for candidate tokens {missing}")
+            found.update((t, _logprob_value(entries[0][t])) for t in chunk)
+        rows.append([math.exp(found[int(t)]) for t in tokens])
+    return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(tokens))
 
 
 def _generation_config(model_path: str | os.PathLike):
@@ -265,6 +300,9 @@ class VLLMEngine:
             # whose default seed differs between vLLM versions.
             "seed": int(seed),
             "enforce_eager": bool(enforce_eager),
+            # Said rather than left to vLLM's default (on, in 0.32): p(True) and the follow-up passes read their
+            # prompts' shared beginning (the question, the greedy reply) from this cache instead of prefilling it.
+            "enable_prefix_caching": True,
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = int(max_model_len)
@@ -323,14 +361,15 @@ class VLLMEngine:
         )
 
     def next_token_probs(self, conversations: Sequence[Conversation], candidates: Sequence[str]) -> np.ndarray:
-        """As :meth:`HFEngine.next_token_probs`: each candidate's tokens' probabilities summed. vLLM returns
-        the logprob of a given token as a prompt logprob, so each (conversation, token) is one request."""
+        """As :meth:`HFEngine.next_token_probs`: each candidate's tokens' probabilities summed, read from one
+        decoding step per conversation (see the module docstring)."""
         _, prompt_ids = self._encode(conversations)
         token_sets = candidate_token_sets(self.tokenizer, candidates, self.model_name)
-        tokens = [[token for ids in token_sets for token in ids]] * len(prompt_ids)
-        extended = next_token_prompts(prompt_ids, tokens)
-        params = [{"temperature": 0.0, "max_tokens": 1, "prompt_logprobs": 1}] * len(extended)
-        probs = probs_from_prompt_logprobs(self._run(extended, params), tokens, self.model_name)
+        tokens = [token for ids in token_sets for token in ids]
+        chunks = logprob_token_chunks(tokens)
+        params = next_token_params(chunks)
+        outputs = self._run([ids for ids in prompt_ids for _ in chunks], params * len(prompt_ids))
+        probs = probs_from_token_logprobs(outputs, chunks, tokens, self.model_name)
         bounds = np.cumsum([0] + [len(ids) for ids in token_sets])
         return np.stack([probs[:, start:end].sum(axis=1) for start, end in zip(bounds[:-1], bounds[1:])], axis=1)
 
