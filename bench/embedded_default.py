@@ -25,13 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from summary import rule_breakdown  # noqa: E402
-
-from uqroute.engines.options import resolve_dtype  # noqa: E402
-from uqroute.gguf import MODEL_STORE_ENV  # noqa: E402
-from uqroute.machine import cpu_description  # noqa: E402
-from uqroute.paths import model_folder  # noqa: E402
+from uqroute.analysis.run_cost import job_times, rule_times
+from uqroute.engines.options import resolve_dtype
+from uqroute.gguf import MODEL_STORE_ENV
+from uqroute.machine import cpu_description
+from uqroute.paths import model_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # uqroute.engines.vllm_engine.STARTUP_MESSAGE as it appears in a log.
@@ -84,8 +82,8 @@ def main() -> None:
         raise SystemExit(f"workflow failed (exit {run.returncode}); previous results restored")
     shutil.rmtree(stash, ignore_errors=True)
 
-    table = rule_breakdown(benchmarks)
-    print(table.to_string(float_format="{:.1f}".format))
+    table = rule_times(job_times(benchmarks))
+    print(table.to_string(index=False, float_format="{:.1f}".format))
     started, startup = engine_startup_seconds(ROOT / "logs")
     print(f"\njobs: {int(table['jobs'].sum())}; sum of job times {table['total_s'].sum():.1f} s; "
           f"{started} vLLM engine start-ups took {startup:.1f} s of it")

@@ -143,9 +143,15 @@ def test_the_findings_page_states_every_verdict_from_the_tables(tmp_path):
     # The job writes it from the files; a table without verdicts is an error naming where it came from.
     write_parquet(found, tmp_path / "findings.parquet")
     write_parquet(alignment, tmp_path / "alignment.parquet")
+    # With the run's benchmark files and logs, the page ends with what the run cost.
+    (tmp_path / "benchmarks/uq/slm/d0").mkdir(parents=True)
+    (tmp_path / "benchmarks/uq/slm/d0/perplexity.tsv").write_text("s\tmax_rss\n3.5\t100\n")
     findings_doc(findings=str(tmp_path / "findings.parquet"), alignment=str(tmp_path / "alignment.parquet"),
-                 bootstrap={"resamples": 300}, power={"max_auroc_width": 0.2}, output=str(tmp_path / "page.md"))
-    assert (tmp_path / "page.md").read_text().startswith("# What the paper's findings become for slm -> gemma3-270m")
+                 bootstrap={"resamples": 300}, power={"max_auroc_width": 0.2}, output=str(tmp_path / "page.md"),
+                 benchmarks=str(tmp_path / "benchmarks"), logs=str(tmp_path / "logs"))
+    written = (tmp_path / "page.md").read_text()
+    assert written.startswith("# What the paper's findings become for slm -> gemma3-270m")
+    assert "## What it cost" in written and "| uq | 1 | 0.00 | 3.5 | 3.5 |" in written
     with pytest.raises(ValueError, match="no statement with a verdict"):
         findings_markdown(found.assign(verdict=None), alignment, source="results-x/metrics", machine="", level=0.95,
                           resamples=300, max_auroc_width=0.2)

@@ -301,6 +301,9 @@ if config.get("findings_doc"):
             job="analysis.findings_doc",
             bootstrap=config["analysis"]["bootstrap"],
             power=config["analysis"]["power"],
+            # What the run cost, read from its benchmark files and job logs (not inputs: no rule makes them).
+            benchmarks=BENCHMARKS,
+            logs=LOGS,
         log:
             job_log("findings_doc", config["findings_doc"]),
         localrule: True

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..datasets.registry import DATASET_NAMES, dataset_label
 from ..uq.registry import METHOD_NAMES, method_label
+from .run_cost import rule_times
 
 # What each statement of uqroute.analysis.verdicts says, in the paper's words.
 CLAIMS = {
@@ -45,9 +46,39 @@ def _claim(finding: str) -> str:
     return finding
 
 
+def cost_lines(jobs: pd.DataFrame, engines: pd.DataFrame, questions: int) -> list[str]:
+    """The page's section on what the run cost: job time per rule (:func:`~.run_cost.job_times` of its benchmark
+    files) and the engines its jobs ran (:func:`~.run_cost.engine_runs`, the machine named), ``questions`` the
+    test questions it scored."""
+    if jobs.empty:
+        return ["## What it cost", "", "The run left no benchmark files: its job times are unknown.", ""]
+    by_rule = rule_times(jobs)
+    total = float(by_rule["total_s"].sum())
+    lines = [
+        "## What it cost",
+        "",
+        f"{total / 3600:.1f} hours of job time over {int(by_rule['jobs'].sum())} jobs that keep a benchmark file "
+        f"({total / questions:.1f} s per test question, its train question and the LLM's answer included). Job "
+        "time is each job's wall time; jobs ran side by side, so the run's own wall time was shorter. A job "
+        "stopped and resumed counts its last attempt only.",
+        "",
+    ]
+    if not engines.empty:
+        lines += ["| model | engine | dtype | where | jobs |", "|---|---|---|---|---|"]
+        lines += [f"| {row.model} | {row.kind} | {row.dtype} | {row.where} | {row.jobs} |"
+                  for row in engines.itertuples()]
+        lines.append("")
+    lines += ["| rule | jobs | job time (h) | mean (s) | longest (s) |", "|---|---|---|---|---|"]
+    lines += [f"| {row.rule} | {row.jobs} | {row.total_s / 3600:.2f} | {row.mean_s:.1f} | {row.max_s:.1f} |"
+              for row in by_rule.itertuples()]
+    return lines + [""]
+
+
 def findings_markdown(findings: pd.DataFrame, alignment: pd.DataFrame, *, source: str, machine: str, level: float,
-                      resamples: int, max_auroc_width: float) -> str:
-    """The page: the verdicts, then how wide the cells' AUROC intervals came out, then every cell's AUROC.
+                      resamples: int, max_auroc_width: float, jobs: pd.DataFrame | None = None,
+                      engines: pd.DataFrame | None = None) -> str:
+    """The page: the verdicts, then how wide the cells' AUROC intervals came out, then every cell's AUROC, and
+    what the run cost when ``jobs`` (and ``engines``) are given (:func:`cost_lines`).
 
     ``findings``: metrics/findings.parquet (its rows with a verdict are the statements); ``alignment``:
     metrics/alignment.parquet with its intervals; ``source``: where the tables are, named on the page.
@@ -132,4 +163,6 @@ def findings_markdown(findings: pd.DataFrame, alignment: pd.DataFrame, *, source
                 text += f" {_interval(cell['auroc_low'], cell['auroc_high'])}"
             entries.append(f"*{text}*" if cell["underpowered"] else text)
         lines.append(f"| {dataset_label(dataset)} | " + " | ".join(entries) + " |")
-    return "\n".join(lines) + "\n"
+    if jobs is not None:
+        lines += [""] + cost_lines(jobs, engines if engines is not None else pd.DataFrame(), int(per_cell.sum()))
+    return "\n".join(lines).rstrip("\n") + "\n"

@@ -8,6 +8,7 @@ transformers, whatever the model generates with), with the device and dtype of t
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, Mapping
 
 from ..machine import cpu_description, cpu_runs_bf16_natively
@@ -25,6 +26,11 @@ WEIGHT_SETTINGS = frozenset({"device", "dtype"})
 # that runs the job, not on the one that plans the DAG (a SLURM login node may have another CPU or no GPU).
 AUTO_DTYPE = "auto"
 DTYPES = ("float32", "bfloat16", "float16")
+# The line each engine's job log opens with (:func:`engine_dtype`); :func:`parse_engine_line` reads it back, so
+# a run's logs say which machines and dtypes its tables were made on.
+ENGINE_LINE = "model %s (%s): dtype %s -> %s on %s"
+_ENGINE_LINE_RE = re.compile(r"model (?P<model>\S+) \((?P<kind>[^)]+)\): dtype (?P<asked>\S+) -> (?P<dtype>\S+) "
+                             r"on (?P<where>.+)$")
 # vLLM's share of each GPU's memory for weights and KV cache (its own default).
 GPU_MEMORY_FRACTION = 0.9
 
@@ -102,5 +108,12 @@ def engine_dtype(model: str, kind: str, dtype: str, device: str) -> str:
     where = device
     if not str(device).startswith("cuda"):
         where = f"{device} ({cpu_description()})"
-    logging.getLogger(__name__).info("model %s (%s): dtype %s -> %s on %s", model, kind, dtype, resolved, where)
+    logging.getLogger(__name__).info(ENGINE_LINE, model, kind, dtype, resolved, where)
     return resolved
+
+
+def parse_engine_line(line: str) -> dict[str, str] | None:
+    """The fields of a log line :func:`engine_dtype` wrote (``model``, ``kind``, ``asked``, ``dtype``, ``where``:
+    the device, with the CPU named on a CPU), or None for any other line."""
+    found = _ENGINE_LINE_RE.search(line.rstrip("\n"))
+    return found.groupdict() if found else None

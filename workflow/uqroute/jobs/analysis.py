@@ -22,6 +22,7 @@ from ..analysis.findings import distribution_distances, findings_table, scaled_c
 from ..analysis.findings_doc import findings_markdown
 from ..analysis.grading import count_grading
 from ..analysis.routing import align_llm_correct, ratio_grid, routing_metrics_row
+from ..analysis.run_cost import engine_runs, job_times
 from ..analysis.routing import relative_accuracy as relative
 from ..analysis.routing import routing_curve as curve
 from ..analysis.truncation import count_truncation
@@ -175,12 +176,16 @@ def findings(*, alignment: str, resamples: str, routing: str, relative: str, gen
     write_text(found.to_html(index=False, float_format=lambda v: f"{v:.3f}", na_rep="n/a"), html)
 
 
-def findings_doc(*, findings: str, alignment: str, bootstrap: Mapping, power: Mapping, output: str) -> None:
-    """The study's findings as a Markdown page (:func:`uqroute.analysis.findings_doc.findings_markdown`)."""
+def findings_doc(*, findings: str, alignment: str, bootstrap: Mapping, power: Mapping, output: str,
+                 benchmarks: str | None = None, logs: str | None = None) -> None:
+    """The study's findings as a Markdown page (:func:`uqroute.analysis.findings_doc.findings_markdown`), with what
+    the run cost when its ``benchmarks`` folder (and its job ``logs``, which name each engine's machine) are given."""
     settings = BootstrapSettings.from_config(bootstrap)
+    jobs = job_times(benchmarks) if benchmarks else None
+    engines = engine_runs(logs) if logs else None
     write_text(findings_markdown(read_parquet(findings), read_parquet(alignment), source=str(Path(findings).parent),
                                  machine=cpu_description(), level=settings.level, resamples=settings.resamples,
-                                 max_auroc_width=float(power["max_auroc_width"])), output)
+                                 max_auroc_width=float(power["max_auroc_width"]), jobs=jobs, engines=engines), output)
 
 
 def grading(*, gen: Sequence[str], output: str) -> None:
