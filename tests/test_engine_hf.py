@@ -228,6 +228,31 @@ def test_greedy_is_deterministic_and_independent_of_batch_size(smollm2_engine, c
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_decoding_on_grouped_heads_gives_transformers_bits(model, dtype, model_dirs, conversations):
+    """On a CPU the engine's attention reads grouped key/value heads in place while decoding; greedy replies and
+    samples, their tokens and logprobs, are bit for bit those of transformers' own SDPA attention (which copies
+    the heads), on both models (3 and 4 query heads per key/value head) in both dtypes the workflow runs."""
+    from uqroute.engines.hf import CPU_ATTENTION
+
+    engine = make_engine(model_spec(model), kind="hf", model_dir=model_dirs[model], dtype=dtype, threads=1,
+                         batch_size=3)
+    try:
+        assert engine.model.config._attn_implementation == CPU_ATTENTION
+        assert engine.model.config.num_attention_heads > engine.model.config.num_key_value_heads
+        settings = [Sampling(max_new_tokens=12), Sampling(max_new_tokens=12, temperature=1.0, n=3, seed=50)]
+        ours = [engine.generate(conversations, sampling) for sampling in settings]
+        engine.model.set_attn_implementation("sdpa")
+        theirs = [engine.generate(conversations, sampling) for sampling in settings]
+    finally:
+        engine.close()
+    for mine, reference in zip(ours, theirs):
+        assert [[(c.token_ids, c.token_logprobs) for c in cs] for cs in mine] == \
+            [[(c.token_ids, c.token_logprobs) for c in cs] for cs in reference]
+
+
+@pytest.mark.slow
 def test_token_logprobs_match_a_plain_forward_pass(smollm2_engine, conversations, batch_size):
     batch_size(3)
     outputs = smollm2_engine.generate(conversations, Sampling(max_new_tokens=12))
