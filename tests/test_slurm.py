@@ -55,9 +55,12 @@ def overlay(tmp_path_factory) -> list[str]:
     return slurm_options(tmp_path_factory.mktemp("overlay"))
 
 
-def test_tiny_slice_through_slurm_gives_the_local_tables(slurm_env, slice_run, slice_rerun):
+def test_tiny_slice_through_slurm_gives_the_local_tables(slurm_env, request):
     """Byte-identical Parquet files from the local executor (the session's slice run) and from SLURM jobs (the
     session's second slice run, made on SLURM when a cluster answers: tests/conftest.py)."""
+    # Asked for here, not as arguments: session fixtures are set up before the module's slurm_env, which skips
+    # where no cluster answers, and these two runs take minutes.
+    slice_run, slice_rerun = request.getfixturevalue("slice_run"), request.getfixturevalue("slice_rerun")
     assert slice_rerun.on_slurm, "the cluster answers, so the slice's second run is made through SLURM"
     slurm_jobs = set(SUBMITTED.findall(slice_rerun.log))
     model_jobs = len(list((slice_rerun.workdir / "results" / "gen").rglob("*.parquet")))
