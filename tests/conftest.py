@@ -1,10 +1,11 @@
-"""Shared fixtures: the real data directory, the real tiny models and one local run of the tiny slice."""
+"""Shared fixtures: the real data directory, the real tiny models and the tiny slice's two runs."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,14 +37,23 @@ MODEL_CACHE = model_cache(REPO_ROOT / "results")
 
 # Fixtures that load a model (or run the DAG with one): a test that asks for any of them is `slow`, so the
 # quick tier (`pytest -m "not slow"`) never converts or loads a model.
-MODEL_FIXTURES = frozenset({"smollm2_dir", "gemma3_dir", "smollm2_engine", "model_dirs", "slice_run"})
+MODEL_FIXTURES = frozenset({"smollm2_dir", "gemma3_dir", "smollm2_engine", "model_dirs", "slice_run", "slice_rerun"})
 
 
-# The longest modules (minutes each: DAG runs, SLURM jobs, vLLM engines, servers), longest first. The full suite
-# runs on two pytest-xdist workers, one module at a time each (`--dist loadfile`); starting these first keeps
-# one of them from being the last thing left running while the other worker idles.
-LONG_MODULES = ("test_slurm", "test_engine_vllm", "test_workflow_vllm", "test_workflow_e2e", "test_serve_e2e",
-                "test_engine_hf")
+# The longest modules (minutes each: DAG runs, SLURM jobs, vLLM engines, servers, the paper grid's plans), longest
+# first (loaded 2026-12-07 durations). The full suite runs on two pytest-xdist workers, one module at a time each
+# (`--dist loadfile`); starting these first and leaving the short modules to fill in at the end keeps one worker
+# from being the last thing left running while the other idles. test_slurm leads: it makes the session's two
+# slice runs (`slice_run`, `slice_rerun`), which test_workflow_e2e's last test reads.
+LONG_MODULES = ("test_slurm", "test_engine_vllm", "test_serve_e2e", "test_workflow_vllm", "test_workflow_e2e",
+                "test_engine_hf", "test_paper_grid", "test_truncation", "test_job_adapter", "test_api_run")
+
+
+def pytest_configure(config):
+    # pytest-xdist hands modules out by their number of tests, most first, unless told not to: that puts the
+    # long modules, which have few tests each, last. Keep the order set below instead.
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):
@@ -122,6 +132,11 @@ def model_dirs(smollm2_dir, gemma3_dir) -> dict[str, Path]:
     return {SLM: smollm2_dir, LLM: gemma3_dir}
 
 
+def _shared_temp(tmp_path_factory, worker_id) -> Path:
+    """The test run's temporary folder that every pytest-xdist worker sees."""
+    return tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+
+
 @pytest.fixture(scope="session")
 def slice_run(tmp_path_factory, worker_id, data_dir, model_dirs) -> Path:
     """The tiny slice's tables made by the local executor; the determinism, granularity and SLURM tests compare
@@ -130,7 +145,7 @@ def slice_run(tmp_path_factory, worker_id, data_dir, model_dirs) -> Path:
 
     from workflow_runs import run_workflow, slice_config
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    shared = _shared_temp(tmp_path_factory, worker_id)
     workdir, done = shared / "slice-local", shared / "slice-local.done"
     with FileLock(shared / "slice-local.lock"):
         if not done.exists():
@@ -139,3 +154,40 @@ def slice_run(tmp_path_factory, worker_id, data_dir, model_dirs) -> Path:
             assert result.returncode == 0, result.stderr[-6000:]
             done.touch()
     return workdir
+
+
+@dataclass(frozen=True)
+class SliceRerun:
+    """The tiny slice made a second time from scratch: its workdir, what its Snakemake printed, and whether its
+    jobs ran on SLURM."""
+
+    workdir: Path
+    log: str
+    on_slurm: bool
+
+
+@pytest.fixture(scope="session")
+def slice_rerun(tmp_path_factory, worker_id, data_dir, model_dirs, slice_run) -> SliceRerun:
+    """The tiny slice run again from scratch, after ``slice_run``: through SLURM jobs where a cluster answers
+    (tests/test_slurm.py checks it gives the local run's tables), by the local executor otherwise. The determinism
+    test compares it with ``slice_run`` either way, so the suite runs the slice twice, not three times. Made once
+    per test run, shared by the workers as ``slice_run`` is; a failed run fails every test that asks for it."""
+    from filelock import FileLock
+
+    from workflow_runs import SLURM_JOB_PATH, run_workflow, slice_config, slurm_answers, slurm_options
+
+    shared = _shared_temp(tmp_path_factory, worker_id)
+    workdir, log_file = shared / "slice-again", shared / "slice-again.log"
+    with FileLock(shared / "slice-again.lock"):
+        if not log_file.exists():
+            workdir.mkdir(exist_ok=True)
+            on_slurm = slurm_answers() is None
+            options, env = ((slurm_options(shared / "slice-again-profile"), {"PATH": SLURM_JOB_PATH}) if on_slurm
+                            else ([], None))
+            result = run_workflow(workdir, data_dir, model_dirs, *options, "tables", config=slice_config(data_dir),
+                                  env=env)
+            log = result.stdout + result.stderr
+            assert result.returncode == 0, log[-6000:]
+            log_file.write_text(("slurm" if on_slurm else "local") + "\n" + log)
+    executor, log = log_file.read_text().split("\n", 1)
+    return SliceRerun(workdir, log, executor == "slurm")

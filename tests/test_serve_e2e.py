@@ -600,10 +600,12 @@ def test_usage_cost_and_savings(hf_router, llm_server, study):
 
 def test_64_concurrent_streaming_clients(hf_router, data_dir, workdir):
     """64 streams at once through the official client: none fails, each ends with one finish reason and its usage
-    chunk, and the router counts 64 answers."""
+    chunk, and the router counts 64 answers. The router's second method, perplexity, scores them: one SLM pass per
+    request, where p(True) adds a second (the 64 concurrent p(True) requests above run both passes)."""
     prompts = PromptSet.load()
     pool = pd.concat([_subset(data_dir, workdir, dataset, n=32) for dataset in CONSISTENCY])
-    requests = [_request(item, prompts) for item in pool.head(64).to_dict("records")]
+    requests = [{**_request(item, prompts), "model": "uqroute-perplexity"}
+                for item in pool.head(64).to_dict("records")]
     url = f"http://127.0.0.1:{hf_router.port}/metrics"
     before = _metric_samples(url, ROUTER_KEY)
     client = _client(hf_router)

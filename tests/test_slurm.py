@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,21 +19,18 @@ import pandas as pd
 import pytest
 import yaml
 
-from workflow_runs import SLM, parquet_bytes, run_workflow, slice_config, tiny_config
+from workflow_runs import (SLM, SLURM_JOB_PATH, SLURM_PROFILE, assert_same_tables, slurm_answers, slurm_options,
+                           tiny_config, with_slurm_account)
 from uqroute import REPO_ROOT
 from uqroute.paths import model_folder
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-USER_PROFILE = REPO_ROOT / "profiles" / "slurm"
-OVERLAY = REPO_ROOT / "tests" / "slurm" / "profile" / "config.yaml"
-# A real cluster's partitions (defaults: those of tests/slurm/slurm.conf.template): test jobs run in the
-# first; the paper grid's requests are checked (sbatch --test-only, nothing runs) against the other two.
-CPU_PARTITION = os.environ.get("UQROUTE_SLURM_PARTITION", "cpu")
+# A real cluster's partitions (defaults: those of tests/slurm/slurm.conf.template): test jobs run in
+# SLURM_PARTITION; the paper grid's requests are checked (sbatch --test-only, nothing runs) against these two.
 PAPER_CPU_PARTITION = os.environ.get("UQROUTE_SLURM_PAPER_CPU_PARTITION", "paper-cpu")
 PAPER_GPU_PARTITION = os.environ.get("UQROUTE_SLURM_PAPER_GPU_PARTITION", "paper-gpu")
-ACCOUNT = os.environ.get("UQROUTE_SLURM_ACCOUNT")  # the test cluster takes none
 GREEDY = "results/gen/smollm2-135m/multiarith/test/greedy.parquet"
 GREEDY_PARTS = "results/.checkpoints/gen/smollm2-135m/multiarith/test/greedy"
 GREEDY_LOG = "logs/generate/smollm2-135m/multiarith/test/greedy.log"
@@ -42,71 +38,34 @@ SLURM_LOGS = ".snakemake/slurm_logs"
 SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+)")
 
 
-def _slurm_answers() -> str | None:
-    """None when a controller answers `sinfo`, else why not."""
-    if shutil.which("sinfo") is None:
-        return "no SLURM client commands on PATH (CI starts a cluster with tests/slurm/cluster.sh start)"
-    try:
-        probe = subprocess.run(["sinfo", "--noheader", "--partition", CPU_PARTITION, "--format=%a"],
-                               capture_output=True, text=True, timeout=60)
-    except subprocess.TimeoutExpired:
-        return "sinfo found no SLURM controller within 60 s (CI starts one with tests/slurm/cluster.sh start)"
-    if probe.returncode != 0 or "up" not in probe.stdout:
-        return (f"no SLURM controller answers with partition {CPU_PARTITION!r} up ({probe.stderr.strip()}); "
-                "start one with tests/slurm/cluster.sh start (root, apt) or set UQROUTE_SLURM_PARTITION")
-    return None
-
-
 @pytest.fixture(scope="module")
 def slurm_env():
     """The cluster answers, and jobs find this environment's python and snakemake first on PATH."""
-    reason = _slurm_answers()
+    reason = slurm_answers()
     if reason:
         pytest.skip(reason)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PATH", f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}")
+        patch.setenv("PATH", SLURM_JOB_PATH)
         yield
 
 
-def _with_account(profile: dict) -> dict:
-    if ACCOUNT:
-        profile["default-resources"]["slurm_account"] = ACCOUNT
-        profile.pop("slurm-no-account", None)
-    return profile
-
-
 @pytest.fixture(scope="module")
-def overlay(tmp_path_factory) -> Path:
-    """tests/slurm/profile with the partition this run uses (the overlay's own unless overridden)."""
-    profile = _with_account(yaml.safe_load(OVERLAY.read_text()))
-    profile["default-resources"]["slurm_partition"] = CPU_PARTITION
-    folder = tmp_path_factory.mktemp("overlay")
-    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
-    return folder
+def overlay(tmp_path_factory) -> list[str]:
+    """Snakemake's options for profiles/slurm and tests/slurm/profile with the partition this run uses."""
+    return slurm_options(tmp_path_factory.mktemp("overlay"))
 
 
-def _slurm_options(overlay: Path) -> list[str]:
-    # `--opt=value` forms: --configfile and --profile take several values and would swallow the targets.
-    return [f"--profile={USER_PROFILE}", f"--profile={overlay}"]
-
-
-def test_tiny_slice_through_slurm_gives_the_local_tables(slurm_env, overlay, slice_run, tmp_path_factory, data_dir,
-                                                        model_dirs):
-    """Byte-identical Parquet files from the local executor (the session's slice run) and from SLURM jobs."""
-    cluster = tmp_path_factory.mktemp("cluster")
-    result = run_workflow(cluster, data_dir, model_dirs, *_slurm_options(overlay), "tables",
-                          config=slice_config(data_dir))
-    log = result.stdout + result.stderr
-    assert result.returncode == 0, log[-6000:]
-    slurm_jobs = set(SUBMITTED.findall(log))
-    model_jobs = len(list((cluster / "results" / "gen").rglob("*.parquet")))
+def test_tiny_slice_through_slurm_gives_the_local_tables(slurm_env, request):
+    """Byte-identical Parquet files from the local executor (the session's slice run) and from SLURM jobs (the
+    session's second slice run, made on SLURM when a cluster answers: tests/conftest.py)."""
+    # Asked for here, not as arguments: session fixtures are set up before the module's slurm_env, which skips
+    # where no cluster answers, and these two runs take minutes.
+    slice_run, slice_rerun = request.getfixturevalue("slice_run"), request.getfixturevalue("slice_rerun")
+    assert slice_rerun.on_slurm, "the cluster answers, so the slice's second run is made through SLURM"
+    slurm_jobs = set(SUBMITTED.findall(slice_rerun.log))
+    model_jobs = len(list((slice_rerun.workdir / "results" / "gen").rglob("*.parquet")))
     assert len(slurm_jobs) > model_jobs, "every data, model and UQ job ran as its own SLURM job"
-
-    local_tables, cluster_tables = parquet_bytes(slice_run / "results"), parquet_bytes(cluster / "results")
-    assert local_tables.keys() == cluster_tables.keys()
-    assert len(local_tables) > 40
-    differing = [name for name in local_tables if local_tables[name] != cluster_tables[name]]
-    assert not differing, f"Parquet bytes differ: {differing}"
+    assert_same_tables(slice_run, slice_rerun.workdir)
 
 
 def _write_workdir(workdir: Path, data_dir: Path, smollm2_dir: Path) -> Path:
@@ -123,9 +82,9 @@ def _write_workdir(workdir: Path, data_dir: Path, smollm2_dir: Path) -> Path:
     return config_file
 
 
-def _snakemake(workdir: Path, config_file: Path, overlay: Path, *targets: str) -> list[str]:
+def _snakemake(workdir: Path, config_file: Path, overlay: list[str], *targets: str) -> list[str]:
     return [str(SNAKEMAKE), "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
-            *_slurm_options(overlay), f"--configfile={config_file}", *targets]
+            *overlay, f"--configfile={config_file}", *targets]
 
 
 def _running_job(comment: str) -> str | None:
@@ -207,13 +166,13 @@ def test_job_failing_for_good_is_reported_with_its_logs(slurm_env, overlay, tmp_
 
 def _paper_profile(folder: Path) -> Path:
     """profiles/slurm as a user fills it in: partitions, no account, and (no conda here) no conda."""
-    partitions = (USER_PROFILE / "partitions.yaml").read_text()
+    partitions = (SLURM_PROFILE / "partitions.yaml").read_text()
     partitions = partitions.replace("<your-cpu-partition>", PAPER_CPU_PARTITION)
     (folder / "partitions.yaml").write_text(partitions.replace("<your-gpu-partition>", PAPER_GPU_PARTITION))
-    profile = yaml.safe_load((USER_PROFILE / "config.yaml").read_text())
+    profile = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())
     del profile["default-resources"]["slurm_account"]
     profile.update({"slurm-no-account": True, "software-deployment-method": "env-modules"})
-    profile = _with_account(profile)
+    profile = with_slurm_account(profile)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
     return folder
 

@@ -1,7 +1,7 @@
 """The embedded DAG end to end on a tiny slice of real data with the real tiny models.
 
 One run builds every table and figure family; the tests then check the contracts, that no model
-pass ran twice, the report, which jobs a changed setting reruns, and (with a second run of the
+pass ran twice, the report, which jobs a changed setting reruns, and (with the session's two runs of the
 smaller slice) that results are byte-for-byte reproducible.
 """
 
@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflow_runs import (DATASETS, METHODS, check_contracts, check_figures, check_model_passes_ran_once,
-                           check_tables_match_contracts, parquet_bytes, plan, run_workflow, slice_config,
-                           tiny_config)
+from workflow_runs import (DATASETS, METHODS, assert_same_tables, check_contracts, check_figures,
+                           check_model_passes_ran_once, check_tables_match_contracts, plan, run_workflow, tiny_config)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -134,16 +133,12 @@ def test_probe_settings_rerun_only_probe_scores(finished_run, data_dir, model_di
     assert {job["wildcards"]["method"] for job in jobs["uq"]} == {"trained_probe", "ood_probe"}
 
 
-def test_two_runs_give_identical_tables(slice_run, tmp_path_factory, data_dir, model_dirs):
+def test_two_runs_give_identical_tables(slice_run, slice_rerun):
     """Determinism: a second run from scratch writes every table of the slice byte for byte the same.
 
     The slice (two datasets, three methods) has every kind of job: data, the greedy and p(True) passes,
-    grading, hidden states, the probe, and the routing, calibration and generalization tables.
+    grading, hidden states, the probe, and the routing, calibration and generalization tables. The second run is
+    the session's (tests/conftest.py): through SLURM where a cluster answers, which tests/test_slurm.py checks too,
+    by the local executor otherwise.
     """
-    second = tmp_path_factory.mktemp("slice-again")
-    result = run_workflow(second, data_dir, model_dirs, "tables", config=slice_config(data_dir))
-    assert result.returncode == 0, result.stderr[-6000:]
-    first, again = parquet_bytes(slice_run / "results"), parquet_bytes(second / "results")
-    assert first.keys() == again.keys() and len(first) > 40
-    differing = [name for name in first if first[name] != again[name]]
-    assert not differing, f"Parquet bytes differ: {differing}"
+    assert_same_tables(slice_run, slice_rerun.workdir)

@@ -2,14 +2,16 @@
 (a subprocess, as a user runs them), plans of the DAG made in the test process through Snakemake's API,
 the jobs a printed dry run lists, the contract checks of a finished run, and docs/contracts.md read as data.
 
-The slice run is a session fixture (conftest.py), so the determinism check and the SLURM check compare
-against one local run. No test module imports another: what two of them need lives here.
+The slice's two runs are session fixtures (conftest.py): one local run, and a second from scratch (through the
+test SLURM cluster where one answers), which both the determinism check and the SLURM check compare with it.
+No test module imports another: what two of them need lives here.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -61,8 +63,9 @@ def slice_config(data_dir: Path) -> dict:
 
 
 def run_workflow(workdir: Path, data_dir: Path, model_dirs: dict[str, Path], *extra: str,
-                 config: dict | None = None) -> subprocess.CompletedProcess:
-    """Snakemake in ``workdir`` with ``config`` (default: the tiny config) as its config/config.yaml."""
+                 config: dict | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Snakemake in ``workdir`` with ``config`` (default: the tiny config) as its config/config.yaml;
+    ``env``: variables set over this process's environment."""
     (workdir / "config").mkdir(parents=True, exist_ok=True)
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config or tiny_config(data_dir)))
     for name, folder in model_dirs.items():
@@ -73,7 +76,7 @@ def run_workflow(workdir: Path, data_dir: Path, model_dirs: dict[str, Path], *ex
     return subprocess.run(
         [str(SNAKEMAKE), "--snakefile", str(REPO_ROOT / "Snakefile"), "--directory", str(workdir),
          "--cores", "2", *extra],
-        capture_output=True, text=True, timeout=3000, env={**os.environ, "TQDM_DISABLE": "1"},
+        capture_output=True, text=True, timeout=3000, env={**os.environ, "TQDM_DISABLE": "1", **(env or {})},
     )
 
 
@@ -81,6 +84,58 @@ def parquet_bytes(results: Path) -> dict[str, bytes]:
     """Every result table's bytes by relative path (checkpoints and model folders left out)."""
     return {str(path.relative_to(results)): path.read_bytes() for path in sorted(results.rglob("*.parquet"))
             if ".checkpoints" not in path.parts and "models" not in path.parts}
+
+
+def assert_same_tables(first: Path, second: Path) -> None:
+    """The runs in workdirs ``first`` and ``second`` wrote the same result tables (over 40), byte for byte."""
+    tables, again = parquet_bytes(first / "results"), parquet_bytes(second / "results")
+    assert tables.keys() == again.keys() and len(tables) > 40
+    differing = [name for name in tables if tables[name] != again[name]]
+    assert not differing, f"Parquet bytes differ: {differing}"
+
+
+# --------------------------------------------------------------------------- SLURM (tests/test_slurm.py)
+
+SLURM_PROFILE = REPO_ROOT / "profiles" / "slurm"
+SLURM_OVERLAY = REPO_ROOT / "tests" / "slurm" / "profile" / "config.yaml"
+# A real cluster's partition for the test jobs (default: that of tests/slurm/slurm.conf.template) and account.
+SLURM_PARTITION = os.environ.get("UQROUTE_SLURM_PARTITION", "cpu")
+SLURM_ACCOUNT = os.environ.get("UQROUTE_SLURM_ACCOUNT")  # the test cluster takes none
+# Jobs run with the PATH they are submitted with (sbatch --export=ALL): this interpreter's folder first.
+SLURM_JOB_PATH = f"{SNAKEMAKE.parent}{os.pathsep}{os.environ['PATH']}"
+
+
+def slurm_answers() -> str | None:
+    """None when a controller answers `sinfo` with the test partition up, else why not."""
+    if shutil.which("sinfo") is None:
+        return "no SLURM client commands on PATH (CI starts a cluster with tests/slurm/cluster.sh start)"
+    try:
+        probe = subprocess.run(["sinfo", "--noheader", "--partition", SLURM_PARTITION, "--format=%a"],
+                               capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "sinfo found no SLURM controller within 60 s (CI starts one with tests/slurm/cluster.sh start)"
+    if probe.returncode != 0 or "up" not in probe.stdout:
+        return (f"no SLURM controller answers with partition {SLURM_PARTITION!r} up ({probe.stderr.strip()}); "
+                "start one with tests/slurm/cluster.sh start (root, apt) or set UQROUTE_SLURM_PARTITION")
+    return None
+
+
+def with_slurm_account(profile: dict) -> dict:
+    if SLURM_ACCOUNT:
+        profile["default-resources"]["slurm_account"] = SLURM_ACCOUNT
+        profile.pop("slurm-no-account", None)
+    return profile
+
+
+def slurm_options(folder: Path) -> list[str]:
+    """Snakemake's options for the test cluster: profiles/slurm, then tests/slurm/profile with this run's partition
+    (and account), written to ``folder``. `--opt=value` forms: --profile takes several values and would swallow
+    the targets."""
+    profile = with_slurm_account(yaml.safe_load(SLURM_OVERLAY.read_text()))
+    profile["default-resources"]["slurm_partition"] = SLURM_PARTITION
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return [f"--profile={SLURM_PROFILE}", f"--profile={folder}"]
 
 
 # --------------------------------------------------------------------------- plans, in the test process
