@@ -129,6 +129,7 @@ def test_the_findings_page_states_every_verdict_from_the_tables(tmp_path):
     found = pd.DataFrame([observation_1(alignment), *observation_2(alignment, resamples, 0.95),
                           observation_3(resamples, alignment, 0.95)])
     found["slm"], found["llm"] = "slm", "gemma3-270m"
+    found.loc[found.index[-1], "llm"] = "all"  # a statement pooled over the LLMs: not one of them
     page = findings_markdown(found, alignment, source="results-x/metrics", machine="a CPU", level=0.95,
                              resamples=300, max_auroc_width=0.2)
     for row in found.itertuples():

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ..datasets.registry import DATASET_NAMES, dataset_label
 from ..uq.registry import METHOD_NAMES, method_label
+from .findings import ALL
 from .run_cost import rule_times
 
 # What each statement of uqroute.analysis.verdicts says, in the paper's words.
@@ -87,7 +88,8 @@ def findings_markdown(findings: pd.DataFrame, alignment: pd.DataFrame, *, source
     if tested.empty:
         raise ValueError(f"{source}: the findings table has no statement with a verdict; rerun rule findings")
     slms = ", ".join(sorted(alignment["slm"].unique()))
-    llms = ", ".join(sorted({str(v) for v in findings["llm"].dropna().unique()}))
+    # A statement pooled over the LLMs names them "all": not an LLM of the study.
+    llms = ", ".join(sorted({str(v) for v in findings["llm"].dropna().unique()} - {ALL}))
     datasets = sorted(alignment["dataset"].unique(), key=_position(DATASET_NAMES))
     methods = sorted(alignment["method"].unique(), key=_position(METHOD_NAMES))
     per_cell = alignment.groupby(["slm", "dataset"])["n"].first()
