@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from uqroute import REPO_ROOT
+from uqroute.engines.options import parse_engine_line
 from uqroute.paths import results_path
 
 # ----------------------------------------------------------------------------------------------- the arithmetic
@@ -105,8 +106,6 @@ def bootstrap_mean_interval(values: Sequence[float], resamples: int = 2000, seed
 
 # ----------------------------------------------------------------------------------------------- the job logs
 
-TIMESTAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
-DTYPE_LINE = re.compile(rf"^({TIMESTAMP}) \S+ INFO model (\S+) \((\w+)\): dtype \S+ -> (\w+) on (\w+) \((.*)\)$")
 # The last 100 % frame of a pass's batch loop (uqroute.passes): "<model> <pass>: 100%|...| 16/16 [01:34<00:00, ...".
 BAR_DONE = re.compile(r"^(\S+) (\w+):\s+100%\|[^|]*\|\s*(\d+)/(\d+) \[([\d:]+)<")
 # A finished batch read back from a checkpoint instead of computed; its key starts with the pass name.
@@ -129,8 +128,10 @@ def parse_job_log(text: str) -> dict:
     passes: dict[str, dict] = {}
     resumed: dict[str, int] = defaultdict(int)
     for line in re.split(r"[\r\n]+", text):
-        if (found := DTYPE_LINE.match(line)) and engine is None:
-            _, _, engine, dtype, device, cpu = found.groups()
+        if engine is None and (fields := parse_engine_line(line)):
+            engine, dtype = fields["kind"], fields["dtype"]
+            device, _, cpu = fields["where"].partition(" (")  # "cpu (<the CPU>)"; a GPU's names no CPU
+            cpu = cpu.removesuffix(")") or None
         elif found := BAR_DONE.match(line):
             _, name, done, total, elapsed = found.groups()
             if done == total:
