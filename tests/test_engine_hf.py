@@ -236,8 +236,9 @@ def test_decoding_on_grouped_heads_gives_transformers_bits(model, dtype, model_d
     the heads), on both models (3 and 4 query heads per key/value head) in both dtypes the workflow runs."""
     from uqroute.engines.hf import CPU_ATTENTION
 
+    # No stored conversations: each call prefills its prompts whole, so the two attentions see the same inputs.
     engine = make_engine(model_spec(model), kind="hf", model_dir=model_dirs[model], dtype=dtype, threads=1,
-                         batch_size=3)
+                         batch_size=3, prefix_cache_mb=0)
     try:
         assert engine.model.config._attn_implementation == CPU_ATTENTION
         assert engine.model.config.num_attention_heads > engine.model.config.num_key_value_heads
@@ -315,6 +316,66 @@ def test_hidden_state_is_layer_minus_8_at_the_last_token(smollm2_engine, convers
         smollm2_engine.hidden_states(answered[:1], 31)
 
 
+def test_the_prefix_store_finds_the_longest_stored_start_and_forgets_the_least_used_first():
+    from uqroute.engines.hf import PrefixStore
+
+    def kv(length):  # one layer, 2 heads of width 4, float32: 64 bytes a token for keys and values
+        return [torch.zeros((2, length, 4))], [torch.zeros((2, length, 4))]
+
+    store = PrefixStore(max_bytes=64 * 10)
+    store.add([1, 2, 3, 4], *kv(4))
+    store.add([1, 2, 9], *kv(3))
+    assert store.longest([1, 2, 3, 4, 5])[1] == 4
+    assert store.longest([1, 2, 9, 7])[1] == 3
+    assert store.longest([1, 2, 3, 4])[1] == 3  # the prompt's last token is always run: its logits are wanted
+    assert store.longest([5, 1, 2]) == (None, 0)
+    assert (store.hits, store.reused_tokens) == (3, 10)
+    store.add([7, 7, 7, 7], *kv(4))  # 11 tokens > 10: the least recently used entry, [1, 2, 9], goes
+    assert len(store) == 2 and store.bytes == 64 * 8 and store.longest([1, 2, 9, 7])[1] == 2
+    store.add(list(range(20)), *kv(20))  # larger than the whole store: not kept
+    assert len(store) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["smollm2-135m", "gemma3-270m"])
+def test_passes_that_reuse_a_stored_conversation_match_a_whole_prefill(model, model_dirs, items, conversations):
+    """The follow-ups of a cell start from the greedy conversation the engine stored: in float32 their tokens
+    are the same as with every prompt prefilled whole, logprobs and p(True) within 1e-5, hidden states within
+    1e-6 of their size; the store was used."""
+    from uqroute.prompts import PromptSet
+
+    prompts = PromptSet.load()
+    results = {}
+    for mb in (0, 64):
+        engine = make_engine(model_spec(model), kind="hf", model_dir=model_dirs[model], dtype="float32", threads=1,
+                             batch_size=3, prefix_cache_mb=mb, progress=False)
+        try:
+            greedy = engine.generate(conversations, Sampling(max_new_tokens=12))
+            replies = [c[0].text for c in greedy]
+            records = items.to_dict("records")
+            results[mb] = {
+                "greedy": greedy,
+                "verbal2s": engine.generate([prompts.verbal2s(r, reply) for r, reply in zip(records, replies)],
+                                            Sampling(max_new_tokens=16)),
+                "ptrue": engine.next_token_probs([prompts.ptrue(r, reply) for r, reply in zip(records, replies)],
+                                                 list(prompts.ptrue_candidates)),
+                "hidden": engine.hidden_states([prompts.hidden(r, reply) for r, reply in zip(records, replies)], -8),
+                "reused": engine.prefixes.reused_tokens if engine.prefixes is not None else 0,
+            }
+        finally:
+            engine.close()
+    whole, reused = results[0], results[64]
+    assert whole["reused"] == 0 and reused["reused"] > 0
+    for name in ("greedy", "verbal2s"):
+        assert [c[0].token_ids for c in whole[name]] == [c[0].token_ids for c in reused[name]], name
+        gaps = [abs(a - b) for x, y in zip(whole[name], reused[name])
+                for a, b in zip(x[0].token_logprobs, y[0].token_logprobs)]
+        assert max(gaps) < 1e-5, name
+    assert np.max(np.abs(whole["ptrue"] - reused["ptrue"])) < 1e-5
+    scale = np.max(np.abs(whole["hidden"]))
+    assert np.max(np.abs(whole["hidden"] - reused["hidden"])) < 1e-6 * scale
+
+
 def _fake_conversion(calls: list):
     """Stands in for ``uqroute.gguf._convert``: writes a complete copy the way it does, and counts the calls."""
     from uqroute import gguf
@@ -386,7 +447,10 @@ def test_converting_with_the_gguf_parsed_once_writes_the_same_bytes(smollm2_dir,
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert written == sorted(p.name for p in smollm2_dir.iterdir() if p.name != "uqroute-materialized.json")
+    # The folder may be a workflow run's output too, where Snakemake leaves its timestamp of a directory output.
+    not_converted = ("uqroute-materialized.json", ".snakemake_timestamp")
+    converted = [p.name for p in smollm2_dir.iterdir() if p.name not in not_converted]
+    assert written == sorted(converted)
     for name in written:
         assert (tmp_path / name).read_bytes() == (smollm2_dir / name).read_bytes(), name
 

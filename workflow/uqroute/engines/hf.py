@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import gc
 import inspect
+import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import AttentionInterface, AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 
@@ -35,6 +38,11 @@ from .rendering import (
     sample_seed,
 )
 
+log = logging.getLogger(__name__)
+
+# Memory for stored conversations (:class:`PrefixStore`): an embedded cell's 16 questions with their greedy and
+# verbal replies take ~330 MB for SmolLM2-135M in float32.
+DEFAULT_PREFIX_CACHE_MB = 512
 
 # The attention the engine loads its models with on a CPU: transformers' SDPA, but a decoding step's query reads
 # the grouped key/value heads in place.
@@ -64,6 +72,57 @@ AttentionInterface.register(CPU_ATTENTION, _sdpa_grouped_decoding)
 ALL_MASK_ATTENTION_FUNCTIONS.register(CPU_ATTENTION, sdpa_mask)
 
 
+class PrefixStore:
+    """Keys and values of token sequences the engine has already run, for later prompts that start with them.
+
+    A cell runs the greedy pass first; its follow-ups (p(True), verbal 2-stage), its samples and its hidden
+    states then prompt with that answered conversation or its question again. Keys and values at a position
+    depend only on the tokens up to it, so a prompt that starts with a stored sequence prefills only the
+    tokens after the common part. Entries are token ids with one ``(heads, length, head_dim)`` key and value
+    tensor per layer; the least recently used go first once the entries pass ``max_bytes``.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.bytes = 0
+        self._entries: OrderedDict[tuple[int, ...], tuple[list[torch.Tensor], list[torch.Tensor]]] = OrderedDict()
+        self.hits = self.reused_tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, ids: Sequence[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        key = tuple(ids)
+        size = sum(t.numel() * t.element_size() for t in (*keys, *values))
+        if size > self.max_bytes or key in self._entries:
+            return
+        self._entries[key] = (keys, values)
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, (old_keys, old_values) = self._entries.popitem(last=False)
+            self.bytes -= sum(t.numel() * t.element_size() for t in (*old_keys, *old_values))
+
+    def longest(self, ids: Sequence[int]) -> tuple[tuple[list[torch.Tensor], list[torch.Tensor]] | None, int]:
+        """The entry sharing the longest start with ``ids``, and that length; at most ``len(ids) - 1`` tokens,
+        so that a prompt always has a last token to run (its logits are what the caller wants)."""
+        best, best_len = None, 0
+        wanted = np.asarray(ids, dtype=np.int64)
+        for stored in self._entries:
+            n = min(len(stored), len(wanted) - 1)
+            if n <= best_len:
+                continue
+            differ = np.flatnonzero(np.asarray(stored[:n], dtype=np.int64) != wanted[:n])
+            common = int(differ[0]) if len(differ) else n
+            if common > best_len:
+                best, best_len = stored, common
+        if best is None:
+            return None, 0
+        self._entries.move_to_end(best)
+        self.hits += 1
+        self.reused_tokens += best_len
+        return self._entries[best], best_len
+
+
 def length_sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), to cut padding.
 
@@ -89,6 +148,9 @@ class HFEngine:
         (``batch_size * n`` rows sharing each prompt's prefill).
     threads : ``torch.set_num_threads`` (CPU); None leaves torch's default.
     progress : show a tqdm bar over batches.
+    prefix_cache_mb : memory for the keys and values of the conversations it has answered one reply at a
+        time (:class:`PrefixStore`), which later prompts starting with them reuse instead of prefilling
+        them again; 0 turns the reuse off (every prompt prefilled whole, as by a fresh engine).
     """
 
     def __init__(
@@ -101,6 +163,7 @@ class HFEngine:
         batch_size: int = 8,
         threads: int | None = None,
         progress: bool = True,
+        prefix_cache_mb: float = DEFAULT_PREFIX_CACHE_MB,
     ) -> None:
         self.dtype = engine_dtype(spec.name, "hf", dtype, device)
         if threads is not None:
@@ -131,6 +194,12 @@ class HFEngine:
         self.hidden_size = int(self.model.config.get_text_config().hidden_size)
         # Positions the model was trained on: a longer prompt still runs, slowly and to no use.
         self.context_window = int(self.model.config.get_text_config().max_position_embeddings)
+        # Reuse needs caches whose layers hold every position: plain layers, or sliding-window ones while a
+        # sequence stays inside the window (the smallest window bounds a reused prompt and its reply).
+        layers = DynamicCache(config=self.model.config).layers
+        plain = all(type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) for layer in layers)
+        self._window = min((layer.sliding_window - 1 for layer in layers if layer.is_sliding), default=None)
+        self.prefixes = PrefixStore(int(prefix_cache_mb * 2**20)) if prefix_cache_mb > 0 and plain else None
 
     # ------------------------------------------------------------------ helpers
 
@@ -160,6 +229,48 @@ class HFEngine:
             mask[row, width - len(ids) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         return input_ids.to(self.device), mask.to(self.device), positions.to(self.device)
+
+    def _prefill(self, batch: Sequence[Sequence[int]], keep_cache: bool = False, new_tokens: int = 0, **kwargs):
+        """The forward pass over the prompts ``batch``: ``(output, cache, mask)``, the cache None unless
+        ``keep_cache`` (decoding continues from it) or a prompt reused a stored prefix.
+
+        Each prompt starts from the longest stored sequence it begins with (:class:`PrefixStore`), whose keys
+        and values go into the cache left-padded to the longest reused part; the rest of each prompt follows,
+        left-padded too, so a row reads ``[pad][its prefix][pad][the rest]`` and the mask and the position
+        ids skip the padding. The output covers the rest only: position -1 is every row's last prompt token.
+        ``new_tokens``: how many the caller decodes after it (a sliding-window layer must keep them all).
+        """
+        hits = [self.prefixes.longest(ids) if self.prefixes is not None else (None, 0) for ids in batch]
+        width = max(n for _, n in hits)
+        longest = max(len(ids) for ids in batch) + new_tokens
+        if width == 0 or (self._window is not None and width + longest > self._window):
+            input_ids, mask, positions = self._left_pad(batch)
+            cache = DynamicCache(config=self.model.config) if keep_cache else None
+            return self._forward(input_ids, mask, positions, cache, **kwargs), cache, mask
+        cache = DynamicCache(config=self.model.config)
+        entry = next(e for e, n in hits if n)
+        for layer, (stored_keys, stored_values) in enumerate(zip(*entry)):
+            heads, _, head_dim = stored_keys.shape
+            keys = stored_keys.new_zeros((len(batch), heads, width, head_dim))
+            values = stored_values.new_zeros((len(batch), heads, width, head_dim))
+            for row, (hit, n) in enumerate(hits):
+                if n:
+                    keys[row, :, width - n :] = hit[0][layer][:, :n]
+                    values[row, :, width - n :] = hit[1][layer][:, :n]
+            cache.update(keys.to(self.device), values.to(self.device), layer)
+        reused = torch.tensor([n for _, n in hits])
+        prefix_mask = (torch.arange(width)[None, :] >= width - reused[:, None]).long()
+        input_ids, rest_mask, positions = self._left_pad([ids[n:] for ids, (_, n) in zip(batch, hits)])
+        mask = torch.cat([prefix_mask.to(self.device), rest_mask], dim=1)
+        positions = positions + reused[:, None].to(self.device)
+        return self._forward(input_ids, mask, positions, cache, **kwargs), cache, mask
+
+    def _store(self, ids: Sequence[int], cache: DynamicCache, row: int, real: torch.Tensor) -> None:
+        """Keep row ``row`` of ``cache`` (its positions where ``real``) as the keys and values of ``ids``."""
+        if any(layer.keys.shape[-2] != len(real) for layer in cache.layers):
+            return  # a sliding-window layer dropped positions: the row's sequence is not whole
+        self.prefixes.add(ids, [layer.keys[row][:, real] for layer in cache.layers],
+                          [layer.values[row][:, real] for layer in cache.layers])
 
     def _forward(self, input_ids, mask, positions, cache=None, **kwargs):
         extra = {self._cache_kw: cache, "use_cache": True} if cache is not None else {"use_cache": False}
@@ -193,9 +304,11 @@ class HFEngine:
 
     def _generate_batch(self, batch: list[list[int]], sampling: Sampling) -> list[list[Completion]]:
         n, temperature = sampling.n, sampling.temperature
-        input_ids, mask, positions = self._left_pad(batch)
-        cache = DynamicCache(config=self.model.config)
-        logits = self._forward(input_ids, mask, positions, cache, logits_to_keep=1).logits[:, -1, :].float()
+        output, cache, mask = self._prefill(batch, keep_cache=True, new_tokens=sampling.max_new_tokens,
+                                            logits_to_keep=1)
+        logits = output.logits[:, -1, :].float()
+        # One reply per prompt (greedy, verbal): its conversation is what a follow-up prompt starts with.
+        store = self.prefixes is not None and n == 1
         if n > 1:
             # One prefill per prompt, shared by its n samples.
             logits = logits.repeat_interleave(n, dim=0)
@@ -228,7 +341,13 @@ class HFEngine:
                 out_lps[r].append(lp)
                 if stop and not finished[a] and has_stop(self.tokenizer, out_ids[r], stop, stop_window):
                     finished[a] = True
-            if step == sampling.max_new_tokens - 1:
+            last = step == sampling.max_new_tokens - 1
+            if store:
+                # A finished row's cache holds its prompt and every reply token but the one just chosen.
+                for a in (range(len(active)) if last else finished.nonzero()[:, 0].tolist()):
+                    r = int(active[a])
+                    self._store(batch[r] + out_ids[r][:-1], cache, a, mask[a].bool())
+            if last:
                 break
             keep = (~finished).nonzero()[:, 0]
             if len(keep) == 0:
@@ -276,8 +395,8 @@ class HFEngine:
         out = np.zeros((len(conversations), len(candidates)), dtype=np.float64)
         for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "next-token"):
             self._check_interrupt()
-            input_ids, mask, positions = self._left_pad([prompt_ids[i] for i in chunk])
-            logits = self._forward(input_ids, mask, positions, logits_to_keep=1).logits[:, -1, :].float()
+            output, _, _ = self._prefill([prompt_ids[i] for i in chunk], logits_to_keep=1)
+            logits = output.logits[:, -1, :].float()
             probs = torch.softmax(logits, dim=-1).double()
             out[chunk] = torch.stack([probs[:, ids].sum(-1) for ids in token_sets], dim=1).cpu().numpy()
         return out
@@ -303,12 +422,16 @@ class HFEngine:
         out = np.zeros((len(conversations), self.hidden_size), dtype=np.float32)
         for chunk in self._bar(length_sorted_batches([len(p) for p in prompt_ids], self.batch_size), "hidden"):
             self._check_interrupt()
-            input_ids, mask, positions = self._left_pad([prompt_ids[i] for i in chunk])
-            result = self._forward(input_ids, mask, positions, output_hidden_states=True, logits_to_keep=1)
+            result, _, _ = self._prefill([prompt_ids[i] for i in chunk], output_hidden_states=True,
+                                         logits_to_keep=1)
             out[chunk] = result.hidden_states[layer][:, -1, :].float().cpu().numpy()
         return out
 
     def close(self) -> None:
+        if self.prefixes is not None and self.prefixes.hits:
+            log.info("model %s: %d prompts started from a stored conversation, %d tokens not prefilled again",
+                     self.model_name, self.prefixes.hits, self.prefixes.reused_tokens)
+        self.prefixes = None
         self.model = None
         gc.collect()
         if torch.cuda.is_available():

@@ -16,7 +16,7 @@ from ..models import ModelSpec
 
 # Settings only one kind of engine takes; a job on another kind leaves them out.
 KIND_ONLY: dict[str, frozenset[str]] = {
-    "hf": frozenset({"batch_size", "threads"}),
+    "hf": frozenset({"batch_size", "threads", "prefix_cache_mb"}),
     "vllm": frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len", "enforce_eager",
                        "kv_cache_memory_bytes", "max_num_batched_tokens"}),
     "openai": frozenset({"base_url", "model", "api_key_env", "max_concurrency", "max_retries", "timeout"}),
