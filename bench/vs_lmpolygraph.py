@@ -165,9 +165,12 @@ def run_polygraph(model, texts: list[str], task_types: list[str], settings: dict
 
 
 def warm_up(engine, polygraph, prompts: PromptSet, questions: pd.DataFrame, texts: list[str]) -> None:
-    """One tiny call per side, so first-call allocations are not timed."""
+    """One tiny call per side, so first-call allocations are not timed (and no conversation the warm-up
+    stored in a transformers engine gives the timed passes a head start)."""
     if engine is not None:
         engine.generate([prompts.answer(questions.iloc[0].to_dict())], Sampling(max_new_tokens=2))
+        if getattr(engine, "prefixes", None) is not None:
+            engine.prefixes.clear()
     if polygraph is not None:
         polygraph.generate_texts([texts[0]], max_new_tokens=2)
 
@@ -244,10 +247,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="lm-polygraph's weights when they should differ from --dtype (default: the same)")
     parser.add_argument("--engine", choices=["hf", "vllm"], default="hf", help="uqroute's engine")
     parser.add_argument("--uqroute-python", type=Path, default=REPO_ROOT / ".venv" / "bin" / "python",
-                        help="--engine vllm: the interpreter of the venv that has vLLM")
+                        help="the interpreter of the project's venv, which runs the uqroute side in a child "
+                             "process (--engine vllm, or --baseline)")
     parser.add_argument("--baseline", type=Path, default=None,
-                        help="--engine vllm: also time the uqroute of this checkout (e.g. a worktree of the main "
-                             "branch) before this one's, both against the same lm-polygraph run")
+                        help="also time the uqroute of this checkout (e.g. a worktree of the main branch) before "
+                             "this one's, both in child processes and against the same lm-polygraph run")
     parser.add_argument("--uqroute-only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--polygraph-batch-size", type=int, default=None,
                         help="questions per UEManager batch (default: the config's generation.part_size)")
@@ -274,10 +278,9 @@ def main(argv: list[str] | None = None) -> None:
         uqroute_child(args, settings, questions, prompts)
         return
 
-    if args.baseline is not None and args.engine != "vllm":
-        parser.error("--baseline needs --engine vllm (the uqroute side then runs in child processes)")
     baseline = None
-    if args.engine == "vllm":
+    # vLLM lives in the project's venv, and a baseline is another checkout's code: both sides in children then.
+    if args.engine == "vllm" or args.baseline is not None:
         child_argv = without_option(argv, "--baseline")
         if args.baseline is not None:
             baseline_load = os.getloadavg()[0]
@@ -286,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
                   "(not timed below)")
         load_before = os.getloadavg()[0]
         ours_steps, ours, ours_total, startup = uqroute_in_child(args, child_argv)
-        print(f"uqroute (vLLM, child process): engine started and warmed up in {startup:.1f} s (not timed below)")
+        print(f"uqroute ({args.engine}, child process): engine started and warmed up in {startup:.1f} s "
+              "(not timed below)")
         start = time.perf_counter()
         polygraph = polygraph_model(slm_dir(), "eager" if args.polygraph_defaults else "sdpa", polygraph_dtype)
         warm_up(None, polygraph, prompts, questions, texts)

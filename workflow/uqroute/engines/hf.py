@@ -91,6 +91,10 @@ class PrefixStore:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = self.hits = self.reused_tokens = 0
+
     def add(self, ids: Sequence[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         key = tuple(ids)
         size = sum(t.numel() * t.element_size() for t in (*keys, *values))
