@@ -176,7 +176,7 @@ def job_coordinates(log: Path, logs: Path) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], parts[3]
 
 
-MODEL_RULES = ("generate", "generate_cell", "hidden_states", "hidden_states_question")
+MODEL_RULES = ("generate", "generate_cell", "generate_train_cell", "hidden_states", "hidden_states_question")
 
 
 def measured_passes(run: Path) -> pd.DataFrame:

@@ -35,8 +35,10 @@ def snakemake(tmp_path: Path, overrides: dict, *args: str, cores: int = 1) -> su
 
 def test_embedded_default_dry_run_plans_jobs(tmp_path):
     rules = count_rules(plan(tmp_path, configfiles=override(tmp_path, {})))
-    # generation.one_job_per: cell, one model job per dataset for the SLM's test passes
-    assert rules["generate_cell"] == 4 and rules["all"] == 1
+    # generation.one_job_per: cell, one model job per dataset for the SLM's test passes and one for its train
+    # split, each making the hidden states too (the SLM generates on transformers)
+    assert rules["generate_cell"] == rules["generate_train_cell"] == 4 and rules["all"] == 1
+    assert "hidden_states" not in rules
 
 
 # Where the embedded default departs from the schema's defaults (which are the paper's settings), each with its

@@ -34,16 +34,20 @@ def test_every_job_of_the_embedded_default_maps_onto_the_function_its_rule_names
     by_rule = {}
     for rule, name, arguments in calls:
         by_rule.setdefault(rule, []).append((name, arguments))
-    assert set(by_rule) >= {"dataset", "prepare_model", "generate_cell", "grade", "hidden_states", "uq",
+    assert set(by_rule) >= {"dataset", "prepare_model", "generate_cell", "generate_train_cell", "grade", "uq",
                             "holdout_uq", "release_probe", "alignment", "truncation", "findings",
                             "figure_routing_curves"}
-    # A model job: the cell's passes as named outputs, engine options and settings from params, the model from
-    # its wildcard, threads from the rule.
+    # A model job: the cell's passes and hidden states as named outputs, engine options, settings and the
+    # hidden-state settings from params, the model from its wildcard, threads from the rule.
     name, cell = by_rule["generate_cell"][0]
     assert name == "generate.generate_cell"
     assert cell["model"] == "smollm2-135m" and cell["threads"] >= 1
-    assert set(cell["outputs"]) == set(cell["settings"]) >= {"greedy", "sample", "ptrue"}
+    assert set(cell["outputs"]) == set(cell["settings"]) | {"hidden"} and set(cell["settings"]) >= {"greedy", "ptrue"}
+    assert (cell["layer"], cell["hidden_part_size"]) == (-8, 16)
     assert cell["questions"].endswith("test.parquet") and cell["model_dir"].endswith("smollm2-135m")
+    name, train = by_rule["generate_train_cell"][0]
+    assert name == "generate.generate_cell" and set(train["outputs"]) == {"greedy", "hidden"}
+    assert train["questions"].endswith("train.parquet") and set(train["settings"]) == {"greedy"}
     # A UQ job: its pass tables by pass name (the function's **passes), its wildcards method and dataset.
     for name, arguments in by_rule["uq"]:
         assert name == "uq.uq_score"

@@ -1,4 +1,5 @@
-"""generation.one_job_per: cell plans one model job per SLM test cell and writes what the per-pass jobs write.
+"""generation.one_job_per: cell plans one model job per SLM test cell and writes what the per-pass jobs write;
+with the SLM on transformers the cells make its hidden states too, and its train split is a cell of its own.
 
 The dry runs are fast (planned in the test process); the byte comparison runs the real SmolLM2 on the tiny slice, one cell, and compares
 with the per-pass tables of the shared slice run (conftest.py).
@@ -12,7 +13,7 @@ import pytest
 
 from workflow_runs import SLM, count_rules, outputs, plan, run_workflow, slice_config, tiny_config
 
-MODEL_JOB_RULES = ("generate", "generate_replies", "generate_cell")
+MODEL_JOB_RULES = ("generate", "generate_replies", "generate_cell", "generate_train_cell", "hidden_states")
 
 
 def dry_run(workdir: Path, config: dict, *targets: str) -> list[dict]:
@@ -35,12 +36,14 @@ def plans(tmp_path_factory, data_dir):
 def test_one_job_per_cell_makes_the_same_files_with_fewer_model_jobs(plans):
     per_pass, per_cell = count_rules(plans["pass"]), count_rules(plans["cell"])
     datasets = len(tiny_config(Path("."))["datasets"])
-    # Per pass: the SLM's 5 test passes (3 ungraded + 2 graded), its train greedy and the LLM's greedy, per dataset.
+    # Per pass: the SLM's 5 test passes (3 ungraded + 2 graded), its train greedy and the LLM's greedy, per dataset,
+    # and the SLM's hidden states of each split.
     assert (per_pass["generate"], per_pass["generate_replies"]) == (3 * datasets, 2 * datasets + 2 * datasets)
-    assert "generate_cell" not in per_pass
-    # Per cell: one job makes the SLM's five test passes; the train split and the LLM keep one pass each.
-    assert per_cell["generate_cell"] == datasets
-    assert "generate" not in per_cell and per_cell["generate_replies"] == 2 * datasets
+    assert per_pass["hidden_states"] == 2 * datasets and "generate_cell" not in per_pass
+    # Per cell: one job makes the SLM's five test passes and hidden states, one its train greedy and hidden
+    # states (it generates on transformers, as its hidden-state jobs would); the LLM keeps its one pass.
+    assert per_cell["generate_cell"] == per_cell["generate_train_cell"] == per_cell["generate_replies"] == datasets
+    assert "generate" not in per_cell and "hidden_states" not in per_cell
     assert sum(per_cell.get(rule, 0) for rule in MODEL_JOB_RULES) == 3 * datasets
     assert outputs(plans["pass"]) == outputs(plans["cell"])
     for rule in set(per_pass) - set(MODEL_JOB_RULES):
@@ -53,9 +56,27 @@ def test_a_cell_job_writes_every_pass_file_of_its_cell(plans):
         wildcards = job["wildcards"]
         assert wildcards["model"] == SLM and wildcards["split"] == "test"
         folder = f"results/gen/{SLM}/{wildcards['dataset']}/test"
-        assert sorted(job["output"]) == sorted(f"{folder}/{name}" for name in (
+        assert sorted(job["output"]) == sorted([*(f"{folder}/{name}" for name in (
             "greedy.replies.parquet", "verbal1s.replies.parquet", "sample.parquet", "verbal2s.parquet",
-            "ptrue.parquet"))
+            "ptrue.parquet")), f"results/hidden/{SLM}/{wildcards['dataset']}/test.parquet"])
+    for job in (job for job in plans["cell"] if job["rule"] == "generate_train_cell"):
+        dataset = job["wildcards"]["dataset"]
+        assert job["wildcards"]["split"] == "train" and sorted(job["output"]) == [
+            f"results/gen/{SLM}/{dataset}/train/greedy.replies.parquet",
+            f"results/hidden/{SLM}/{dataset}/train.parquet"]
+
+
+def test_hidden_states_keep_their_jobs_where_the_slm_generates_on_vllm(tmp_path, data_dir):
+    """A cell on vLLM cannot read hidden states (transformers does): the hidden-state jobs and the train split's
+    greedy pass jobs stay as without cells."""
+    config = tiny_config(data_dir)
+    config["generation"]["one_job_per"] = "cell"
+    config["engines"][SLM] = {"kind": "vllm", "device": "cpu", "dtype": "auto"}
+    counts = count_rules(dry_run(tmp_path, config))
+    datasets = len(config["datasets"])
+    assert (counts["generate_cell"], counts["generate_replies"], counts["hidden_states"]) == (
+        datasets, 2 * datasets, 2 * datasets)
+    assert "generate_train_cell" not in counts
 
 
 def test_asking_for_one_pass_file_reruns_only_its_cell(tmp_path, data_dir):

@@ -6,6 +6,8 @@ out by uqroute.paths, and check that each cell's coordinates come from its path.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -204,6 +206,49 @@ def test_cell_job_refuses_passes_it_cannot_make_before_loading_a_model(tmp_path,
                                questions=str(tmp_path / "missing.parquet"), engine_options={}, settings={},
                                max_questions=None, subset_seed=50)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("outputs, hidden_settings, named", [
+    ({"hidden": "h.parquet"}, {"layer": -8, "hidden_part_size": 2}, "hidden"),  # it quotes the greedy reply
+    ({"greedy": "g.parquet", "hidden_question": "q.parquet"}, {}, "layer"),  # no hidden-state settings
+])
+def test_cell_job_refuses_hidden_passes_it_cannot_make_before_loading_a_model(tmp_path, outputs, hidden_settings,
+                                                                              named):
+    with pytest.raises(ValueError, match=named):
+        generate.generate_cell(model="smollm2-135m", outputs={k: str(tmp_path / v) for k, v in outputs.items()},
+                               questions=str(tmp_path / "missing.parquet"), engine_options={}, settings={},
+                               max_questions=None, subset_seed=50, **hidden_settings)
+    assert not list(tmp_path.iterdir())
+
+
+def test_cell_job_writes_the_tables_the_greedy_and_hidden_state_jobs_write(tmp_path, data_dir, smollm2_dir):
+    """A cell with hidden states (as an SLM's train cell: greedy replies and the hidden-state passes) writes,
+    byte for byte, the tables the passes' own jobs write: the greedy replies of the generate job, and the
+    hidden states of the hidden_states job run on those replies with the same engine options and part size."""
+    from uqroute.datasets import load_split, take_subset
+    from uqroute.passes import HIDDEN_PASSES, pass_settings
+
+    questions = tmp_path / "questions.parquet"
+    write_parquet(take_subset(load_split("commonsenseqa", "test", data_dir), 3, 11), questions)
+    fp32 = {"kind": "hf", "device": "cpu", "dtype": "float32", "batch_size": 16}
+    generation = {"max_new_tokens": {"mcq": 8}, "part_size": 2, "seed": 50}
+    common = dict(model="smollm2-135m", questions=str(questions), engine_options=fp32, max_questions=None,
+                  subset_seed=50, model_dir=str(smollm2_dir), threads=1)
+    cell, alone = tmp_path / "cell", tmp_path / "alone"
+    outputs = {"greedy": str(cell / "greedy.replies.parquet"),
+               **{name: str(cell / f"{name}.parquet") for name in HIDDEN_PASSES}}
+    parts = {name: str(tmp_path / "parts" / name) for name in outputs}
+    generate.generate_cell(outputs=outputs, settings={"greedy": pass_settings("greedy", generation, ["mcq"])},
+                           checkpoint_dirs=parts, layer=-8, hidden_part_size=2, **common)
+    generate.generate(pass_name="greedy", output=str(alone / "greedy.replies.parquet"),
+                      settings=pass_settings("greedy", generation, ["mcq"]), **common)
+    for name in HIDDEN_PASSES:
+        generate.hidden_states(hidden_pass=name, greedy=outputs["greedy"], output=str(alone / f"{name}.parquet"),
+                               layer=-8, part_size=2, **common)
+    for name, made in outputs.items():
+        assert Path(made).read_bytes() == (alone / Path(made).name).read_bytes(), name
+    assert len(read_parquet(outputs["hidden"])) == 3
+    assert not any(Path(part).exists() for part in parts.values())  # cleared once every table was written
 
 
 def test_uq_job_trains_the_probe_on_the_train_split_its_paths_name(tmp_path):

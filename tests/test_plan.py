@@ -37,6 +37,29 @@ def test_a_cell_job_makes_every_test_pass_only_where_it_saves_a_start_up():
     assert Grid(by_pass).cell_passes == []
 
 
+def test_cells_make_the_hidden_states_only_where_the_slms_generate_on_the_hidden_state_engine():
+    local = Grid(EMBEDDED)
+    assert local.hidden_in_cells
+    assert local.cell_hidden_passes("test") == local.cell_hidden_passes("train") == ["hidden"]
+    assert local.cell_passes_of("train") == ["greedy"] and local.cell_passes_of("test") == local.cell_passes
+    # P(IK)'s question pass too; only passes the probes read on a split, and a train cell only for a probe
+    # that learns from a train split (the trained probe of BoolQ, the one dataset here, cross-fits).
+    assert grid(EMBEDDED, methods=["p_true", "ood_p_ik", "trained_probe"]).cell_hidden_passes("train") == [
+        "hidden", "hidden_question"]
+    crossfit = grid(EMBEDDED, datasets=["boolq"], methods=["p_true", "trained_probe"],
+                    calibration={**EMBEDDED["calibration"], "methods": None})
+    assert crossfit.cell_hidden_passes("test") == ["hidden"] and crossfit.cell_passes_of("train") == []
+    assert grid(EMBEDDED, methods=["p_true", "verbal_2s"]).cell_hidden_passes("test") == []
+    # Generation on vLLM (the paper's SLMs, or one SLM of several) or a job per pass: their own jobs.
+    vllm = grid(EMBEDDED, slms=["smollm2-135m", "gemma3-270m"],
+                engines={**EMBEDDED["engines"], "gemma3-270m": {"kind": "vllm", "device": "cpu"}})
+    paper = grid(PAPER, generation={**PAPER["generation"], "one_job_per": "cell"})
+    by_pass = grid(EMBEDDED, generation={**EMBEDDED["generation"], "one_job_per": "pass"})
+    for separate in (vllm, paper, by_pass):
+        assert not separate.hidden_in_cells and separate.cell_hidden_passes("test") == []
+        assert separate.cell_passes_of("train") == []
+
+
 def test_each_probe_reads_the_train_splits_the_paper_gives_it():
     paper = Grid(PAPER)
     for dataset in paper.datasets:

@@ -168,7 +168,7 @@ def test_a_method_of_another_package_is_planned_run_and_served(plugin, slice_run
     # other datasets reads, which the slice's own methods did not need) made only files the slice lacked.
     ran = _outputs_by_rule(done.stderr)
     assert ran, done.stderr[-3000:]
-    model_rules = {"generate", "generate_replies", "generate_cell", "hidden_states", "grade"}
+    model_rules = {"generate", "generate_replies", "generate_cell", "generate_train_cell", "hidden_states", "grade"}
     remade = [out for rule, outs in ran.items() if rule in model_rules for out in outs if (slice_run / out).exists()]
     assert not remade, remade
     for dataset in config["datasets"]:

@@ -36,6 +36,10 @@ DATA_DIR = None if GRID.data_dir is None else str(GRID.data_dir)
 # generation.one_job_per: cell makes every pass of an SLM's test split (the one cell with several passes)
 # in one job, on one engine; each pass file stays a target, whose rebuild reruns its cell.
 CELL_PASSES = GRID.cell_passes
+# Where each SLM generates on transformers built as its hidden-state jobs' engine, its cells also make the
+# hidden states its probes read, on the engine that made the greedy replies: the test cell, and a cell of
+# the train split's greedy replies (generate_train_cell); the hidden-state rules then make none of them.
+CELL_HIDDEN = {split: GRID.cell_hidden_passes(split) for split in ("test", "train")}
 
 
 onstart:
@@ -136,8 +140,11 @@ def model_pass_kind(pass_name):
     return "replies" if pass_name in GRADED_PASSES else "gen"
 
 
-def cell_outputs():
-    return {name: paths.wildcard_path(RESULTS, model_pass_kind(name), pass_name=name) for name in CELL_PASSES}
+def cell_outputs(split="test"):
+    """What the cell job of ``split`` writes: each of its model passes (by pass name) and hidden-state passes."""
+    outputs = {name: paths.wildcard_path(RESULTS, model_pass_kind(name), pass_name=name)
+               for name in GRID.cell_passes_of(split)}
+    return {**outputs, **{name: pattern(name) for name in CELL_HIDDEN[split]}}
 
 
 def cell_pattern():
@@ -145,10 +152,31 @@ def cell_pattern():
     return next(iter(cell_outputs().values()))
 
 
+def cell_settings(wildcards):
+    return {name: GRID.pass_settings(wildcards.dataset, name) for name in GRID.cell_passes_of(wildcards.split)}
+
+
+def cell_hidden_settings():
+    """The hidden-state settings of the cell jobs that make hidden states (none for the others, whose params
+    stay as they were)."""
+    if not any(CELL_HIDDEN.values()):
+        return {}
+    return {"layer": config["hidden"]["layer"], "hidden_part_size": config["hidden"]["part_size"]}
+
+
 def cell_checkpoint_dirs(wildcards):
-    """The folders the per-pass jobs would use, so a cell job and a pass job resume each other's parts."""
+    """The folders the per-pass and hidden-state jobs would use, so a cell job and those jobs resume each
+    other's parts."""
     cell = [wildcards.model, wildcards.dataset, wildcards.split]
-    return {name: paths.checkpoint_path(RESULTS, "gen", cell + [name]) for name in CELL_PASSES}
+    dirs = {name: paths.checkpoint_path(RESULTS, "gen", cell + [name]) for name in GRID.cell_passes_of(wildcards.split)}
+    return {**dirs, **{name: paths.checkpoint_path(RESULTS, name, cell) for name in CELL_HIDDEN[wildcards.split]}}
+
+
+def cell_runtime(wildcards):
+    """Minutes: those of the cell's passes, each hidden-state pass as many as its own job asks for."""
+    model, split = wildcards.model, wildcards.split
+    passes = sum(GRID.model_runtime(model, name) for name in GRID.cell_passes_of(split))
+    return passes + len(CELL_HIDDEN[split]) * GRID.model_runtime(model)
 
 
 def hidden_rule(name):

@@ -65,7 +65,8 @@ if CELL_PASSES:
     ruleorder: generate_cell > generate_replies
 
     rule generate_cell:
-        """Every pass of an SLM's test split in one job on one engine (generation.one_job_per: cell)."""
+        """Every pass of an SLM's test split in one job on one engine (generation.one_job_per: cell), and the
+        hidden states of the split where its engine is the one they are read with (CELL_HIDDEN)."""
         input:
             unpack(cell_inputs),
         output:
@@ -76,11 +77,12 @@ if CELL_PASSES:
         params:
             job="generate.generate_cell",
             engine_options=lambda wc: GRID.engine_options(wc.model),
-            settings=lambda wc: {name: GRID.pass_settings(wc.dataset, name) for name in CELL_PASSES},
+            settings=cell_settings,
             max_questions=lambda wc: GRID.subset_size(wc.split),
             subset_seed=config["subset"]["seed"],
             checkpoint_dirs=cell_checkpoint_dirs,
             api_cache=path("api_cache"),
+            **cell_hidden_settings(),
         log:
             job_log("generate_cell", cell_pattern()),
         benchmark:
@@ -88,7 +90,7 @@ if CELL_PASSES:
         threads: config["resources"]["model_threads"]
         resources:
             mem_mb=lambda wc: GRID.model_mem_mb(wc.model),
-            runtime=lambda wc: sum(GRID.model_runtime(wc.model, name) for name in CELL_PASSES),
+            runtime=cell_runtime,
             gpu=lambda wc: GRID.gpus(wc.model),
             gpu_model=lambda wc: GRID.gpu_type(wc.model),
             openai_requests=lambda wc: GRID.api_requests(wc.model),
@@ -96,6 +98,23 @@ if CELL_PASSES:
             "../../envs/generate.yaml"
         script:
             "../scripts/job.py"
+
+
+if CELL_HIDDEN["train"]:
+
+    ruleorder: generate_train_cell > generate_replies
+
+    # An SLM's train split: its greedy replies and the hidden states the probes learn from, in one job.
+    use rule generate_cell as generate_train_cell with:
+        output:
+            **cell_outputs("train"),
+        wildcard_constraints:
+            model="|".join(SLMS),
+            split="train",
+        log:
+            job_log("generate_train_cell", cell_pattern()),
+        benchmark:
+            job_benchmark("generate_train_cell", cell_pattern())
 
 
 rule grade:
@@ -161,3 +180,8 @@ for hidden in HIDDEN_PASSES.values():
             "../../envs/hidden.yaml"
         script:
             "../scripts/job.py"
+
+    # Where a cell job makes this pass too, the cell's job runs it (its outputs would otherwise be ambiguous).
+    for cell_rule, split in (("generate_cell", "test"), ("generate_train_cell", "train")):
+        if hidden.name in CELL_HIDDEN[split]:
+            workflow.ruleorder(cell_rule, hidden_rule(hidden.name))

@@ -16,7 +16,8 @@ from .datasets import DATASET_NAMES, data_source, dataset_info
 from .datasets import probe_training as dataset_probe_training
 from .engines.options import engine_kind, job_engine_options, job_gpus
 from .models import model_spec
-from .passes import BUDGET_SETTINGS, GENERATING_PASSES, GRADED_PASSES, PASS_NAMES, pass_settings, pass_spec
+from .passes import (BUDGET_SETTINGS, GENERATING_PASSES, GRADED_PASSES, HIDDEN_PASSES, PASS_NAMES, pass_settings,
+                     pass_spec)
 from .uq.registry import METHODS, method_spec
 
 UNGRADED_PASSES = [name for name in PASS_NAMES if name not in GRADED_PASSES]
@@ -93,6 +94,32 @@ class Grid:
         if self.config["generation"]["one_job_per"] != "cell" or len(self.slm_test_passes) < 2:
             return []
         return list(self.slm_test_passes)
+
+    @cached_property
+    def hidden_in_cells(self) -> bool:
+        """Whether an SLM's cell jobs also make its hidden states, on the engine that made the greedy replies:
+        with ``one_job_per: cell``, where every SLM generates on transformers built exactly as its hidden-state
+        job's engine (same options, so the same tables); else each hidden-state pass is a job of its own."""
+        return bool(self.cell_passes) and all(
+            self.engine_options(slm) == self.engine_options(slm, kind="hf") for slm in self.slms)
+
+    def cell_hidden_passes(self, split: str) -> list[str]:
+        """The hidden-state passes an SLM's cell job on ``split`` makes: those the probes read on that split
+        (on train only where a probe learns from a train split, the released ones from every dataset's)."""
+        if not self.hidden_in_cells:
+            return []
+        probes = [method_spec(method) for method in self.methods if method_spec(method).needs_hidden]
+        if split != "test":
+            probes = [spec for spec in probes if spec.name in self.released_probe_methods
+                      or any(self.train_datasets(spec.name, dataset) for dataset in self.datasets)]
+        return [name for name in HIDDEN_PASSES if any(spec.hidden == name for spec in probes)]
+
+    def cell_passes_of(self, split: str) -> list[str]:
+        """The model passes an SLM's cell job on ``split`` makes: the test split's :attr:`cell_passes`; on the
+        train split, the greedy replies the probes learn from, where its cell also makes hidden states."""
+        if split == "test":
+            return list(self.cell_passes)
+        return ["greedy"] if self.cell_hidden_passes(split) else []
 
     def subset_size(self, split: str) -> int | None:
         return self.config["subset"]["max_test" if split == "test" else "max_train"]

@@ -15,7 +15,7 @@ from ..engines.options import engine_kind
 from ..grading import LLMJudge
 from ..io import read_parquet, table_metadata, write_parquet
 from ..models import model_spec
-from ..passes import NEEDS_GREEDY, PASS_NAMES, grade_pass, run_hidden, run_pass
+from ..passes import HIDDEN_PASSES, NEEDS_GREEDY, PASS_NAMES, grade_pass, hidden_spec, run_hidden, run_pass
 from ..prompts import PromptSet
 
 log = logging.getLogger(__name__)
@@ -84,41 +84,62 @@ def generate(*, model: str, pass_name: str, questions: str, output: str, engine_
 def generate_cell(*, model: str, outputs: Mapping[str, str], questions: str, engine_options: Mapping[str, Any],
                   settings: Mapping[str, Mapping[str, Any]], max_questions: int | None, subset_seed: int,
                   checkpoint_dirs: Mapping[str, str] | None = None, model_dir: str | None = None,
-                  api_cache: str | None = None, threads: int | None = None) -> None:
+                  api_cache: str | None = None, threads: int | None = None, layer: int | None = None,
+                  hidden_part_size: int | None = None) -> None:
     """Every pass of one (model, dataset, split) on one engine, so its start-up is paid once, not per pass.
 
-    ``outputs`` and ``settings`` map pass names to what :func:`generate` takes for that pass, and each
-    pass file holds what :func:`generate` would write: the follow-up passes read the greedy replies back
-    from their file, as they do in a job of their own. Finished-batch parts are cleared only once every
-    pass is written, so a job that fails in its last pass resumes its earlier ones from their parts.
+    ``outputs`` maps pass names to what :func:`generate` writes for that pass (``settings``: its settings)
+    and hidden-state pass names to what :func:`hidden_states` writes for it (with ``layer`` and
+    ``hidden_part_size``, on this engine, which must be built as that job's is). Each file holds what the
+    job of its own would write: the follow-up passes and hidden states read the greedy replies back from
+    their file, as that job does. Finished-batch parts are cleared only once every pass is written, so a
+    job that fails in its last pass resumes its earlier ones from their parts.
     """
-    unknown = sorted(set(outputs) - set(PASS_NAMES))
+    unknown = sorted(set(outputs) - set(PASS_NAMES) - set(HIDDEN_PASSES))
     if unknown:
-        raise ValueError(f"generate_cell: unknown pass(es) {unknown}; passes: {', '.join(PASS_NAMES)}")
-    if any(name in NEEDS_GREEDY for name in outputs) and "greedy" not in outputs:
-        raise ValueError(f"generate_cell: passes {sorted(set(outputs) & set(NEEDS_GREEDY))} read the greedy "
-                         "replies, which this cell does not make")
+        raise ValueError(f"generate_cell: unknown pass(es) {unknown}; passes: {', '.join(PASS_NAMES)}; "
+                         f"hidden-state passes: {', '.join(HIDDEN_PASSES)}")
+    hidden = [name for name in HIDDEN_PASSES if name in outputs]  # after the model passes, in declared order
+    readers = [name for name in outputs
+               if name in NEEDS_GREEDY or (name in hidden and hidden_spec(name).follows_greedy)]
+    if readers and "greedy" not in outputs:
+        raise ValueError(f"generate_cell: passes {sorted(readers)} read the greedy replies, which this cell does "
+                         "not make")
+    if hidden and (layer is None or hidden_part_size is None):
+        raise ValueError(f"generate_cell: hidden-state pass(es) {hidden} need layer and hidden_part_size")
     checkpoint_dirs = dict(checkpoint_dirs or {})
-    order = sorted(outputs, key=PASS_NAMES.index)  # greedy first: the follow-up passes read it
+    order = sorted(set(outputs) - set(hidden), key=PASS_NAMES.index)  # greedy first: the follow-up passes read it
     items = load_questions(questions, max_questions, subset_seed)
     prompts = PromptSet.load()
     engine = build_engine(model, engine_options, model_dir, api_cache, threads)
     greedy_table = None
     try:
         for pass_name in order:
-            part_dir = checkpoint_dirs.get(pass_name)
             table = run_pass(pass_name, engine, items, prompts, dict(settings[pass_name]), grade=False,
                              greedy=greedy_table if pass_name in NEEDS_GREEDY else None,
-                             checkpoint_dir=Path(part_dir) if part_dir else None)
-            write_parquet(table, outputs[pass_name], metadata=made_with(engine))
-            log.info("%s: %d rows", outputs[pass_name], len(table))
+                             checkpoint_dir=_part_dir(checkpoint_dirs, pass_name))
+            _write_cell_table(table, outputs[pass_name], engine)
             if pass_name == "greedy":
                 greedy_table = read_parquet(outputs["greedy"])  # once, as a follow-up pass job reads it
+        for hidden_pass in hidden:
+            table = run_hidden(engine, items, greedy_table if hidden_spec(hidden_pass).follows_greedy else None,
+                               prompts, layer, hidden_part_size, checkpoint_dir=_part_dir(checkpoint_dirs, hidden_pass),
+                               hidden_pass=hidden_pass)
+            _write_cell_table(table, outputs[hidden_pass], engine)
     finally:
         engine.close()
-    for pass_name in order:
-        if checkpoint_dirs.get(pass_name):
-            BatchCheckpoint(Path(checkpoint_dirs[pass_name])).finish()
+    for name in outputs:
+        if checkpoint_dirs.get(name):
+            BatchCheckpoint(Path(checkpoint_dirs[name])).finish()
+
+
+def _part_dir(checkpoint_dirs: Mapping[str, str], name: str) -> Path | None:
+    return Path(checkpoint_dirs[name]) if checkpoint_dirs.get(name) else None
+
+
+def _write_cell_table(table: pd.DataFrame, output: str, engine) -> None:
+    write_parquet(table, output, metadata=made_with(engine))
+    log.info("%s: %d rows", output, len(table))
 
 
 def grade(*, pass_name: str, replies: str, questions: str, judge: Mapping[str, Any], budgets: Mapping[str, Any],
