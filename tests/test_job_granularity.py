@@ -98,9 +98,12 @@ def test_a_cell_with_one_pass_keeps_its_pass_job(tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_a_cell_job_writes_the_bytes_the_pass_jobs_write(tmp_path, data_dir, model_dirs, slice_run):
-    """The slice's SmolLM2 test passes (greedy replies, then p(True) on them) for one dataset, on transformers."""
+    """The slice's SmolLM2 test passes (greedy replies, then p(True) on them) for one dataset, on transformers, with
+    an engine that prefills each prompt whole as a pass job's fresh engine does (a cell's engine otherwise starts
+    p(True) from the greedy conversations it stored: tests/test_engine_hf.py)."""
     config = slice_config(data_dir)
     config["generation"]["one_job_per"] = "cell"
+    config["engines"][SLM]["prefix_cache_mb"] = 0
     folder = Path("results") / "gen" / SLM / "commonsenseqa" / "test"
     targets = [str(folder / "greedy.replies.parquet"), str(folder / "ptrue.parquet")]
     result = run_workflow(tmp_path, data_dir, model_dirs, *targets, config=config)

@@ -6,6 +6,7 @@ out by uqroute.paths, and check that each cell's coordinates come from its path.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -221,16 +222,21 @@ def test_cell_job_refuses_hidden_passes_it_cannot_make_before_loading_a_model(tm
     assert not list(tmp_path.iterdir())
 
 
-def test_cell_job_writes_the_tables_the_greedy_and_hidden_state_jobs_write(tmp_path, data_dir, smollm2_dir):
-    """A cell with hidden states (as an SLM's train cell: greedy replies and the hidden-state passes) writes,
-    byte for byte, the tables the passes' own jobs write: the greedy replies of the generate job, and the
-    hidden states of the hidden_states job run on those replies with the same engine options and part size."""
+@pytest.mark.parametrize("prefix_cache_mb", [0, None], ids=["prefilled-whole", "reusing-the-greedy-conversation"])
+def test_cell_job_writes_the_tables_the_greedy_and_hidden_state_jobs_write(tmp_path, data_dir, smollm2_dir,
+                                                                          prefix_cache_mb, caplog):
+    """A cell with hidden states (as an SLM's train cell: greedy replies and the hidden-state passes) writes the
+    tables the passes' own jobs write: the greedy replies of the generate job, and the hidden states of the
+    hidden_states job run on those replies with the same engine options and part size. Byte for byte where the
+    engine prefills every prompt whole; with the engine's default, its hidden-state prompts start from the greedy
+    conversations it stored, and the float32 states stay within 1e-6 of their size."""
     from uqroute.datasets import load_split, take_subset
     from uqroute.passes import HIDDEN_PASSES, pass_settings
 
     questions = tmp_path / "questions.parquet"
     write_parquet(take_subset(load_split("commonsenseqa", "test", data_dir), 3, 11), questions)
-    fp32 = {"kind": "hf", "device": "cpu", "dtype": "float32", "batch_size": 16}
+    fp32 = {"kind": "hf", "device": "cpu", "dtype": "float32", "batch_size": 16,
+            **({} if prefix_cache_mb is None else {"prefix_cache_mb": prefix_cache_mb})}
     generation = {"max_new_tokens": {"mcq": 8}, "part_size": 2, "seed": 50}
     common = dict(model="smollm2-135m", questions=str(questions), engine_options=fp32, max_questions=None,
                   subset_seed=50, model_dir=str(smollm2_dir), threads=1)
@@ -238,15 +244,21 @@ def test_cell_job_writes_the_tables_the_greedy_and_hidden_state_jobs_write(tmp_p
     outputs = {"greedy": str(cell / "greedy.replies.parquet"),
                **{name: str(cell / f"{name}.parquet") for name in HIDDEN_PASSES}}
     parts = {name: str(tmp_path / "parts" / name) for name in outputs}
-    generate.generate_cell(outputs=outputs, settings={"greedy": pass_settings("greedy", generation, ["mcq"])},
-                           checkpoint_dirs=parts, layer=-8, hidden_part_size=2, **common)
+    with caplog.at_level(logging.INFO, logger="uqroute.engines.hf"):
+        generate.generate_cell(outputs=outputs, settings={"greedy": pass_settings("greedy", generation, ["mcq"])},
+                               checkpoint_dirs=parts, layer=-8, hidden_part_size=2, **common)
+    assert ("started from a stored conversation" in caplog.text) == (prefix_cache_mb is None)
     generate.generate(pass_name="greedy", output=str(alone / "greedy.replies.parquet"),
                       settings=pass_settings("greedy", generation, ["mcq"]), **common)
     for name in HIDDEN_PASSES:
         generate.hidden_states(hidden_pass=name, greedy=outputs["greedy"], output=str(alone / f"{name}.parquet"),
                                layer=-8, part_size=2, **common)
     for name, made in outputs.items():
-        assert Path(made).read_bytes() == (alone / Path(made).name).read_bytes(), name
+        if prefix_cache_mb == 0 or name == "greedy":
+            assert Path(made).read_bytes() == (alone / Path(made).name).read_bytes(), name
+            continue
+        ours, theirs = (np.stack(read_parquet(path)["vector"]) for path in (made, alone / Path(made).name))
+        assert np.max(np.abs(ours - theirs)) <= 1e-6 * np.max(np.abs(theirs)), name
     assert len(read_parquet(outputs["hidden"])) == 3
     assert not any(Path(part).exists() for part in parts.values())  # cleared once every table was written
 
