@@ -54,8 +54,9 @@ def main() -> None:
               "sample": Sampling(max_new_tokens=args.max_new_tokens, temperature=1.0, n=5, seed=50)}
     for model in args.models:
         model_dir = materialize(model_spec(model), ROOT / "results" / "models" / model)
+        # No stored conversations: every repeat prefills its prompts whole, as the first one does.
         engine = make_engine(model_spec(model), kind="hf", model_dir=model_dir, dtype=args.dtype,
-                             threads=args.threads, batch_size=args.questions, progress=False)
+                             threads=args.threads, batch_size=args.questions, progress=False, prefix_cache_mb=0)
         try:
             for pass_name, sampling in passes.items():
                 best, outputs = {}, {}
