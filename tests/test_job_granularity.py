@@ -1,8 +1,9 @@
 """generation.one_job_per: cell plans one model job per SLM test cell and writes what the per-pass jobs write;
 with the SLM on transformers the cells make its hidden states too, and its train split is a cell of its own.
 
-The dry runs are fast (planned in the test process); the byte comparison runs the real SmolLM2 on the tiny slice, one cell, and compares
-with the per-pass tables of the shared slice run (conftest.py).
+The dry runs are fast (planned in the test process); the byte comparison runs the real SmolLM2 on the tiny slice,
+a test and a train cell of one dataset, and compares them with the per-pass tables of the shared slice run
+(conftest.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from uqroute.paths import results_path
 from workflow_runs import SLM, count_rules, outputs, plan, run_workflow, slice_config, tiny_config
 
 MODEL_JOB_RULES = ("generate", "generate_replies", "generate_cell", "generate_train_cell", "hidden_states")
@@ -97,18 +99,25 @@ def test_a_cell_with_one_pass_keeps_its_pass_job(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_a_cell_job_writes_the_bytes_the_pass_jobs_write(tmp_path, data_dir, model_dirs, slice_run):
-    """The slice's SmolLM2 test passes (greedy replies, then p(True) on them) for one dataset, on transformers, with
-    an engine that prefills each prompt whole as a pass job's fresh engine does (a cell's engine otherwise starts
-    p(True) from the greedy conversations it stored: tests/test_engine_hf.py)."""
+def test_cell_jobs_write_the_bytes_the_pass_jobs_write(tmp_path, data_dir, model_dirs, slice_run):
+    """The slice's SmolLM2 passes for one dataset, on transformers, made by cells: the test cell (greedy replies,
+    p(True) on them, the hidden states) and the train cell (greedy replies, hidden states) write the bytes the
+    slice's one-job-per-pass run wrote, with an engine that prefills each prompt whole as a pass job's fresh engine
+    does (a cell's engine otherwise starts its follow-ups from the greedy conversations it stored:
+    tests/test_engine_hf.py, tests/test_jobs.py)."""
     config = slice_config(data_dir)
     config["generation"]["one_job_per"] = "cell"
     config["engines"][SLM]["prefix_cache_mb"] = 0
-    folder = Path("results") / "gen" / SLM / "commonsenseqa" / "test"
-    targets = [str(folder / "greedy.replies.parquet"), str(folder / "ptrue.parquet")]
+    cell = {"model": SLM, "dataset": "commonsenseqa"}
+    targets = [results_path("results", "replies", split="test", pass_name="greedy", **cell),
+               results_path("results", "gen", split="test", pass_name="ptrue", **cell),
+               results_path("results", "hidden", split="test", **cell),
+               results_path("results", "replies", split="train", pass_name="greedy", **cell),
+               results_path("results", "hidden", split="train", **cell)]
     result = run_workflow(tmp_path, data_dir, model_dirs, *targets, config=config)
     assert result.returncode == 0, result.stderr[-6000:]
     log = result.stdout + result.stderr
-    assert log.count("rule generate_cell:") == 1 and "rule generate:" not in log
+    assert log.count("rule generate_cell:") == log.count("rule generate_train_cell:") == 1
+    assert "rule generate:" not in log and "rule generate_replies:" not in log and "rule hidden_states:" not in log
     for target in targets:
         assert (tmp_path / target).read_bytes() == (slice_run / target).read_bytes(), target
