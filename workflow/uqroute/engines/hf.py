@@ -75,6 +75,11 @@ AttentionInterface.register(CPU_ATTENTION, _sdpa_grouped_decoding)
 ALL_MASK_ATTENTION_FUNCTIONS.register(CPU_ATTENTION, sdpa_mask)
 
 
+def _nbytes(keys: list[torch.Tensor], values: list[torch.Tensor]) -> int:
+    """Memory an entry's key and value tensors take."""
+    return sum(t.numel() * t.element_size() for t in (*keys, *values))
+
+
 class PrefixStore:
     """Keys and values of token sequences the engine has already run, for later prompts that start with them.
 
@@ -100,14 +105,14 @@ class PrefixStore:
 
     def add(self, ids: Sequence[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         key = tuple(ids)
-        size = sum(t.numel() * t.element_size() for t in (*keys, *values))
+        size = _nbytes(keys, values)
         if size > self.max_bytes or key in self._entries:
             return
         self._entries[key] = (keys, values)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            _, (old_keys, old_values) = self._entries.popitem(last=False)
-            self.bytes -= sum(t.numel() * t.element_size() for t in (*old_keys, *old_values))
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= _nbytes(*evicted)
 
     def longest(self, ids: Sequence[int]) -> tuple[tuple[list[torch.Tensor], list[torch.Tensor]] | None, int]:
         """The entry sharing the longest start with ``ids``, and that length; at most ``len(ids) - 1`` tokens,
