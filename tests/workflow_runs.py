@@ -26,6 +26,7 @@ import yaml
 from uqroute import REPO_ROOT
 from uqroute.analysis.card import card_path_for, load_card
 from uqroute.paths import model_folder
+from uqroute.uq.registry import method_spec
 from uqroute.engines.options import resolve_dtype
 from uqroute.io import table_metadata
 
@@ -295,10 +296,12 @@ def check_contracts(workdir: Path) -> None:
             table = pd.read_parquet(results / "gen" / SLM / dataset / "test" / f"{pass_name}.parquet")
             assert columns <= set(table.columns), (dataset, pass_name)
             assert table["id"].nunique() == n_test
-        hidden = pd.read_parquet(results / "hidden" / SLM / dataset / "test.parquet")
-        assert {"id", "layer", "vector"} <= set(hidden.columns) and len(hidden) == n_test
+        slm = pd.read_parquet(results / "gen" / SLM / dataset / "test" / "greedy.parquet")
+        if any(method_spec(method).hidden == "hidden" for method in methods):  # the probes read them
+            hidden = pd.read_parquet(results / "hidden" / SLM / dataset / "test.parquet")
+            assert {"id", "layer", "vector"} <= set(hidden.columns) and set(hidden["id"]) == set(slm["id"])
         llm = pd.read_parquet(results / "gen" / LLM / dataset / "test" / "greedy.parquet")
-        assert set(llm["id"]) == set(hidden["id"]), "SLM and LLM answer the same questions"
+        assert set(llm["id"]) == set(slm["id"]), "SLM and LLM answer the same questions"
         for method in methods:
             uq = pd.read_parquet(results / "uq" / SLM / dataset / f"{method}.parquet")
             assert list(uq.columns[:5]) == ["id", "confidence", "prediction", "correct", "valid"]
