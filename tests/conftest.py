@@ -41,12 +41,13 @@ MODEL_FIXTURES = frozenset({"smollm2_dir", "gemma3_dir", "smollm2_engine", "mode
 
 
 # The longest modules (minutes each: DAG runs, SLURM jobs, vLLM engines, servers, the paper grid's plans), longest
-# first (loaded 2026-12-07 durations). The full suite runs on two pytest-xdist workers, one module at a time each
+# first (loaded 2026-12-07 durations). The full suite runs on three pytest-xdist workers, one module at a time each
 # (`--dist loadfile`); starting these first and leaving the short modules to fill in at the end keeps one worker
-# from being the last thing left running while the other idles. test_slurm leads: it makes the session's two
+# from being the last thing left running while the others idle. test_slurm leads: it makes the session's two
 # slice runs (`slice_run`, `slice_rerun`), which test_workflow_e2e's last test reads.
-LONG_MODULES = ("test_slurm", "test_engine_vllm", "test_serve_e2e", "test_workflow_vllm", "test_workflow_e2e",
-                "test_engine_hf", "test_paper_grid", "test_truncation", "test_job_adapter", "test_api_run")
+LONG_MODULES = ("test_slurm", "test_serve_e2e", "test_engine_vllm", "test_workflow_e2e", "test_engine_hf",
+                "test_workflow_vllm", "test_paper_grid", "test_api_run", "test_passes", "test_job_adapter",
+                "test_truncation")
 
 
 def pytest_configure(config):
