@@ -26,9 +26,9 @@ import yaml
 from uqroute import REPO_ROOT
 from uqroute.analysis.card import card_path_for, load_card
 from uqroute.paths import model_folder
-from uqroute.uq.registry import method_spec
 from uqroute.engines.options import resolve_dtype
 from uqroute.io import table_metadata
+from uqroute.uq.registry import method_spec
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SNAKEFILE = REPO_ROOT / "Snakefile"

@@ -259,7 +259,7 @@ def _engine_core_in_process(on_cpu: bool):
     """Build the engine with its core in this process, on the CPU build, unless the user chose with
     ``VLLM_ENABLE_V1_MULTIPROCESSING``. In child processes (vLLM's default) a CPU engine spawns an engine core
     and a worker, each importing torch and vLLM again: measured here, start-up 26-29 s -> 6-7 s and close
-    5.6 -> 1.6 s in process, decoding as fast (bench/README.md). vLLM reads the switch while it builds the
+    5.6 -> 1.7 s in process, decoding as fast (bench/README.md). vLLM reads the switch while it builds the
     engine; it is put back afterwards so that processes this one starts (a vLLM server) keep their default.
     So is ``torch.set_num_threads``, which vLLM's CPU worker replaces by a no-op in the process it runs in
     (it pins threads to cores, which the engine turns off): a transformers engine beside it still sets its own."""
