@@ -24,6 +24,7 @@ Model loading and one warm-up call per side are outside the timings. Both run in
 process, one after the other, on ``--threads`` torch threads.
 
     .venv-polygraph/bin/python bench/vs_lmpolygraph.py [--per-dataset 5] [--threads 2] [--polygraph-batch-size 16]
+        [--repeats 1]
 
 Both tools run the weights in ``--dtype`` (``--polygraph-dtype`` sets lm-polygraph's apart, for the
 unequal comparisons of earlier runs). ``--engine vllm`` runs uqroute's side on its vLLM engine: vLLM
@@ -31,7 +32,10 @@ lives in the project venv and lm-polygraph in its own, so that side runs first, 
 of ``--uqroute-python`` (default ``.venv/bin/python``) that times the same steps after its own
 start-up and warm-up and hands back its timings and confidences as JSON. ``--baseline CHECKOUT`` runs
 such a child on another checkout's uqroute first (the code before a change), so that both are timed
-against the same lm-polygraph run, under the same machine load.
+against the same lm-polygraph run, under the same machine load. ``--repeats N`` times N runs of
+each side (alternating when both run in this process; the child's N runs come before lm-polygraph's
+N), each of our runs starting without the conversations the last one stored, as a new job does,
+and prints the totals and the run-by-run ratio as median and range.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -83,7 +88,11 @@ CONFIDENCE_REGEX = r"(\d+(?:\.\d+)?)"
 
 
 def run_uqroute(engine, questions: pd.DataFrame, prompts: PromptSet, settings: dict) -> tuple[dict, dict]:
-    """(seconds per step, confidence per shared method), steps timed in the order the workflow runs them."""
+    """(seconds per step, confidence per shared method), steps timed in the order the workflow runs them.
+
+    Each call starts as a new cell job does: without the conversations a previous call stored in the engine."""
+    if getattr(engine, "prefixes", None) is not None:
+        engine.prefixes.clear()
     seconds: dict[str, float] = {}
     passes: dict[str, pd.DataFrame] = {}
     for name in ("greedy", "sample", "ptrue", "verbal2s"):
@@ -193,20 +202,41 @@ def uqroute_child(args, settings: dict, questions: pd.DataFrame, prompts: Prompt
     warm_up(engine, None, prompts, questions, [])
     startup = time.perf_counter() - start
     load_before = os.getloadavg()[0]
-    start = time.perf_counter()
-    steps, scores = run_uqroute(engine, questions, prompts, settings)
-    total = time.perf_counter() - start
+    runs = [timed_uqroute(engine, questions, prompts, settings) for _ in range(args.repeats)]
     engine.close()
+    steps, scores, _ = runs[-1]
     Path(args.uqroute_only).write_text(json.dumps({
-        "startup": startup, "total": total, "steps": steps, "load_before": load_before,
+        "startup": startup, "totals": [total for _, _, total in runs], "steps": steps, "load_before": load_before,
         "scores": {method: [None if not np.isfinite(v) else float(v) for v in values]
                    for method, values in scores.items()},
     }))
 
 
-def uqroute_in_child(args, argv: list[str], checkout: Path | None = None) -> tuple[dict, dict, float, float]:
-    """(steps, confidences, total seconds, start-up seconds) of the uqroute side run by ``--uqroute-python``,
-    on the uqroute package of ``checkout`` (a folder holding ``workflow/uqroute``) when one is given."""
+def timed_uqroute(engine, questions: pd.DataFrame, prompts: PromptSet, settings: dict) -> tuple[dict, dict, float]:
+    """:func:`run_uqroute` and its total seconds."""
+    start = time.perf_counter()
+    steps, scores = run_uqroute(engine, questions, prompts, settings)
+    return steps, scores, time.perf_counter() - start
+
+
+def timed_polygraph(polygraph, texts, task_types, settings, follow_up, batch_size, keep_defaults):
+    """:func:`run_polygraph` and its total seconds."""
+    start = time.perf_counter()
+    steps, scores = run_polygraph(polygraph, texts, task_types, settings, follow_up, batch_size, keep_defaults)
+    return steps, scores, time.perf_counter() - start
+
+
+def spread(values: list[float]) -> str:
+    """``median (min-max, n runs)`` of ``values``, or the one value."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{np.median(values):.2f} (range {min(values):.2f}-{max(values):.2f}, n = {len(values)} runs)"
+
+
+def uqroute_in_child(args, argv: list[str], checkout: Path | None = None) -> tuple[dict, dict, list[float], float]:
+    """(steps of the last run, confidences, total seconds of each run, start-up seconds) of the uqroute side run
+    by ``--uqroute-python``, on the uqroute package of ``checkout`` (a folder holding ``workflow/uqroute``) when
+    one is given."""
     env = dict(os.environ)
     if checkout is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(Path(checkout).resolve() / "workflow"), env.get("PYTHONPATH", "")])
@@ -217,7 +247,7 @@ def uqroute_in_child(args, argv: list[str], checkout: Path | None = None) -> tup
         report = json.loads(out.read_text())
     scores = {method: np.array([np.nan if v is None else v for v in values], dtype=float)
               for method, values in report["scores"].items()}
-    return report["steps"], scores, report["total"], report["startup"]
+    return report["steps"], scores, report["totals"], report["startup"]
 
 
 def without_option(argv: list[str], name: str) -> list[str]:
@@ -255,10 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--uqroute-only", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--polygraph-batch-size", type=int, default=None,
                         help="questions per UEManager batch (default: the config's generation.part_size)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="timed runs of each side (with the hf engine in this process they alternate; a child "
+                             "process runs its side's repeats before lm-polygraph's); ratios as median and range")
     parser.add_argument("--polygraph-defaults", action="store_true",
                         help="keep its greedy calculator's attention maps and hidden states (eager attention)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be >= 1, got {args.repeats}")
     from uqroute.machine import cpu_description
 
     print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
@@ -288,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"baseline uqroute ({args.baseline}): engine started and warmed up in {baseline[3]:.1f} s "
                   "(not timed below)")
         load_before = os.getloadavg()[0]
-        ours_steps, ours, ours_total, startup = uqroute_in_child(args, child_argv)
+        ours_steps, ours, ours_totals, startup = uqroute_in_child(args, child_argv)
         print(f"uqroute ({args.engine}, child process): engine started and warmed up in {startup:.1f} s "
               "(not timed below)")
         start = time.perf_counter()
@@ -302,15 +337,24 @@ def main(argv: list[str] | None = None) -> None:
         warm_up(engine, polygraph, prompts, questions, texts)
         print(f"models loaded and warmed up in {time.perf_counter() - start:.1f} s (not timed below)")
         load_before = os.getloadavg()[0]
-        start = time.perf_counter()
-        ours_steps, ours = run_uqroute(engine, questions, prompts, settings)
-        ours_total = time.perf_counter() - start
-    load_between = os.getloadavg()[0]
-    start = time.perf_counter()
-    theirs_steps, theirs = run_polygraph(polygraph, texts, task_types, settings, follow_up, batch_size,
-                                         args.polygraph_defaults)
-    theirs_total = time.perf_counter() - start
+    polygraph_run = functools.partial(timed_polygraph, polygraph, texts, task_types, settings, follow_up,
+                                      batch_size, args.polygraph_defaults)
+    if args.engine == "vllm" or args.baseline is not None:
+        load_between = os.getloadavg()[0]
+        theirs_runs = [polygraph_run() for _ in range(args.repeats)]
+    else:
+        # Alternating runs (ours, theirs, ours, ...), so that a change in the machine's load falls on both sides.
+        ours_totals, theirs_runs = [], []
+        for index in range(args.repeats):
+            ours_steps, ours, total = timed_uqroute(engine, questions, prompts, settings)
+            ours_totals.append(total)
+            if index == 0:
+                load_between = os.getloadavg()[0]
+            theirs_runs.append(polygraph_run())
     load_after = os.getloadavg()[0]
+    theirs_steps, theirs, _ = theirs_runs[-1]
+    theirs_totals = [total for _, _, total in theirs_runs]
+    ours_total, theirs_total = ours_totals[-1], theirs_totals[-1]
 
     budgets = ", ".join(f"{t} {settings['max_new_tokens'][t]}" for t in sorted(set(task_types)))
     print(f"{len(questions)} questions ({', '.join(args.datasets)}; {args.per_dataset} each), {SLM}: uqroute {args.engine} {args.dtype}, lm-polygraph {polygraph_dtype}, "
@@ -321,8 +365,13 @@ def main(argv: list[str] | None = None) -> None:
     print("uqroute      " + ", ".join(f"{k} {v:.1f} s" for k, v in ours_steps.items()) + f"  -> total {ours_total:.1f} s")
     print("lm-polygraph " + ", ".join(f"{k} {v:.1f} s" for k, v in theirs_steps.items()) + f"  -> total {theirs_total:.1f} s")
     print(f"speed-up: lm-polygraph / uqroute = {theirs_total / ours_total:.2f}x (target >= 10x at equal dtype)")
+    if args.repeats > 1:
+        print(f"over {args.repeats} runs a side (the lines above: the last): uqroute {spread(ours_totals)} s, "
+              f"lm-polygraph {spread(theirs_totals)} s, run-by-run ratio "
+              f"{spread([theirs / ours for ours, theirs in zip(ours_totals, theirs_totals)])}x")
     if baseline is not None:
-        steps, _, total, _ = baseline
+        steps, _, totals, _ = baseline
+        total = totals[-1]
         print("baseline     " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()) + f"  -> total {total:.1f} s")
         print(f"speed-up of the baseline: lm-polygraph / baseline = {theirs_total / total:.2f}x; "
               f"baseline / uqroute = {total / ours_total:.2f}x (1-min load {baseline_load:.2f} before it)")
