@@ -5,8 +5,8 @@
         [--wait-policies default passive]
 
 The engine decodes with a hand-written loop over the model's forward pass, one new token per row, on a
-dynamic KV cache. This times that step on the greedy prompts of the dataset's first ``rows`` test questions
-(left-padded into one batch), after a prefill and 3 warm-up steps, for each variant:
+dynamic KV cache. This times that step on the greedy prompts of ``rows`` test questions of the dataset (its
+seeded subset, seed 50, left-padded into one batch), after a prefill and 3 warm-up steps, for each variant:
 
 - ``eager``: the engine's own step (``HFEngine._prefill`` then ``_forward`` per token), what every table is
   made with today;
@@ -35,6 +35,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WARM_UP_STEPS = 3
+# Marks the child's result lines on its stdout, which libraries may print to as well.
+RESULT = "decode_step result: "
 INDUCTOR = {
     "compiled": {},
     "frozen": {"freezing": True},
@@ -43,7 +45,7 @@ INDUCTOR = {
 
 
 def greedy_batch(engine, dataset: str, rows: int, data_dir: Path) -> list[list[int]]:
-    """Prompt token ids of the greedy pass for the dataset's first ``rows`` test questions."""
+    """Prompt token ids of the greedy pass for ``rows`` test questions of the dataset (seeded subset, seed 50)."""
     from uqroute.datasets import load_split, take_subset
     from uqroute.prompts import PromptSet
 
@@ -132,7 +134,7 @@ def child(args) -> None:
                 gap = max(float((a - b).abs().max()) for a, b in zip(logits, reference))
                 results[variant] = (seconds, compile_seconds, gap)
             for variant, (seconds, compile_seconds, gap) in results.items():
-                print(json.dumps({"rows": rows, "prompt width": max(map(len, batch)), "variant": variant,
+                print(RESULT + json.dumps({"rows": rows, "prompt width": max(map(len, batch)), "variant": variant,
                                   "ms per step": 1e3 * seconds, "vs eager": eager / seconds,
                                   "compile s": compile_seconds, "max |logit diff|": gap}), flush=True)
     engine.close()
@@ -154,6 +156,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps < 1:
         parser.error(f"--steps must be >= 1, got {args.steps}")
+    if min(args.rows) < 1:
+        parser.error(f"--rows must be >= 1, got {args.rows}")
     if args.child:
         child(args)
         return
@@ -171,7 +175,9 @@ def main() -> None:
         command = [sys.executable, __file__, "--child", *sys.argv[1:]]
         with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True) as process:
             for line in process.stdout:
-                result = json.loads(line)
+                if not line.startswith(RESULT):
+                    continue
+                result = json.loads(line[len(RESULT):])
                 print(f"{policy:>15} {result['rows']:>4} {result['prompt width']:>5} {result['variant']:>9} "
                       f"{result['ms per step']:>8.1f} {result['vs eager']:>7.2f}x {result['compile s']:>9.1f} "
                       f"{result['max |logit diff|']:>16.3g}", flush=True)

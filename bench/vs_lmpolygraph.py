@@ -33,9 +33,10 @@ of ``--uqroute-python`` (default ``.venv/bin/python``) that times the same steps
 start-up and warm-up and hands back its timings and confidences as JSON. ``--baseline CHECKOUT`` runs
 such a child on another checkout's uqroute first (the code before a change), so that both are timed
 against the same lm-polygraph run, under the same machine load. ``--repeats N`` times N runs of
-each side (alternating when both run in this process; the child's N runs come before lm-polygraph's
-N), each of our runs starting without the conversations the last one stored, as a new job does,
-and prints the totals and the run-by-run ratio as median and range.
+each side, each of our runs starting without what the last one left in the engine (stored
+conversations, vLLM's prefix cache), as a new job does, and prints the totals as median and range:
+when both sides run in this process they alternate and the run-by-run ratio is printed; when ours
+runs in a child, its N runs come before lm-polygraph's N and the ratio of the medians is printed.
 """
 
 from __future__ import annotations
@@ -90,9 +91,12 @@ CONFIDENCE_REGEX = r"(\d+(?:\.\d+)?)"
 def run_uqroute(engine, questions: pd.DataFrame, prompts: PromptSet, settings: dict) -> tuple[dict, dict]:
     """(seconds per step, confidence per shared method), steps timed in the order the workflow runs them.
 
-    Each call starts as a new cell job does: without the conversations a previous call stored in the engine."""
+    Each call starts as a new cell job does: without the conversations a previous call left in the engine (the
+    transformers engine's stored conversations, vLLM's prefix cache)."""
     if getattr(engine, "prefixes", None) is not None:
         engine.prefixes.clear()
+    if getattr(engine, "llm", None) is not None:
+        engine.llm.reset_prefix_cache()
     seconds: dict[str, float] = {}
     passes: dict[str, pd.DataFrame] = {}
     for name in ("greedy", "sample", "ptrue", "verbal2s"):
@@ -286,8 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--polygraph-batch-size", type=int, default=None,
                         help="questions per UEManager batch (default: the config's generation.part_size)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="timed runs of each side (with the hf engine in this process they alternate; a child "
-                             "process runs its side's repeats before lm-polygraph's); ratios as median and range")
+                        help="timed runs of each side (with the hf engine in this process they alternate and the "
+                             "run-by-run ratio is printed; a child process runs its side's repeats before "
+                             "lm-polygraph's and the ratio of the medians is printed)")
     parser.add_argument("--polygraph-defaults", action="store_true",
                         help="keep its greedy calculator's attention maps and hidden states (eager attention)")
     argv = sys.argv[1:] if argv is None else argv
@@ -366,12 +371,18 @@ def main(argv: list[str] | None = None) -> None:
     print("lm-polygraph " + ", ".join(f"{k} {v:.1f} s" for k, v in theirs_steps.items()) + f"  -> total {theirs_total:.1f} s")
     print(f"speed-up: lm-polygraph / uqroute = {theirs_total / ours_total:.2f}x (target >= 10x at equal dtype)")
     if args.repeats > 1:
+        alternated = args.engine == "hf" and args.baseline is None
+        # Run-by-run ratios pair runs that ran one after the other; a child's runs all came before lm-polygraph's.
+        ratio = (f"run-by-run ratio {spread([theirs / ours for ours, theirs in zip(ours_totals, theirs_totals)])}x"
+                 if alternated else
+                 f"ratio of the medians {np.median(theirs_totals) / np.median(ours_totals):.2f}x (not alternated)")
         print(f"over {args.repeats} runs a side (the lines above: the last): uqroute {spread(ours_totals)} s, "
-              f"lm-polygraph {spread(theirs_totals)} s, run-by-run ratio "
-              f"{spread([theirs / ours for ours, theirs in zip(ours_totals, theirs_totals)])}x")
+              f"lm-polygraph {spread(theirs_totals)} s, {ratio}")
     if baseline is not None:
         steps, _, totals, _ = baseline
         total = totals[-1]
+        if len(totals) > 1:
+            print(f"baseline over {len(totals)} runs: {spread(totals)} s")
         print("baseline     " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()) + f"  -> total {total:.1f} s")
         print(f"speed-up of the baseline: lm-polygraph / baseline = {theirs_total / total:.2f}x; "
               f"baseline / uqroute = {total / ours_total:.2f}x (1-min load {baseline_load:.2f} before it)")
