@@ -178,12 +178,10 @@ def run_polygraph(model, texts: list[str], task_types: list[str], settings: dict
 
 
 def warm_up(engine, polygraph, prompts: PromptSet, questions: pd.DataFrame, texts: list[str]) -> None:
-    """One tiny call per side, so first-call allocations are not timed (and no conversation the warm-up
-    stored in a transformers engine gives the timed passes a head start)."""
+    """One tiny call per side, so first-call allocations are not timed (what it leaves in our engine,
+    :func:`run_uqroute` clears)."""
     if engine is not None:
         engine.generate([prompts.answer(questions.iloc[0].to_dict())], Sampling(max_new_tokens=2))
-        if getattr(engine, "prefixes", None) is not None:
-            engine.prefixes.clear()
     if polygraph is not None:
         polygraph.generate_texts([texts[0]], max_new_tokens=2)
 
@@ -206,7 +204,7 @@ def uqroute_child(args, settings: dict, questions: pd.DataFrame, prompts: Prompt
     warm_up(engine, None, prompts, questions, [])
     startup = time.perf_counter() - start
     load_before = os.getloadavg()[0]
-    runs = [timed_uqroute(engine, questions, prompts, settings) for _ in range(args.repeats)]
+    runs = [timed(run_uqroute, engine, questions, prompts, settings) for _ in range(args.repeats)]
     engine.close()
     steps, scores, _ = runs[-1]
     Path(args.uqroute_only).write_text(json.dumps({
@@ -216,17 +214,11 @@ def uqroute_child(args, settings: dict, questions: pd.DataFrame, prompts: Prompt
     }))
 
 
-def timed_uqroute(engine, questions: pd.DataFrame, prompts: PromptSet, settings: dict) -> tuple[dict, dict, float]:
-    """:func:`run_uqroute` and its total seconds."""
+def timed(run, *args) -> tuple[dict, dict, float]:
+    """``run(*args)`` (:func:`run_uqroute` or :func:`run_polygraph`: seconds per step, confidences) and its total
+    seconds."""
     start = time.perf_counter()
-    steps, scores = run_uqroute(engine, questions, prompts, settings)
-    return steps, scores, time.perf_counter() - start
-
-
-def timed_polygraph(polygraph, texts, task_types, settings, follow_up, batch_size, keep_defaults):
-    """:func:`run_polygraph` and its total seconds."""
-    start = time.perf_counter()
-    steps, scores = run_polygraph(polygraph, texts, task_types, settings, follow_up, batch_size, keep_defaults)
+    steps, scores = run(*args)
     return steps, scores, time.perf_counter() - start
 
 
@@ -319,8 +311,9 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     baseline = None
-    # vLLM lives in the project's venv, and a baseline is another checkout's code: both sides in children then.
-    if args.engine == "vllm" or args.baseline is not None:
+    # vLLM lives in the project's venv, and a baseline is another checkout's code: our side in children then.
+    in_child = args.engine == "vllm" or args.baseline is not None
+    if in_child:
         child_argv = without_option(argv, "--baseline")
         if args.baseline is not None:
             baseline_load = os.getloadavg()[0]
@@ -342,16 +335,16 @@ def main(argv: list[str] | None = None) -> None:
         warm_up(engine, polygraph, prompts, questions, texts)
         print(f"models loaded and warmed up in {time.perf_counter() - start:.1f} s (not timed below)")
         load_before = os.getloadavg()[0]
-    polygraph_run = functools.partial(timed_polygraph, polygraph, texts, task_types, settings, follow_up,
+    polygraph_run = functools.partial(timed, run_polygraph, polygraph, texts, task_types, settings, follow_up,
                                       batch_size, args.polygraph_defaults)
-    if args.engine == "vllm" or args.baseline is not None:
+    if in_child:
         load_between = os.getloadavg()[0]
         theirs_runs = [polygraph_run() for _ in range(args.repeats)]
     else:
         # Alternating runs (ours, theirs, ours, ...), so that a change in the machine's load falls on both sides.
         ours_totals, theirs_runs = [], []
         for index in range(args.repeats):
-            ours_steps, ours, total = timed_uqroute(engine, questions, prompts, settings)
+            ours_steps, ours, total = timed(run_uqroute, engine, questions, prompts, settings)
             ours_totals.append(total)
             if index == 0:
                 load_between = os.getloadavg()[0]
@@ -371,11 +364,10 @@ def main(argv: list[str] | None = None) -> None:
     print("lm-polygraph " + ", ".join(f"{k} {v:.1f} s" for k, v in theirs_steps.items()) + f"  -> total {theirs_total:.1f} s")
     print(f"speed-up: lm-polygraph / uqroute = {theirs_total / ours_total:.2f}x (target >= 10x at equal dtype)")
     if args.repeats > 1:
-        alternated = args.engine == "hf" and args.baseline is None
         # Run-by-run ratios pair runs that ran one after the other; a child's runs all came before lm-polygraph's.
-        ratio = (f"run-by-run ratio {spread([theirs / ours for ours, theirs in zip(ours_totals, theirs_totals)])}x"
-                 if alternated else
-                 f"ratio of the medians {np.median(theirs_totals) / np.median(ours_totals):.2f}x (not alternated)")
+        ratio = (f"ratio of the medians {np.median(theirs_totals) / np.median(ours_totals):.2f}x (not alternated)"
+                 if in_child else
+                 f"run-by-run ratio {spread([theirs / ours for ours, theirs in zip(ours_totals, theirs_totals)])}x")
         print(f"over {args.repeats} runs a side (the lines above: the last): uqroute {spread(ours_totals)} s, "
               f"lm-polygraph {spread(theirs_totals)} s, {ratio}")
     if baseline is not None:
