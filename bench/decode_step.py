@@ -14,11 +14,16 @@ seeded subset, seed 50, left-padded into one batch), after a prefill and 3 warm-
   of prompt + steps positions, where a step's shapes do not change;
 - ``frozen``: ``compiled`` with inductor's weight freezing (the linear layers' weights prepacked for oneDNN);
 - ``autotuned``: ``frozen`` with ``max_autotune`` and inductor's C++ GEMM templates among the candidates (on a
-  CPU with AMX, its AMX micro-kernels); compiling takes minutes.
+  CPU with AMX, its AMX micro-kernels); compiling takes minutes;
+- ``unpacked``: ``autotuned`` without oneDNN's prepacked weights (``cpp.weight_prepack`` off), the one frozen
+  variant inductor's disk cache (``TORCHINDUCTOR_CACHE_DIR``) keeps for the next process. Time it without
+  ``autotuned`` (``--variants eager unpacked``): after ``autotuned`` in the same process it was seen to come out
+  faster, with other logits and its graph kept from the disk cache, as if it inherited the prepacked weights.
 
 Every variant is fed the eager run's greedy tokens, so all see the same sequences; each prints its ms per
-step, its ratio to eager in the same process, its compile time (the warm-up steps) and the largest |difference|
-of its logits from eager's. libgomp reads ``OMP_WAIT_POLICY`` once, when it loads, so each wait policy runs in
+step, its ratio to eager in the same process, its compile time (the warm-up steps), whether inductor's disk
+cache served the graph (``hit``), compiled and stored it (``miss``) or could not keep it (``bypass``), and the
+largest |difference| of its logits from eager's. libgomp reads ``OMP_WAIT_POLICY`` once, when it loads, so each wait policy runs in
 a child process of its own: ``default`` leaves the variable unset, ``passive`` is what the lm-polygraph
 benchmarks set (threads sleep between parallel regions instead of spinning).
 """
@@ -37,10 +42,14 @@ ROOT = Path(__file__).resolve().parents[1]
 WARM_UP_STEPS = 3
 # Marks the child's result lines on its stdout, which libraries may print to as well.
 RESULT = "decode_step result: "
+AUTOTUNED = {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 INDUCTOR = {
     "compiled": {},
     "frozen": {"freezing": True},
-    "autotuned": {"freezing": True, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"},
+    "autotuned": AUTOTUNED,
+    # Prepacked oneDNN weights cannot be pickled, so inductor's disk cache skips a graph that has them: without
+    # them a later process finds the compiled graph on disk.
+    "unpacked": {**AUTOTUNED, "cpp.weight_prepack": False},
 }
 
 
@@ -75,9 +84,10 @@ def eager_steps(engine, batch: list[list[int]], steps: int):
 
 
 def compiled_steps(engine, batch: list[list[int]], fed: list, options: dict):
-    """(seconds per timed step, compile and warm-up seconds, logits of each step): ``fed`` through the model's
-    step compiled by inductor with ``options``, on a static cache."""
+    """(seconds per timed step, compile and warm-up seconds, logits of each step, what inductor's disk cache did
+    with the graph): ``fed`` through the model's step compiled by inductor with ``options``, on a static cache."""
     import torch
+    from torch._dynamo.utils import counters
     from transformers import StaticCache
 
     torch._dynamo.reset()
@@ -96,6 +106,7 @@ def compiled_steps(engine, batch: list[list[int]], fed: list, options: dict):
                      cache_position=cache_position, use_cache=True).logits[:, -1, :]
 
     compiled = torch.compile(step, fullgraph=True, dynamic=False)
+    before = dict(counters["inductor"])
     logits = []
     started = time.perf_counter()
     with torch._inductor.config.patch(options):
@@ -106,7 +117,9 @@ def compiled_steps(engine, batch: list[list[int]], fed: list, options: dict):
             mask[:, width + index] = 1
             out = compiled(tokens[:, None], mask, (next_position + index)[:, None], torch.tensor([width + index]))
             logits.append(out.float())
-    return (time.perf_counter() - started) / (steps - WARM_UP_STEPS), compile_seconds, logits
+    cache = [outcome for outcome in ("hit", "miss", "bypass")
+             if counters["inductor"][f"fxgraph_cache_{outcome}"] > before.get(f"fxgraph_cache_{outcome}", 0)]
+    return (time.perf_counter() - started) / (steps - WARM_UP_STEPS), compile_seconds, logits, "+".join(cache)
 
 
 def child(args) -> None:
@@ -126,17 +139,18 @@ def child(args) -> None:
         for rows in args.rows:
             batch = greedy_batch(engine, args.dataset, rows, Path(args.data_dir))
             eager, fed, reference = eager_steps(engine, batch, args.steps + WARM_UP_STEPS)
-            results = {"eager": (eager, 0.0, 0.0)}
+            results = {"eager": (eager, 0.0, "-", 0.0)}
             for variant in args.variants:
                 if variant == "eager":
                     continue
-                seconds, compile_seconds, logits = compiled_steps(engine, batch, fed, INDUCTOR[variant])
+                seconds, compile_seconds, logits, cache = compiled_steps(engine, batch, fed, INDUCTOR[variant])
                 gap = max(float((a - b).abs().max()) for a, b in zip(logits, reference))
-                results[variant] = (seconds, compile_seconds, gap)
-            for variant, (seconds, compile_seconds, gap) in results.items():
+                results[variant] = (seconds, compile_seconds, cache, gap)
+            for variant, (seconds, compile_seconds, cache, gap) in results.items():
                 print(RESULT + json.dumps({"rows": rows, "prompt width": max(map(len, batch)), "variant": variant,
                                   "ms per step": 1e3 * seconds, "vs eager": eager / seconds,
-                                  "compile s": compile_seconds, "max |logit diff|": gap}), flush=True)
+                                  "compile s": compile_seconds, "disk cache": cache, "max |logit diff|": gap}),
+                      flush=True)
     engine.close()
 
 
@@ -167,7 +181,7 @@ def main() -> None:
     print(f"CPU: {cpu_description()}; {args.model} {args.dtype}, {args.threads} torch threads, {args.dataset} "
           f"greedy prompts, {args.steps} timed steps after {WARM_UP_STEPS} warm-up steps")
     print(f"{'OMP_WAIT_POLICY':>15} {'rows':>4} {'width':>5} {'variant':>9} {'ms/step':>8} {'vs eager':>8} "
-          f"{'compile s':>9} {'max |logit diff|':>16}")
+          f"{'compile s':>9} {'disk cache':>10} {'max |logit diff|':>16}")
     for policy in args.wait_policies:
         env = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
         if policy == "passive":
@@ -180,7 +194,7 @@ def main() -> None:
                 result = json.loads(line[len(RESULT):])
                 print(f"{policy:>15} {result['rows']:>4} {result['prompt width']:>5} {result['variant']:>9} "
                       f"{result['ms per step']:>8.1f} {result['vs eager']:>7.2f}x {result['compile s']:>9.1f} "
-                      f"{result['max |logit diff|']:>16.3g}", flush=True)
+                      f"{result['disk cache']:>10} {result['max |logit diff|']:>16.3g}", flush=True)
         if process.returncode:
             raise SystemExit(f"the {policy} child failed (exit {process.returncode})")
 

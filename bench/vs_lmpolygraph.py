@@ -24,7 +24,7 @@ Model loading and one warm-up call per side are outside the timings. Both run in
 process, one after the other, on ``--threads`` torch threads.
 
     .venv-polygraph/bin/python bench/vs_lmpolygraph.py [--per-dataset 5] [--threads 2] [--polygraph-batch-size 16]
-        [--repeats 1]
+        [--repeats 1] [--forward-work]
 
 Both tools run the weights in ``--dtype`` (``--polygraph-dtype`` sets lm-polygraph's apart, for the
 unequal comparisons of earlier runs). ``--engine vllm`` runs uqroute's side on its vLLM engine: vLLM
@@ -37,6 +37,9 @@ each side, each of our runs starting without what the last one left in the engin
 conversations, vLLM's prefix cache), as a new job does, and prints the totals as median and range:
 when both sides run in this process they alternate and the run-by-run ratio is printed; when ours
 runs in a child, its N runs come before lm-polygraph's N and the ratio of the medians is printed.
+``--forward-work`` (transformers engine only) also counts, on each side's model, the forward passes of every
+run: decoding steps (one new token a row) and prefills (several), with their rows, tokens and seconds, and the
+seconds spent outside them, so that the two tools' step counts and per-step costs are read side by side.
 """
 
 from __future__ import annotations
@@ -86,6 +89,59 @@ SHARED = {
     "verbal_2s": ("Verbalized2S", lambda u: (1.0 - u) / 100.0),
 }
 CONFIDENCE_REGEX = r"(\d+(?:\.\d+)?)"
+
+
+class ForwardMeter:
+    """Every forward pass of one transformers model since it was hooked: its rows, query length and seconds.
+
+    Hooks on the model's own ``forward`` see both tools' calls (our engine's loop, lm-polygraph's ``generate``
+    and its p(True) forward). A pass of query length 1 is a decoding step, a longer one a prefill."""
+
+    def __init__(self, model):
+        self.calls: list[tuple[int, int, float]] = []
+        self._shape: tuple[int, int] = (0, 0)
+        self._started = 0.0
+        model.register_forward_pre_hook(self._before, with_kwargs=True)
+        model.register_forward_hook(self._after, with_kwargs=True)
+
+    def _before(self, module, args, kwargs) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self._shape = tuple(ids.shape[:2]) if ids is not None else tuple(kwargs["inputs_embeds"].shape[:2])
+        self._started = time.perf_counter()
+
+    def _after(self, module, args, kwargs, output) -> None:
+        self.calls.append((*self._shape, time.perf_counter() - self._started))
+
+    def summary(self, total: float) -> dict[str, float]:
+        """Decoding steps and prefills of the calls since ``calls`` was last cleared (count, rows, tokens,
+        seconds), and what of ``total`` seconds went outside them."""
+        calls = np.array(self.calls or [(0, 0, 0.0)], dtype=float).reshape(-1, 3)
+        step, prefill = calls[calls[:, 1] == 1], calls[calls[:, 1] > 1]
+        return {
+            "steps": len(step), "step rows": step[:, 0].sum(), "step s": step[:, 2].sum(),
+            "ms per step": 1e3 * step[:, 2].mean() if len(step) else float("nan"),
+            "rows per step": step[:, 0].mean() if len(step) else float("nan"),
+            "prefills": len(prefill), "prefill tokens": (prefill[:, 0] * prefill[:, 1]).sum(),
+            "prefill s": prefill[:, 2].sum(), "outside s": total - calls[:, 2].sum(),
+        }
+
+
+def print_forward_work(ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> None:
+    """The two sides' forward passes in one table (per run: the value, or the median and range over the runs)
+    and lm-polygraph's over ours (the ratio of the medians)."""
+    def cell(runs: list[dict[str, float]], key: str) -> str:
+        values = [run[key] for run in runs]
+        if len(values) == 1:
+            return f"{values[0]:.1f}"
+        return f"{np.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+    print(f"forward passes per run, {'the one run' if len(ours) == 1 else f'median (range) of {len(ours)} runs'} "
+          "(decoding step: one new token a row; prefill tokens count the padding):")
+    print(f"{'':>15} {'uqroute':>22} {'lm-polygraph':>24} {'ratio':>7}")
+    for key in ours[0]:
+        mine, yours = np.median([run[key] for run in ours]), np.median([run[key] for run in theirs])
+        ratio = f"{yours / mine:.2f}x" if mine else "-"
+        print(f"{key:>15} {cell(ours, key):>22} {cell(theirs, key):>24} {ratio:>7}")
 
 
 def run_uqroute(engine, questions: pd.DataFrame, prompts: PromptSet, settings: dict) -> tuple[dict, dict]:
@@ -287,10 +343,16 @@ def main(argv: list[str] | None = None) -> None:
                              "lm-polygraph's and the ratio of the medians is printed)")
     parser.add_argument("--polygraph-defaults", action="store_true",
                         help="keep its greedy calculator's attention maps and hidden states (eager attention)")
+    parser.add_argument("--forward-work", action="store_true",
+                        help="count each side's forward passes in its last run (decoding steps, prefills, their "
+                             "rows, tokens and seconds); transformers engine, both sides in this process")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be >= 1, got {args.repeats}")
+    if args.forward_work and (args.engine != "hf" or args.baseline is not None):
+        parser.error("--forward-work hooks both sides' transformers models in this process: "
+                     "--engine hf, without --baseline")
     from uqroute.machine import cpu_description
 
     print(f"CPU: {cpu_description()}", flush=True)  # every figure below belongs to this CPU
@@ -343,12 +405,18 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # Alternating runs (ours, theirs, ours, ...), so that a change in the machine's load falls on both sides.
         ours_totals, theirs_runs = [], []
+        meters = (ForwardMeter(engine.model), ForwardMeter(polygraph.model)) if args.forward_work else ()
+        work: tuple[list, list] = ([], [])  # per side, a summary of each run's forward passes
         for index in range(args.repeats):
+            for meter in meters:
+                meter.calls.clear()
             ours_steps, ours, total = timed(run_uqroute, engine, questions, prompts, settings)
             ours_totals.append(total)
             if index == 0:
                 load_between = os.getloadavg()[0]
             theirs_runs.append(polygraph_run())
+            for meter, runs, seconds in zip(meters, work, (total, theirs_runs[-1][2])):
+                runs.append(meter.summary(seconds))
     load_after = os.getloadavg()[0]
     theirs_steps, theirs, _ = theirs_runs[-1]
     theirs_totals = [total for _, _, total in theirs_runs]
@@ -379,6 +447,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"speed-up of the baseline: lm-polygraph / baseline = {theirs_total / total:.2f}x; "
               f"baseline / uqroute = {total / ours_total:.2f}x (1-min load {baseline_load:.2f} before it)")
     print(f"1-min load average: {load_before:.2f} before, {load_between:.2f} between, {load_after:.2f} after")
+    if args.forward_work:
+        print_forward_work(*work)
 
     rows = []
     for method, (name, _) in SHARED.items():
