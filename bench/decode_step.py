@@ -17,15 +17,16 @@ seeded subset, seed 50, left-padded into one batch), after a prefill and 3 warm-
   CPU with AMX, its AMX micro-kernels); compiling takes minutes;
 - ``unpacked``: ``autotuned`` without oneDNN's prepacked weights (``cpp.weight_prepack`` off), the one frozen
   variant inductor's disk cache (``TORCHINDUCTOR_CACHE_DIR``) keeps for the next process. Time it without
-  ``autotuned`` (``--variants eager unpacked``): after ``autotuned`` in the same process it was seen to come out
-  faster, with other logits and its graph kept from the disk cache, as if it inherited the prepacked weights.
+  ``autotuned`` (``--variants eager unpacked``; the script refuses both in one run): after ``autotuned`` in the
+  same process it was seen to come out faster, with other logits and bypassing the disk cache, as if it
+  inherited the prepacked weights.
 
-Every variant is fed the eager run's greedy tokens, so all see the same sequences; each prints its ms per
-step, its ratio to eager in the same process, its compile time (the warm-up steps), whether inductor's disk
-cache served the graph (``hit``), compiled and stored it (``miss``) or could not keep it (``bypass``), and the
-largest |difference| of its logits from eager's. libgomp reads ``OMP_WAIT_POLICY`` once, when it loads, so each wait policy runs in
-a child process of its own: ``default`` leaves the variable unset, ``passive`` is what the lm-polygraph
-benchmarks set (threads sleep between parallel regions instead of spinning).
+Every variant is fed the eager run's greedy tokens, so all see the same sequences; each prints its ms per step,
+its ratio to eager in the same process, its compile time (the warm-up steps), whether inductor's disk cache
+served the graph (``hit``), compiled and stored it (``miss``) or could not keep it (``bypass``), and the largest
+|difference| of its logits from eager's. libgomp reads ``OMP_WAIT_POLICY`` once, when it loads, so each wait
+policy runs in a child process of its own: ``default`` leaves the variable unset, ``passive`` is what the
+lm-polygraph benchmarks set (threads sleep between parallel regions instead of spinning).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def compiled_steps(engine, batch: list[list[int]], fed: list, options: dict):
             logits.append(out.float())
     cache = [outcome for outcome in ("hit", "miss", "bypass")
              if counters["inductor"][f"fxgraph_cache_{outcome}"] > before.get(f"fxgraph_cache_{outcome}", 0)]
-    return (time.perf_counter() - started) / (steps - WARM_UP_STEPS), compile_seconds, logits, "+".join(cache)
+    seconds = (time.perf_counter() - started) / (steps - WARM_UP_STEPS)
+    return seconds, compile_seconds, logits, "+".join(cache) or "none"
 
 
 def child(args) -> None:
@@ -172,6 +174,9 @@ def main() -> None:
         parser.error(f"--steps must be >= 1, got {args.steps}")
     if min(args.rows) < 1:
         parser.error(f"--rows must be >= 1, got {args.rows}")
+    if {"autotuned", "unpacked"} <= set(args.variants):
+        parser.error("--variants: time unpacked in a run without autotuned (after autotuned, in one process, it "
+                     "inherits autotuned's prepacked weights)")
     if args.child:
         child(args)
         return

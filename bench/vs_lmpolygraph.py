@@ -92,17 +92,34 @@ CONFIDENCE_REGEX = r"(\d+(?:\.\d+)?)"
 
 
 class ForwardMeter:
-    """Every forward pass of one transformers model since it was hooked: its rows, query length and seconds.
+    """Every forward pass of one transformers model since it was hooked: its rows, query length, seconds and
+    whether it was a prefill.
 
     Hooks on the model's own ``forward`` see both tools' calls (our engine's loop, lm-polygraph's ``generate``
-    and its p(True) forward). A pass of query length 1 is a decoding step, a longer one a prefill."""
+    and its p(True) forward). A pass inside :meth:`mark_prefills`' method is a prefill, whatever its length (our
+    sample pass prefills one token a row after the stored greedy prompt); otherwise a pass of query length 1 is
+    a decoding step and a longer one a prefill."""
 
     def __init__(self, model):
-        self.calls: list[tuple[int, int, float]] = []
+        self.calls: list[tuple[int, int, float, bool]] = []
+        self.prefilling = False
         self._shape: tuple[int, int] = (0, 0)
         self._started = 0.0
         model.register_forward_pre_hook(self._before, with_kwargs=True)
         model.register_forward_hook(self._after, with_kwargs=True)
+
+    def mark_prefills(self, owner, method: str) -> None:
+        """Count every forward pass that ``owner.method`` runs as a prefill."""
+        prefill = getattr(owner, method)
+
+        def marked(*args, **kwargs):
+            self.prefilling = True
+            try:
+                return prefill(*args, **kwargs)
+            finally:
+                self.prefilling = False
+
+        setattr(owner, method, marked)
 
     def _before(self, module, args, kwargs) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
@@ -110,13 +127,15 @@ class ForwardMeter:
         self._started = time.perf_counter()
 
     def _after(self, module, args, kwargs, output) -> None:
-        self.calls.append((*self._shape, time.perf_counter() - self._started))
+        rows, length = self._shape
+        self.calls.append((rows, length, time.perf_counter() - self._started, self.prefilling or length > 1))
 
     def summary(self, total: float) -> dict[str, float]:
         """Decoding steps and prefills of the calls since ``calls`` was last cleared (count, rows, tokens,
         seconds), and what of ``total`` seconds went outside them."""
-        calls = np.array(self.calls or [(0, 0, 0.0)], dtype=float).reshape(-1, 3)
-        step, prefill = calls[calls[:, 1] == 1], calls[calls[:, 1] > 1]
+        calls = np.array(self.calls or [(0, 0, 0.0, False)], dtype=float).reshape(-1, 4)
+        is_prefill = calls[:, 3] > 0
+        step, prefill = calls[~is_prefill & (calls[:, 1] > 0)], calls[is_prefill]
         return {
             "steps": len(step), "step rows": step[:, 0].sum(), "step s": step[:, 2].sum(),
             "ms per step": 1e3 * step[:, 2].mean() if len(step) else float("nan"),
@@ -344,8 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--polygraph-defaults", action="store_true",
                         help="keep its greedy calculator's attention maps and hidden states (eager attention)")
     parser.add_argument("--forward-work", action="store_true",
-                        help="count each side's forward passes in its last run (decoding steps, prefills, their "
-                             "rows, tokens and seconds); transformers engine, both sides in this process")
+                        help="count each side's forward passes in every run (decoding steps, prefills, their "
+                             "rows, tokens and seconds: median and range over --repeats); transformers engine, "
+                             "both sides in this process")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -406,6 +426,8 @@ def main(argv: list[str] | None = None) -> None:
         # Alternating runs (ours, theirs, ours, ...), so that a change in the machine's load falls on both sides.
         ours_totals, theirs_runs = [], []
         meters = (ForwardMeter(engine.model), ForwardMeter(polygraph.model)) if args.forward_work else ()
+        if meters:
+            meters[0].mark_prefills(engine, "_prefill")
         work: tuple[list, list] = ([], [])  # per side, a summary of each run's forward passes
         for index in range(args.repeats):
             for meter in meters:
