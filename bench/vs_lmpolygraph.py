@@ -133,9 +133,9 @@ class ForwardMeter:
     def summary(self, total: float) -> dict[str, float]:
         """Decoding steps and prefills of the calls since ``calls`` was last cleared (count, rows, tokens,
         seconds), and what of ``total`` seconds went outside them."""
-        calls = np.array(self.calls or [(0, 0, 0.0, False)], dtype=float).reshape(-1, 4)
+        calls = np.array(self.calls, dtype=float).reshape(-1, 4)
         is_prefill = calls[:, 3] > 0
-        step, prefill = calls[~is_prefill & (calls[:, 1] > 0)], calls[is_prefill]
+        step, prefill = calls[~is_prefill], calls[is_prefill]
         return {
             "steps": len(step), "step rows": step[:, 0].sum(), "step s": step[:, 2].sum(),
             "ms per step": 1e3 * step[:, 2].mean() if len(step) else float("nan"),
